@@ -1,0 +1,41 @@
+# mixedstack: `make demo` records the bundled example, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR := demo-output
+
+.PHONY: install demo test conformance clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# The demo wants CPython 3.13+ (its perf_jit support gives Python frames without
+# frame pointers); it takes the newest one pyenv has, else python3.
+DEMO_PYTHON ?= $(shell ls -d "$$(pyenv root 2>/dev/null)"/versions/3.1[3-9]*/bin/python3.1[3-9] 2>/dev/null | sort -V | tail -1)
+ifeq ($(strip $(DEMO_PYTHON)),)
+DEMO_PYTHON := python3
+endif
+
+demo: install
+	@mkdir -p $(DEMO_DIR)
+	$(BIN)/mixedstack record --force -o $(DEMO_DIR)/perf.data -- $(DEMO_PYTHON) examples/app.py
+	$(BIN)/mixedstack fold --kernel $(DEMO_DIR)/perf.data -o $(DEMO_DIR)/app.folded
+	@echo "Hottest stacks (samples weighted by time, ns):"
+	@awk '{print $$NF "\t" $$0}' $(DEMO_DIR)/app.folded | sort -rn | head -8 | cut -f2- | cut -c1-220
+	@echo "Files: $(DEMO_DIR)/perf.data (recording), $(DEMO_DIR)/perf.data.d/ (its jitted code and maps), $(DEMO_DIR)/app.folded (folded stacks)"
+
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

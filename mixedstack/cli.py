@@ -1,0 +1,164 @@
+"""The `mixedstack` command line.
+
+    mixedstack record [-o perf.data] [-F HZ] [--call-graph auto|fp|dwarf] -- CMD ARGS...
+    mixedstack fold [INPUT] [-o FILE] [--pid] [--tid] [--kernel] [--jit] [--all] [--addrs]
+                    [--event-filter EV] [--keep-interpreter] [--inline]
+
+Exit status: record passes the target's through (128+N when a signal N ended it);
+1 when mixedstack could not do its job (perf failed, unreadable input); 2 for bad
+usage (click's convention); 130 after Ctrl-C during fold.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Iterable, Iterator, Optional
+
+import click
+
+from . import __version__
+from .fold import Folder, FoldOptions
+from .model import Sample
+from .perf import PerfError
+from .renderers import folded
+from .samples import EventFilter, ProcessLabel, parse
+from .sources import InputError, open_input
+from .target import TargetError
+
+
+def fail(message: str, status: int = 1) -> None:
+    click.echo("mixedstack: error: %s" % message, err=True)
+    sys.exit(status)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mixedstack")
+def main() -> None:
+    """One stack for Python, C and kernel frames, from Linux perf."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("-o", "--output", default="perf.data", show_default=True, metavar="FILE",
+              help="Write the recording to FILE (and its side files to FILE.d/).")
+@click.option("-F", "--frequency", default=999, show_default=True, type=click.IntRange(1, 100000),
+              metavar="HZ", help="Sample this many times a second.")
+@click.option("--call-graph", type=click.Choice(["auto", "fp", "dwarf"]), default="auto",
+              show_default=True, help="Unwind with frame pointers, DWARF, or what suits the interpreter.")
+@click.option("--stack-size", default=32768, show_default=True, type=click.IntRange(1024, 65528),
+              metavar="BYTES", help="User stack copied per sample in DWARF mode.")
+@click.option("-f", "--force", is_flag=True, help="Replace an existing recording without asking.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def record(output, frequency, call_graph, stack_size, force, command) -> None:
+    """Run COMMAND under perf record, with Python frames where the interpreter allows.
+
+    Example: mixedstack record -o app.data -- python app.py --its-args
+    """
+    from .record import RecordOptions, record as run_record
+    from .recording import Recording
+
+    existing = Recording(output)
+    if existing.exists() and not force:
+        if sys.stdin.isatty() and sys.stderr.isatty():
+            if not click.confirm("mixedstack: %s exists: replace that recording?" % output, err=True):
+                fail("kept the earlier recording %s; record to another file with -o" % output, 1)
+        else:
+            fail("%s already exists: an earlier recording is never replaced silently; "
+                 "record with -o NEW.data, or pass --force to replace it" % output, 1)
+    if existing.exists():
+        existing.remove()
+    try:
+        result = run_record(
+            RecordOptions(list(command), output, frequency, call_graph, stack_size),
+            say=lambda message: click.echo(message, err=True),
+        )
+    except (TargetError, PerfError) as error:
+        fail(str(error))
+    click.echo(result.summary, err=True)
+    sys.exit(result.status)
+
+
+@main.command()
+@click.argument("input", default="perf.data", metavar="[INPUT]")
+@click.option("-o", "--output", default="-", metavar="FILE", help="Write to FILE instead of standard output.")
+@click.option("--pid", is_flag=True, help="Include the PID with process names.")
+@click.option("--tid", is_flag=True, help="Include the PID and TID with process names.")
+@click.option("--kernel", is_flag=True, help="Annotate kernel functions with _[k].")
+@click.option("--jit", is_flag=True, help="Annotate perf-map (JIT) functions with _[j].")
+@click.option("--all", "all_", is_flag=True, help="All annotations (--kernel --jit).")
+@click.option("--addrs", is_flag=True, help="Include raw addresses where symbols are unknown.")
+@click.option("--event-filter", metavar="EV", default=None,
+              help="Keep samples of event EV only (default: the first event seen).")
+@click.option("--keep-interpreter", is_flag=True,
+              help="Show every frame as perf saw it: no Python merge, no plumbing dropped.")
+@click.option("--inline/--no-inline", default=False, show_default=True,
+              help="Show inlined C functions (perf script is twice as slow with them).")
+def fold(input, output, pid, tid, kernel, jit, all_, addrs, event_filter, keep_interpreter, inline):
+    """Fold INPUT into one `frame;frame;... count` line per distinct stack.
+
+    INPUT is a recording (default ./perf.data) or `perf script` text in a file or on
+    standard input (-). Stacks without Python frames come out exactly as
+    FlameGraph's stackcollapse-perf.pl writes them, with the same options.
+    """
+    folder = Folder(FoldOptions(kernel=kernel, jit=jit, all=all_, addrs=addrs,
+                                keep_interpreter=keep_interpreter))
+    warnings = []
+    try:
+        with open_input(input, inline=inline) as lines:
+            samples = parse(lines, ProcessLabel(pid, tid),
+                            EventFilter(event_filter, warn=lambda m: click.echo(m, err=True)),
+                            on_unrecognized=warnings.append)
+            folder.add_all(with_progress(samples))
+        write_output(folder, output)
+    except (InputError, PerfError) as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        fail("interrupted: nothing was written", 130)
+    if folder.samples == 0:
+        fail("%s holds no samples with stacks%s" % (
+            input, ": " + warnings[0][:80] if warnings else
+            "; was it recorded with call graphs (mixedstack record, or perf record -g)?"))
+    if output != "-" or sys.stderr.isatty():
+        click.echo("mixedstack: %s samples -> %s stacks, %.1f%% with Python frames%s" % (
+            format(folder.samples, ","), format(len(folder.stacks), ","),
+            100.0 * folder.python_samples / folder.samples,
+            "" if output == "-" else ", written to %s" % output), err=True)
+
+
+def with_progress(samples: Iterable[Sample]) -> Iterator[Sample]:
+    """Pass samples through; on a terminal, show a count every second."""
+    if not sys.stderr.isatty():
+        yield from samples
+        return
+    shown, count = time.monotonic(), 0
+    for count, sample in enumerate(samples, 1):
+        if count % 1000 == 0 and time.monotonic() - shown > 1:
+            shown = time.monotonic()
+            click.echo("\rmixedstack: %s samples read..." % format(count, ","), err=True, nl=False)
+        yield sample
+    if time.monotonic() - shown > 0 and count >= 1000:
+        click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
+
+
+def write_output(folder: Folder, output: str) -> None:
+    if output == "-":
+        stream = open(sys.stdout.fileno(), "w", encoding="latin-1", closefd=False, newline="\n")
+        try:
+            folded.render(folder.stacks, stream)
+            stream.flush()
+        except BrokenPipeError:  # `mixedstack fold | head` is fine
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    partial = output + ".partial"
+    try:
+        with open(partial, "w", encoding="latin-1", newline="\n") as stream:
+            folded.render(folder.stacks, stream)
+        os.replace(partial, output)  # never leave a half-written file under the real name
+    except OSError as error:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise InputError("cannot write %s: %s" % (output, error.strerror))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,28 @@
+"""The core data model: a frame as perf printed it, and a sample (one stack).
+
+Standard library only (perf's embedded Python imports it too).
+"""
+from __future__ import annotations
+
+from typing import List, NamedTuple, Optional
+
+
+class Frame(NamedTuple):
+    """One call-chain entry as perf printed it: `pc symbol+0xoff (dso)`."""
+
+    pc: str  # the address text, e.g. "7f0a1b2c3d"
+    symbol: str  # raw symbol text, offset included, e.g. "os_stat+0x150" or "[unknown]"
+    dso: str  # module text, e.g. "/usr/lib/libc.so.6", "[kernel.kallsyms]", "inlined"
+
+
+class Sample(NamedTuple):
+    """One sample: who it belongs to, its weight, and its frames leaf first."""
+
+    label: str  # process label: comm, or comm-PID, or comm-PID/TID (spaces -> _)
+    period: int  # weight (event period; 1 when perf printed none)
+    event: Optional[str]
+    frames: List[Frame]  # leaf first, as perf prints them
+    # comm/pid/tid are kept for processors that need them (e.g. per-thread output).
+    comm: str = ""
+    pid: str = "?"
+    tid: str = ""

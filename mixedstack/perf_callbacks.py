@@ -1,0 +1,67 @@
+"""perf's Python scripting callbacks (`perf script -s`) -> samples -> folded stacks.
+
+Used by perf_scripts/mixedstack-fold.py inside perf's embedded Python, so standard
+library only. Builds the same Sample objects as the text parser (samples.py) and
+runs them through the same Folder and renderer.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Dict, List
+
+from .fold import Folder, FoldOptions
+from .model import Frame, Sample
+from .renderers import folded
+from .samples import EventFilter, ProcessLabel
+
+
+def parse_arguments(argv: List[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mixedstack-fold.py", description=__doc__)
+    for flag in ("--pid", "--tid", "--kernel", "--jit", "--all", "--addrs", "--keep-interpreter"):
+        parser.add_argument(flag, action="store_true")
+    parser.add_argument("--event-filter", default=None)
+    parser.add_argument("-o", "--output", default="-")
+    return parser.parse_args(argv)
+
+
+def frame_of(entry: Dict[str, Any]) -> Frame:
+    symbol = entry.get("sym")
+    name = symbol.get("name") if symbol else None
+    return Frame("%x" % entry.get("ip", 0), name or "[unknown]", entry.get("dso") or "[unknown]")
+
+
+class FoldCallbacks:
+    def __init__(self, argv: List[str]):
+        args = parse_arguments(argv)
+        self.output = args.output
+        self.label = ProcessLabel(include_pid=args.pid, include_tid=args.tid)
+        self.events = EventFilter(args.event_filter)
+        self.folder = Folder(
+            FoldOptions(
+                kernel=args.kernel,
+                jit=args.jit,
+                all=args.all,
+                addrs=args.addrs,
+                keep_interpreter=args.keep_interpreter,
+            )
+        )
+
+    def process_event(self, param_dict: Dict[str, Any]) -> None:
+        event = param_dict.get("ev_name", "")
+        if not self.events.accepts(event):
+            return
+        sample = param_dict.get("sample", {})
+        comm = param_dict.get("comm", "")
+        pid, tid = str(sample.get("pid", "?")), str(sample.get("tid", ""))
+        frames = [frame_of(entry) for entry in param_dict.get("callchain", [])]
+        period = sample.get("period") or 1
+        self.folder.add(Sample(self.label(comm, pid, tid), period, event, frames, comm, pid, tid))
+
+    def trace_end(self) -> None:
+        if self.output == "-":
+            folded.render(self.folder.stacks, sys.stdout)
+            sys.stdout.flush()
+        else:
+            with open(self.output, "w", encoding="utf-8", errors="surrogateescape") as out:
+                folded.render(self.folder.stacks, out)

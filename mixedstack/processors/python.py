@@ -1,0 +1,145 @@
+"""The Python merge: one readable frame per Python call, real C work kept.
+
+CPython's perf support (and our agent) runs each Python call through a small
+trampoline named `py::QUALNAME:FILE` (agent: `py::QUALNAME:FILE:LINE`). Under a
+DWARF or frame-pointer unwind a Python call then looks like (root first):
+
+    py_trampoline_evaluator      plumbing: the hook that entered the trampoline
+    py::main:/app.py             the Python frame
+    _PyEval_EvalFrameDefault     the interpreter running `main`'s bytecode
+    PyObject_Vectorcall ...      plumbing: dispatching the next call
+    py_trampoline_evaluator
+    py::handler:/app.py          ...
+
+This module turns that into `main (app.py);handler (app.py);...`: each `py::` frame
+becomes a Python frame, call plumbing between and under Python frames is dropped,
+interpreter start-up frames above the outermost Python frame are dropped, and
+every other native frame (builtins, extension modules, libc, kernel) is kept.
+Stacks without any Python frame are returned unchanged.
+
+This is the one module that holds the merge logic; it is standard library only so
+that perf's embedded Python can run it (perf_scripts/mixedstack-fold.py).
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Dict, List, Optional, Sequence, Union
+
+from ..model import Frame
+
+PYTHON_PREFIX = "py::"
+OFFSET = re.compile(r"\+0x[\da-f]+$", re.ASCII)
+
+# Call plumbing: C functions whose only job is to get from one Python frame (or
+# a C caller) to the next evaluation. Named exactly, across CPython 3.8-3.13, so
+# that C functions doing real work (and C functions calling back into Python,
+# such as builtin_sorted or sqlite3's callbacks) are never dropped.
+PLUMBING = re.compile(
+    r"^(?:"
+    r"_?PyEval_EvalFrame(?:Default|Ex)?"
+    r"|_?PyEval_EvalCode(?:Ex|WithName)?|_PyEval_Vector"
+    r"|py_trampoline_evaluator|_Py_trampoline\w*|mixedstack_trampoline\w*|mixedstack_eval\w*"
+    r"|_?PyObject_Vectorcall(?:Tstate|Dict|DictTstate|Method|Prepend)?"
+    r"|_?PyObject_FastCall(?:Dict|DictTstate|Tstate)?"
+    r"|_?PyObject_Call(?:_Prepend|NoArgs|NoArgsTstate|OneArg|Object|FunctionObjArgs)?"
+    r"|_?PyObject_Call(?:Method|Function)\w*|_PyObject_CallFunctionVa|_?PyObject_VectorcallMethod\w*"
+    r"|_PyObject_MakeTpCall|_?PyVectorcall_Call|object_vacall"
+    r"|_PyFunction_Vectorcall|_PyFunction_FastCall(?:Dict|Keywords)?|function_code_fastcall"
+    r"|method_vectorcall\w*|cfunction_vectorcall\w*|cfunction_call(?:_varargs)?"
+    r"|_PyCFunction_FastCall\w*|_PyMethodDef_RawFastCall\w*|_PyMethodDescr_FastCall\w*"
+    r"|call_function|do_call_core|vectorcall_method|vectorcall_unbound"
+    r")$",
+    re.ASCII,
+)
+
+Item = Union[Frame, str]  # a native frame still to be named, or a finished Python name
+
+
+def symbol_name(frame: Frame) -> str:
+    return OFFSET.sub("", frame.symbol)
+
+
+def is_python(frame: Frame) -> bool:
+    return frame.symbol.startswith(PYTHON_PREFIX)
+
+
+def is_plumbing(frame: Frame) -> bool:
+    return PLUMBING.match(symbol_name(frame)) is not None
+
+
+class PythonNames:
+    """`py::QUALNAME:FILE[:LINE]` -> `QUALNAME (short/file.py[:LINE])`, cached."""
+
+    def __init__(self) -> None:
+        self._names: Dict[str, str] = {}
+        self._files: Dict[str, str] = {}
+
+    def __call__(self, frame: Frame) -> str:
+        symbol = symbol_name(frame)
+        name = self._names.get(symbol)
+        if name is None:
+            name = self._names[symbol] = self._format(symbol[len(PYTHON_PREFIX):])
+        return name
+
+    def _format(self, text: str) -> str:
+        # A qualname never holds ":", a file name might: split at the first one.
+        qualname, _, location = text.partition(":")
+        line = ""
+        head, sep, tail = location.rpartition(":")
+        if sep and tail.isdigit() and head:
+            location, line = head, ":" + tail
+        where = self.short_file(location) + line if location else ""
+        name = "%s (%s)" % (qualname, where) if where else qualname
+        return name.replace(";", ":")  # ";" separates frames in folded output
+
+    def short_file(self, path: str) -> str:
+        """Shorten a path as py-spy does: keep the package directories only."""
+        short = self._files.get(path)
+        if short is None:
+            short = self._files[path] = shorten_path(path)
+        return short
+
+
+def shorten_path(path: str) -> str:
+    """`/site-packages/pkg/sub/mod.py` -> `pkg/sub/mod.py`; `/src/app.py` -> `app.py`.
+
+    Walks up from the file while the directory is a package (has __init__.py), like
+    py-spy. Names that are not paths (`<frozen ...>`, `<string>`) stay as they are.
+    """
+    if not path.startswith("/"):
+        return path
+    top = os.path.dirname(path)
+    while top not in ("/", "") and os.path.exists(os.path.join(top, "__init__.py")):
+        top = os.path.dirname(top)
+    return os.path.relpath(path, top) if top else path
+
+
+class PythonMerge:
+    """Processor: a sample's frames (leaf first) -> items root first.
+
+    Returns None for a stack without Python frames, so that the caller can keep
+    FlameGraph's exact behaviour for it.
+    """
+
+    def __init__(self, names: Optional[PythonNames] = None):
+        self.names = names or PythonNames()
+
+    def __call__(self, frames: Sequence[Frame]) -> Optional[List[Item]]:
+        root_first = frames[::-1]
+        first = next((i for i, f in enumerate(root_first) if is_python(f)), None)
+        if first is None:
+            return None
+        items: List[Item] = []
+        previous = None
+        # Frames above the outermost Python frame are interpreter start-up
+        # (_start ... run_mod) or thread start-up: dropped.
+        for frame in root_first[first:]:
+            if is_python(frame):
+                items.append(self.names(frame))
+            elif frame == previous:
+                pass  # perf repeats an entry when an inlined chain shares its pc
+            elif not is_plumbing(frame):
+                items.append(frame)
+            previous = frame
+        return items

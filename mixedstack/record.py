@@ -1,0 +1,183 @@
+"""`mixedstack record`: perf record with the right flags for the target interpreter.
+
+Steps: find the interpreter and pick a mode (target.py) -> run `perf record` with the
+mode's environment -> `perf inject --jit` where the mode needs it -> move what the
+run left in /tmp beside the recording -> one summary line. The target's exit
+status is passed through.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable, List, Optional
+
+from . import perf
+from .perfdata import forget_forks_before_exec
+from .recording import Recording
+from .target import Interpreter, find_interpreter, perf_mode
+
+# DWARF mode copies this much user stack per sample. perf's default (8 KB) cuts
+# deep Python stacks and forked workers (whose stacks hold the parent's frames)
+# before `<module>`; each Python level costs ~0.5 KB of C stack.
+DEFAULT_STACK_SIZE = 32768
+DEFAULT_FREQUENCY = 999
+
+
+@dataclasses.dataclass
+class RecordOptions:
+    command: List[str]
+    output: str = "perf.data"
+    frequency: int = DEFAULT_FREQUENCY
+    call_graph: str = "auto"  # auto | fp | dwarf
+    stack_size: int = DEFAULT_STACK_SIZE
+
+
+@dataclasses.dataclass
+class RecordResult:
+    status: int  # the target's exit status, shell style (128+N for signal N)
+    samples: int
+    lost: int
+    seconds: float
+    mode: str
+    summary: str
+
+
+def choose_mode(interp: Optional[Interpreter], call_graph: str):
+    """The interpreter's best mode, unless --call-graph asks for another unwinder."""
+    mode = perf_mode(interp)
+    if call_graph == "auto" or call_graph == mode.call_graph:
+        return mode
+    if call_graph == "fp":
+        perf_map = interp is not None and interp.perf_trampoline
+        return dataclasses.replace(
+            mode,
+            name="perf-map" if perf_map else "native",
+            env={"PYTHONPERFSUPPORT": "1"} if perf_map else {},
+            call_graph="fp",
+            needs_inject=False,
+            reason="frame-pointer unwinding was asked for"
+            + ("" if interp and interp.frame_pointers else
+               "; this interpreter has no frame pointers, so stacks will stop early"),
+        )
+    jit = interp is not None and interp.perf_jit
+    return dataclasses.replace(
+        mode,
+        name="perf-jit" if jit else "native",
+        env={"PYTHON_PERF_JIT_SUPPORT": "1"} if jit else {},
+        call_graph="dwarf",
+        needs_inject=jit,
+        reason="DWARF unwinding was asked for"
+        + ("" if jit else "; without -X perf_jit (CPython 3.13+) Python frames will be missing"),
+    )
+
+
+def target_environment(mode) -> dict:
+    """The target's environment: the mode's variables travel to every child."""
+    env = dict(os.environ)
+    env.update(mode.env)
+    return env
+
+
+def perf_record_command(options: RecordOptions, mode, recording: Recording) -> List[str]:
+    command = perf.perf_command("record", recording.buildid_dir)
+    command += ["-F", str(options.frequency), "-o", recording.raw, "-q"]
+    # perf record waits ~1 s at exit for its BPF side-band thread; we need no BPF symbols.
+    command.append("--no-bpf-event")
+    if mode.call_graph == "dwarf":
+        command += ["--call-graph", "dwarf,%d" % options.stack_size]
+    else:
+        command.append("-g")
+    if mode.needs_inject:
+        command += ["-k", "1"]  # jitdump timestamps are CLOCK_MONOTONIC
+    return command + ["--"] + options.command
+
+
+def shell_status(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def run_forwarding_ctrl_c(command: List[str], env: dict) -> int:
+    """Run perf record; Ctrl-C reaches perf and the target (same process group),
+    and we stay alive to finish the recording."""
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        process = subprocess.Popen(command, env=env)
+        while True:
+            try:
+                return process.wait()
+            except KeyboardInterrupt:  # pragma: no cover - handler above prevents it
+                continue
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
+    recording = Recording(options.output)
+    interp = find_interpreter(options.command)
+    mode = choose_mode(interp, options.call_graph)
+    if mode.name == "native" or options.call_graph != "auto":
+        say("mixedstack: %s" % mode.reason)
+
+    os.makedirs(recording.folder, exist_ok=True)
+    env = target_environment(mode)
+    command = perf_record_command(options, mode, recording)
+    started = time.time()
+    status = run_forwarding_ctrl_c(command, env)
+    seconds = time.time() - started
+
+    if not os.path.exists(recording.raw) or os.path.getsize(recording.raw) == 0:
+        recording.remove()
+        raise perf.PerfError(
+            "perf record wrote no data (exit status %d): see perf's message above; "
+            "`perf record -- true` shows whether perf works here" % shell_status(status)
+        )
+    forget_forks_before_exec(recording.raw)
+    if mode.needs_inject:
+        inject = perf.perf_command("inject", recording.buildid_dir) + [
+            "--jit", "-i", recording.raw, "-o", recording.data,
+        ]
+        done = subprocess.run(inject, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if done.returncode != 0:
+            os.replace(recording.raw, recording.data)
+            say("mixedstack: perf inject --jit failed (%s); Python frames will be missing"
+                % done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:])
+        else:
+            os.remove(recording.raw)
+    else:
+        os.replace(recording.raw, recording.data)
+
+    pids = perf.task_pids(recording.data)
+    recording.adopt_tmp_files(pids, since=started - 1)
+    recording.prune_buildid_cache()
+    stats = perf.sample_stats(recording.data)
+    exit_status = shell_status(status)
+    recording.write_meta({
+        "command": options.command,
+        "mode": mode.name,
+        "reason": mode.reason,
+        "interpreter": interp.describe() if interp else None,
+        "call_graph": mode.call_graph,
+        "frequency": options.frequency,
+        "stack_size": options.stack_size if mode.call_graph == "dwarf" else None,
+        "exit_status": exit_status,
+        "seconds": round(seconds, 3),
+        "samples": stats["samples"],
+        "lost": stats["lost"],
+    })
+    summary = "mixedstack: %s samples%s in %.1f s, mode %s%s, exit status %d -> %s (+ %s/); next: mixedstack fold %s" % (
+        format(stats["samples"], ","),
+        " (%s lost)" % format(stats["lost"], ",") if stats["lost"] else "",
+        seconds,
+        mode.name,
+        " (%s)" % interp.describe() if interp else "",
+        exit_status,
+        recording.data,
+        os.path.basename(recording.folder),
+        shlex.quote(recording.data),
+    )
+    return RecordResult(exit_status, stats["samples"], stats["lost"], seconds, mode.name, summary)

@@ -1,0 +1,58 @@
+"""Where fold's text comes from: a recording (through `perf script`) or text.
+
+INPUT is told apart by content, not by name: perf.data files start with PERFILE2;
+anything else is read as `perf script` output, so fold drops in for
+stackcollapse-perf.pl in a pipe.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import IO, Iterator
+
+from . import perf
+from .recording import Recording
+
+
+class InputError(Exception):
+    """A one-line message: what is wrong with INPUT and what to do."""
+
+
+@contextlib.contextmanager
+def open_input(path: str, inline: bool = False) -> Iterator[Iterator[str]]:
+    """Yield the lines of `perf script` text for INPUT ("-" is standard input)."""
+    if path == "-":
+        stream = sys.stdin.buffer
+        head = stream.peek(8)[:8] if hasattr(stream, "peek") else b""
+        if perf.is_perf_data(head):
+            raise InputError(
+                "standard input holds perf.data, not perf script text: "
+                "give the file name instead of '-'"
+            )
+        yield text_lines(stream)
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except FileNotFoundError:
+        hint = " (record one with: mixedstack record -- python app.py)" if path == "perf.data" else ""
+        raise InputError("no such file: %s%s" % (path, hint))
+    except IsADirectoryError:
+        raise InputError("%s is a folder: give the perf.data file (or perf script text)" % path)
+    except OSError as error:
+        raise InputError("cannot read %s: %s" % (path, error.strerror))
+    if perf.is_perf_data(head):
+        recording = Recording(path)
+        with recording.perf_maps_in_tmp():
+            yield perf.script_lines(path, recording.buildid_dir_if_any(), inline=inline)
+    else:
+        if not head:
+            raise InputError("%s is empty: nothing to fold" % path)
+        with open(path, "rb") as f:
+            yield text_lines(f)
+
+
+def text_lines(stream: IO[bytes]) -> Iterator[str]:
+    """Lines split on \\n only and decoded byte for byte, as Perl reads them."""
+    for raw in stream:  # binary iteration splits on b"\n" only
+        yield raw.decode("latin-1")

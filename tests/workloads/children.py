@@ -1,0 +1,31 @@
+"""Test workload: Python work in child processes started by fork, spawn and subprocess.
+
+    python children.py METHOD   (METHOD: fork | spawn | subprocess)
+"""
+import multiprocessing
+import subprocess
+import sys
+import time
+
+
+def child_work(seconds):
+    end = time.perf_counter() + seconds
+    total = 0
+    while time.perf_counter() < end:
+        for i in range(1000):
+            total += i % 3
+    return total
+
+
+def main(method):
+    if method == "subprocess":
+        code = "import children; children.child_work(0.6)"
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=sys.path[0])
+        return
+    context = multiprocessing.get_context(method)
+    with context.Pool(2) as pool:
+        pool.map(child_work, [0.6, 0.6])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
