@@ -1,13 +1,18 @@
-"""A fix-up of perf.data records that perf 6.1 mis-reads: forks followed by exec.
+"""A fix-up of perf.data records that perf 6.1 mis-reads: maps from before an exec.
 
-perf keeps the maps a child inherited at fork() after the child calls exec(), so
-the child's samples are unwound against its parent's old address space: measured
-here, 97% of a `subprocess`-started Python child's samples stopped after their first
-frame. A process that exec()s starts with a fresh address space anyway, so its
-FORK record is turned into an EXIT record of the same size (perf ignores an exit of
-a task it does not know yet): perf then builds the child from its own mmaps, as it
-does for the process it started itself. Forks without exec (multiprocessing's fork
-workers) keep their FORK: they do run in the parent's trampolines and maps.
+perf keeps the maps a task had before exec() after the exec, so the new program's
+samples are unwound against the old address space: measured here, 97% of a
+`subprocess`-started Python child's samples stopped after their first frame. That
+hits every process mixedstack records: the target is attached while held before
+exec (launch.py), and its children are forked then exec'd.
+
+A process starts with a fresh address space at exec, so everything perf was told
+about its memory before its last exec is made invisible: a FORK record of such a
+process becomes an EXIT record of the same size (perf ignores the exit of a task it
+does not know yet), and its earlier MMAP records are moved to a pid that does not
+exist. perf then builds the process from its own mmaps, as it does for a program
+it starts itself. Forks without exec (multiprocessing's fork workers) are left
+alone: they do run in their parent's trampolines and maps.
 
 Layout (tools/perf/Documentation/perf.data-file-format.txt): a header whose data
 section is a run of records, each `u32 type, u16 misc, u16 size` then a body.
@@ -16,45 +21,72 @@ from __future__ import annotations
 
 import mmap
 import struct
-from typing import Iterator, Tuple
+from typing import Callable, Iterator, Tuple
 
+PERF_RECORD_MMAP = 1
 PERF_RECORD_COMM = 3
 PERF_RECORD_EXIT = 4
 PERF_RECORD_FORK = 7
+PERF_RECORD_MMAP2 = 10
 MISC_COMM_EXEC = 1 << 13
-DATA_SECTION = 40  # offset of the data section's {offset, size} in the file header
+NO_SUCH_PID = 0x7FFFFFF0  # above any pid_max Linux allows (4194304)
+ATTR_SIZE, ATTRS_SECTION, DATA_SECTION = 16, 24, 40  # offsets in the file header
+SAMPLE_TIME = 1 << 2
+# sample_id_all trailer fields after TIME, each a u64: ID, CPU (u32+pad), STREAM_ID, IDENTIFIER
+AFTER_TIME = (1 << 6, 1 << 7, 1 << 9, 1 << 16)
 
 
-def records(buf, start: int, end: int) -> Iterator[Tuple[int, int, int]]:
-    """(position, type, misc) of each record in buf[start:end]."""
+def records(buf, start: int, end: int) -> Iterator[Tuple[int, int, int, int]]:
+    """(position, type, misc, size) of each record in buf[start:end]."""
     position = start
     while position + 8 <= end:
         record_type, misc, size = struct.unpack_from("<IHH", buf, position)
         if size < 8:
             return  # corrupt or truncated: stop rather than loop
-        yield position, record_type, misc
+        yield position, record_type, misc, size
         position += size
 
 
-def forget_forks_before_exec(path: str) -> int:
-    """Rewrite in place; returns how many FORK records were turned into EXITs."""
+def time_reader(buf) -> Callable[[int, int], int]:
+    """When a record happened, from its sample_id trailer.
+
+    Records are written per ring buffer, so file order is not time order (a child's
+    exec can be written before its parent's fork). Without timestamps, fall back
+    to file order."""
+    offset, _ = struct.unpack_from("<QQ", buf, ATTRS_SECTION)
+    attr_size = struct.unpack_from("<Q", buf, ATTR_SIZE)[0]
+    sample_type = struct.unpack_from("<Q", buf, offset + 24)[0] if attr_size >= 32 else 0
+    if not sample_type & SAMPLE_TIME:
+        return lambda position, size: position
+    back = 8 + 8 * sum(1 for bit in AFTER_TIME if sample_type & bit)
+    return lambda position, size: struct.unpack_from("<Q", buf, position + size - back)[0]
+
+
+def forget_memory_before_exec(path: str) -> int:
+    """Rewrite in place; returns how many records were changed."""
     with open(path, "r+b") as f:
         if f.read(8) != b"PERFILE2":
             return 0
         with mmap.mmap(f.fileno(), 0) as buf:
             offset, size = struct.unpack_from("<QQ", buf, DATA_SECTION)
             end = min(offset + size, len(buf))
-            exec_pids = set()
-            for position, record_type, misc in records(buf, offset, end):
+            when = time_reader(buf)
+            last_exec = {}  # pid -> when it last exec'd
+            for position, record_type, misc, size in records(buf, offset, end):
                 if record_type == PERF_RECORD_COMM and misc & MISC_COMM_EXEC:
-                    exec_pids.add(struct.unpack_from("<I", buf, position + 8)[0])
-            patched = 0
-            for position, record_type, _ in records(buf, offset, end):
-                if record_type != PERF_RECORD_FORK:
-                    continue
-                pid, ppid, tid, _ = struct.unpack_from("<IIII", buf, position + 8)
-                if pid in exec_pids and pid == tid and pid != ppid:
-                    struct.pack_into("<I", buf, position, PERF_RECORD_EXIT)
-                    patched += 1
+                    pid = struct.unpack_from("<I", buf, position + 8)[0]
+                    last_exec[pid] = max(last_exec.get(pid, 0), when(position, size))
+            changed = 0
+            for position, record_type, _, size in records(buf, offset, end):
+                if record_type in (PERF_RECORD_MMAP, PERF_RECORD_MMAP2):
+                    pid = struct.unpack_from("<I", buf, position + 8)[0]
+                    if pid in last_exec and when(position, size) < last_exec[pid]:
+                        struct.pack_into("<II", buf, position + 8, NO_SUCH_PID, NO_SUCH_PID)
+                        changed += 1
+                elif record_type == PERF_RECORD_FORK:
+                    pid, ppid, tid, _ = struct.unpack_from("<IIII", buf, position + 8)
+                    if pid in last_exec and pid == tid and pid != ppid:
+                        struct.pack_into("<I", buf, position, PERF_RECORD_EXIT)
+                        changed += 1
             buf.flush()
-    return patched
+    return changed

@@ -1,7 +1,7 @@
 """`mixedstack record`: perf record with the right flags for the target interpreter.
 
-Steps: find the interpreter and pick a mode (target.py) -> run `perf record` with the
-mode's environment -> `perf inject --jit` where the mode needs it -> move what the
+Steps: find the interpreter and pick a mode (target.py) -> start the target with the
+mode's environment and attach `perf record` to it (launch.py) -> `perf inject --jit` where the mode needs it -> move what the
 run left in /tmp beside the recording -> one summary line. The target's exit
 status is passed through.
 """
@@ -12,12 +12,12 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from typing import Callable, List, Optional
 
 from . import perf
-from .perfdata import forget_forks_before_exec
+from .launch import run_attached
+from .perfdata import forget_memory_before_exec
 from .recording import Recording
 from .target import Interpreter, find_interpreter, perf_mode
 
@@ -94,26 +94,11 @@ def perf_record_command(options: RecordOptions, mode, recording: Recording) -> L
         command.append("-g")
     if mode.needs_inject:
         command += ["-k", "1"]  # jitdump timestamps are CLOCK_MONOTONIC
-    return command + ["--"] + options.command
+    return command  # launch.run_attached adds -p TARGET
 
 
 def shell_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
-
-
-def run_forwarding_ctrl_c(command: List[str], env: dict) -> int:
-    """Run perf record; Ctrl-C reaches perf and the target (same process group),
-    and we stay alive to finish the recording."""
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
-    try:
-        process = subprocess.Popen(command, env=env)
-        while True:
-            try:
-                return process.wait()
-            except KeyboardInterrupt:  # pragma: no cover - handler above prevents it
-                continue
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
@@ -127,16 +112,16 @@ def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
     env = target_environment(mode)
     command = perf_record_command(options, mode, recording)
     started = time.time()
-    status = run_forwarding_ctrl_c(command, env)
+    status, interrupted, perf_status = run_attached(command, options.command, env)
     seconds = time.time() - started
 
     if not os.path.exists(recording.raw) or os.path.getsize(recording.raw) == 0:
         recording.remove()
         raise perf.PerfError(
-            "perf record wrote no data (exit status %d): see perf's message above; "
-            "`perf record -- true` shows whether perf works here" % shell_status(status)
+            "perf record wrote no data (perf's exit status %d): see perf's message above; "
+            "`perf record -- true` shows whether perf works here" % shell_status(perf_status)
         )
-    forget_forks_before_exec(recording.raw)
+    forget_memory_before_exec(recording.raw)
     if mode.needs_inject:
         inject = perf.perf_command("inject", recording.buildid_dir) + [
             "--jit", "-i", recording.raw, "-o", recording.data,
@@ -155,7 +140,8 @@ def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
     recording.adopt_tmp_files(pids, since=started - 1)
     recording.prune_buildid_cache()
     stats = perf.sample_stats(recording.data)
-    exit_status = shell_status(status)
+    # After Ctrl-C, exit as the shell expects (130), whatever perf did to the target.
+    exit_status = 128 + signal.SIGINT if interrupted else shell_status(status)
     recording.write_meta({
         "command": options.command,
         "mode": mode.name,

@@ -1,6 +1,6 @@
 """mixedstack fold as a perf script: for a machine that has perf and nothing else.
 
-    perf script -i perf.data --no-inline -s perf_scripts/mixedstack-fold.py -- [OPTIONS]
+    perf script -i perf.data --no-inline --max-stack 4096 -s perf_scripts/mixedstack-fold.py -- [OPTIONS]
 
 OPTIONS are fold's: --pid --tid --kernel --jit --all --addrs --event-filter EV
 --keep-interpreter, and -o FILE (default: standard output). Runs in perf's embedded

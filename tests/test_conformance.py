@@ -51,5 +51,5 @@ def test_corpus_is_complete():
     require_corpus()
     inputs = {p.stem for p in CORPUS.glob("*.txt") if not p.name.startswith("LICENSE")}
     results = {tuple(p.stem.rsplit(SUFFIX, 1)) for p in RESULTS.glob("*%s*.txt" % SUFFIX)}
-    assert inputs, "no inputs in %s" % CORPUS
+    assert len(results) >= 78, "the corpus had 13 inputs x 6 options when these tests were written"
     assert results == {(name, option) for name in inputs for option in OPTIONS}

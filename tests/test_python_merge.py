@@ -116,9 +116,8 @@ def test_folder_counts_samples_with_python():
     assert (folder.samples, folder.python_samples, len(folder.stacks)) == (5, 4, 5)
 
 
-@pytest.mark.xfail(strict=True, reason="PythonMerge drops a repeated native frame (same pc), "
-                   "so same-call-site C recursion under Python loses its depth")
 def test_native_recursion_under_python_keeps_its_depth():
+    # r_object recursing from one call site: identical consecutive frames are real frames
     assert fold(RECURSION) == [
         "python3.13;<module> (rec.py);load (rec.py);marshal_loads;read_object;"
         + "r_object;" * 6 + "memset@plt 1001001"]
@@ -167,3 +166,26 @@ def test_short_file_keeps_package_directories(tmp_path):
     # the agent's `py::QUALNAME:FILE:LINE` keeps its line after the shortened file
     assert fold_text("python3 7/7 1.0: 1 cpu-clock:\n\t85 py::run:%s/mod.py:7 (/tmp/jitted-7-1.so)\n\n"
                      % package) == ["python3;run (pkg/sub/mod.py:7) 1"]
+
+
+def test_a_cpp_py_namespace_symbol_is_not_a_python_frame():
+    text = ("server 10/10 [000] 1.0: 1 cycles:\n"
+            "\t55d000001000 py::Interpreter::eval(py::Object const&)+0x10 (/usr/bin/server)\n"
+            "\t55d000000f00 main+0x30 (/usr/bin/server)\n\n")
+    assert fold_text(text) == ["server;main;py::Interpreter::eval 1"]
+
+
+def test_a_native_caller_above_python_is_kept_but_thread_startup_is_not():
+    # a native thread of libworker.so calls back into Python through ctypes
+    text = ("app 7/9 1.0: 1 cpu-clock:\n"
+            "\t1a0 _PyEval_EvalFrameDefault+0x10 (/usr/lib/libpython3.13.so.1.0)\n"
+            "\t85 py::callback:/srv/cb.py+0x5 (/tmp/jitted-7-3.so)\n"
+            "\t2a0 py_trampoline_evaluator+0x70 (/usr/lib/libpython3.13.so.1.0)\n"
+            "\t3a0 _PyObject_MakeTpCall+0x30 (/usr/lib/libpython3.13.so.1.0)\n"
+            "\t4a0 _CallPythonObject+0x90 (/usr/lib/python3.13/lib-dynload/_ctypes.so)\n"
+            "\t5a0 closure_fcn+0x20 (/usr/lib/python3.13/lib-dynload/_ctypes.so)\n"
+            "\t6a0 native_worker_loop+0x40 (/usr/lib/libworker.so)\n"
+            "\t7a0 start_thread+0x1f (/usr/lib/x86_64-linux-gnu/libc.so.6)\n"
+            "\t8a0 clone3+0x2c (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\n")
+    assert fold_text(text) == [
+        "app;native_worker_loop;closure_fcn;_CallPythonObject;callback (cb.py) 1"]

@@ -53,6 +53,14 @@ PLUMBING = re.compile(
     re.ASCII,
 )
 
+# Where perf finds trampolines: jitdump code after `perf inject --jit`, or a perf map.
+TRAMPOLINE_DSO = re.compile(r"(?:^|/)(?:jitted-\d+-\d+\.so|perf-\d+\.map)$", re.ASCII)
+STARTUP_DSO = re.compile(
+    r"(?:^|/)(?:(?:lib)?python[\d.]*[dmu]*(?:\.so[\d.]*)?|libc[.-][^/]*|ld-linux[^/]*|libpthread[^/]*)$"
+    r"|^inlined$|^\[unknown\]$",
+    re.ASCII,
+)
+
 Item = Union[Frame, str]  # a native frame still to be named, or a finished Python name
 
 
@@ -61,7 +69,15 @@ def symbol_name(frame: Frame) -> str:
 
 
 def is_python(frame: Frame) -> bool:
-    return frame.symbol.startswith(PYTHON_PREFIX)
+    """A trampoline frame: `py::` in code that perf learnt from a jitdump or perf map
+    (a C++ `py::Object::call` in a real library is not one)."""
+    return frame.symbol.startswith(PYTHON_PREFIX) and TRAMPOLINE_DSO.search(frame.dso) is not None
+
+
+def is_startup(frame: Frame) -> bool:
+    """Code that starts the interpreter or a thread: the python binary, libpython,
+    libc, the dynamic loader (and their inlined frames)."""
+    return STARTUP_DSO.search(frame.dso) is not None
 
 
 def is_plumbing(frame: Frame) -> bool:
@@ -130,16 +146,15 @@ class PythonMerge:
         first = next((i for i, f in enumerate(root_first) if is_python(f)), None)
         if first is None:
             return None
+        # Above the outermost Python frame, interpreter and thread start-up
+        # (_start ... run_mod, start_thread ... thread_run) is dropped; a program
+        # of its own there (an app embedding Python, a native thread calling back
+        # through ctypes) is kept from its outermost frame on.
+        own = next((i for i, f in enumerate(root_first[:first]) if not is_startup(f)), first)
         items: List[Item] = []
-        previous = None
-        # Frames above the outermost Python frame are interpreter start-up
-        # (_start ... run_mod) or thread start-up: dropped.
-        for frame in root_first[first:]:
+        for frame in root_first[own:]:
             if is_python(frame):
                 items.append(self.names(frame))
-            elif frame == previous:
-                pass  # perf repeats an entry when an inlined chain shares its pc
             elif not is_plumbing(frame):
                 items.append(frame)
-            previous = frame
         return items

@@ -22,9 +22,12 @@ def main(method):
         code = "import children; children.child_work(0.6)"
         subprocess.run([sys.executable, "-c", code], check=True, cwd=sys.path[0])
         return
-    context = multiprocessing.get_context(method)
-    with context.Pool(2) as pool:
-        pool.map(child_work, [0.6, 0.6])
+    pool = multiprocessing.get_context(method).Pool(2)
+    pool.map(child_work, [0.6, 0.6])
+    # close+join, not `with Pool()`: its terminate() SIGTERMs the workers, and a
+    # killed CPython loses the jitdump entries it had not flushed (see README).
+    pool.close()
+    pool.join()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""Start the target and attach perf to it, so that Ctrl-C reaches the target only.
+
+`perf record -- CMD` answers Ctrl-C by sending SIGTERM to CMD, and a CPython killed
+by a signal loses the jitdump entries it had not yet flushed: its Python frames
+become `[unknown]`. So we start CMD ourselves, held before exec in our own
+(foreground) process group, attach `perf record -p` from a session of its own
+with events disabled, enable them through perf's control pipe, wait for perf's
+ack, and only then let CMD exec. Ctrl-C then interrupts CMD like any program;
+CPython exits normally, flushing its jitdump, and perf stops when CMD is gone.
+We also learn CMD's exit status first-hand.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from typing import List, Tuple
+
+from .perf import PerfError
+
+ACK_TIMEOUT = 30.0  # seconds for perf to attach and acknowledge "enable"
+PERF_GRACE = 10.0  # seconds perf may take to notice the target is gone
+
+
+def _hold_then_exec(go: int, command: List[str], env: dict) -> None:
+    """In the forked child: wait for the go byte, then exec; never returns."""
+    try:
+        if os.read(go, 1) != b"g":
+            os._exit(127)  # mixedstack gave up (perf failed to attach)
+        os.execvpe(command[0], command, env)
+    except OSError as error:
+        sys.stderr.write("mixedstack: cannot run %s: %s\n" % (command[0], error.strerror))
+    os._exit(127)
+
+
+def run_attached(perf_command: List[str], command: List[str], env: dict) -> Tuple[int, bool, int]:
+    """Run CMD under `perf_command` (a `perf record` line without -p/--).
+
+    Returns (CMD's raw wait status as returncode: negative for a signal,
+    whether Ctrl-C was pressed, perf's exit status)."""
+    go_read, go_write = os.pipe()
+    ctl_read, ctl_write = os.pipe()
+    ack_read, ack_write = os.pipe()
+    target = os.fork()
+    if target == 0:  # pragma: no cover - the child execs or exits
+        for fd in (go_write, ctl_read, ctl_write, ack_read, ack_write):
+            os.close(fd)
+        _hold_then_exec(go_read, command, env)
+    os.close(go_read)
+    interrupted = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    perf = None
+    try:
+        perf = subprocess.Popen(
+            perf_command + ["-D", "-1", "--control", "fd:%d,%d" % (ctl_read, ack_write), "-p", str(target)],
+            pass_fds=(ctl_read, ack_write), start_new_session=True, stdin=subprocess.DEVNULL,
+        )
+        os.close(ctl_read)
+        os.close(ack_write)
+        os.write(ctl_write, b"enable\n")
+        if not _wait_for_ack(ack_read, perf):
+            raise PerfError("perf record did not attach to the target: see perf's message above; "
+                            "`perf record -- true` shows whether perf works here")
+        os.write(go_write, b"g")
+        os.close(go_write)
+        status = _wait_for(target)
+        try:
+            perf_status = perf.wait(timeout=PERF_GRACE)
+        except subprocess.TimeoutExpired:  # children that outlive the target keep perf going
+            perf.send_signal(signal.SIGINT)
+            perf_status = perf.wait()
+        return status, bool(interrupted), perf_status
+    except BaseException:
+        _close_quietly(go_write)  # the held child sees EOF and exits
+        if perf is not None and perf.poll() is None:
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
+        _wait_for(target)
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for fd in (ctl_write, ack_read):
+            _close_quietly(fd)
+
+
+def _wait_for_ack(ack: int, perf: subprocess.Popen) -> bool:
+    deadline = time.monotonic() + ACK_TIMEOUT
+    received = b""
+    while time.monotonic() < deadline and perf.poll() is None:
+        ready, _, _ = select.select([ack], [], [], 0.1)
+        if ready:
+            chunk = os.read(ack, 64)
+            if not chunk:
+                return False
+            received += chunk
+            if b"ack" in received:
+                return True
+    return False
+
+
+def _wait_for(pid: int) -> int:
+    """waitpid through Ctrl-C; returns a Popen-style returncode."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+            continue
+        except ChildProcessError:
+            return 0
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass

@@ -1,0 +1,132 @@
+"""Shared fixtures for the tests that run the real perf on real interpreters.
+
+Interpreters are discovered (pyenv root, then PATH), never hard-coded. Tests that
+need perf skip with a reason where perf cannot record, except under CI=true, where
+that is a failure.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKLOADS = ROOT / "tests" / "workloads"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str) -> None:
+    if IN_CI:
+        pytest.fail("required under CI=true: " + reason)
+    pytest.skip(reason)
+
+
+@functools.lru_cache(maxsize=None)
+def perf_problem() -> Optional[str]:
+    """None when `perf record` works here, else why not."""
+    if shutil.which("perf") is None:
+        return "perf is not installed"
+    try:
+        done = subprocess.run(
+            ["perf", "record", "-q", "--no-bpf-event", "-o", "/dev/null", "--", "true"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return "perf record does not run: %s" % error
+    if done.returncode != 0:
+        return "perf record is not permitted here: %s" % done.stderr.decode(errors="replace").strip()[:200]
+    return None
+
+
+@pytest.fixture
+def perf_ok() -> None:
+    problem = perf_problem()
+    if problem:
+        skip_or_fail(problem)
+
+
+@functools.lru_cache(maxsize=None)
+def pyenv_interpreters() -> Dict[Tuple[int, int], str]:
+    """{(3, 13): '/…/versions/3.13.0/bin/python3.13', …}: the newest patch release of each."""
+    found: Dict[Tuple[int, int], str] = {}
+    roots = []
+    try:
+        roots.append(subprocess.run(["pyenv", "root"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    text=True, timeout=30).stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    candidates = []
+    for root in filter(None, roots):
+        candidates += glob.glob(os.path.join(root, "versions", "*", "bin", "python3.*"))
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        candidates += glob.glob(os.path.join(directory, "python3.*"))
+    for path in sorted(candidates):
+        match = re.search(r"python(3)\.(\d+)$", path)
+        if match and os.access(path, os.X_OK) and "shims" not in path:
+            found.setdefault((3, int(match.group(2))), os.path.realpath(path))
+    return found
+
+
+def interpreter(version: Tuple[int, int]) -> str:
+    path = pyenv_interpreters().get(version)
+    if path is None:
+        skip_or_fail("no CPython %d.%d found through pyenv or PATH" % version)
+    return path
+
+
+def mixedstack(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real CLI (`python -m mixedstack`), capturing its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "mixedstack", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout, **kwargs,
+    )
+
+
+class Folded:
+    """Folded output parsed for assertions: {frames tuple: count}."""
+
+    def __init__(self, text: str):
+        self.stacks: Dict[Tuple[str, ...], int] = collections.Counter()
+        for line in text.splitlines():
+            stack, _, count = line.rpartition(" ")
+            self.stacks[tuple(stack.split(";"))] += int(count)
+
+    def total(self, where=lambda frames: True) -> int:
+        return sum(count for frames, count in self.stacks.items() if where(frames))
+
+    def under(self, function: str) -> "Folded":
+        """Only the stacks that pass through Python function `function`."""
+        sub = Folded("")
+        for frames, count in self.stacks.items():
+            if any(frame.startswith(function + " (") for frame in frames):
+                sub.stacks[frames] += count
+        return sub
+
+    def processes(self) -> List[str]:
+        return sorted({frames[0] for frames in self.stacks})
+
+    def for_process(self, label: str) -> "Folded":
+        sub = Folded("")
+        for frames, count in self.stacks.items():
+            if frames[0] == label:
+                sub.stacks[frames] += count
+        return sub
+
+
+def record_and_fold(tmp_path: Path, command: List[str], *fold_args: str,
+                    record_args: Tuple[str, ...] = (), cwd: Optional[Path] = None) -> Tuple[subprocess.CompletedProcess, Folded]:
+    data = tmp_path / "perf.data"
+    recorded = mixedstack("record", "-o", str(data), *record_args, "--", *command, cwd=cwd)
+    assert data.exists(), recorded.stderr
+    folded = mixedstack("fold", str(data), *fold_args)
+    assert folded.returncode == 0, folded.stderr
+    return recorded, Folded(folded.stdout)

@@ -1,0 +1,246 @@
+"""Profiles real workloads: `mixedstack record` + `fold` with the real perf.
+
+CPython 3.13 (perf_jit) is where Python frames appear on this machine's
+interpreters (none has frame pointers); 3.8-3.12 are recorded in native mode.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import WORKLOADS, Folded, interpreter, mixedstack, record_and_fold
+
+pytestmark = pytest.mark.perf
+
+# Frames the merge must never show (an independent list, not the merge's own).
+PLUMBING = {
+    "_PyEval_EvalFrameDefault", "_PyEval_EvalFrame", "_PyEval_Vector", "PyEval_EvalCode",
+    "py_trampoline_evaluator", "PyObject_Vectorcall", "_PyObject_VectorcallTstate",
+    "_PyFunction_Vectorcall", "_PyObject_Call", "PyObject_Call", "cfunction_vectorcall_O",
+    "cfunction_vectorcall_FASTCALL", "cfunction_vectorcall_FASTCALL_KEYWORDS",
+}
+
+
+def is_python_frame(frame: str) -> bool:
+    return frame.endswith(")") and " (" in frame
+
+
+@pytest.fixture(scope="module")
+def phases_313(tmp_path_factory):
+    """One recording of the three-phase workload on CPython 3.13, folded with --kernel."""
+    from conftest import perf_problem, skip_or_fail
+
+    if perf_problem():
+        skip_or_fail(perf_problem())
+    python = interpreter((3, 13))
+    tmp = tmp_path_factory.mktemp("phases")
+    timings = tmp / "timings.json"
+    recorded, folded = record_and_fold(
+        tmp, [python, str(WORKLOADS / "phases.py"), str(timings), "1.0"], "--kernel")
+    assert recorded.returncode == 0, recorded.stderr
+    return recorded, folded, json.loads(timings.read_text()), tmp
+
+
+def test_phases_are_rooted_at_module(phases_313):
+    _, folded, _, _ = phases_313
+    total = folded.total()
+    rooted = folded.total(lambda f: len(f) > 1 and f[1].startswith("<module> ("))
+    assert rooted / total >= 0.99, "only %.2f%% rooted at <module>" % (100.0 * rooted / total)
+
+
+def test_each_function_share_matches_its_own_timing(phases_313):
+    _, folded, timings, _ = phases_313
+    main = folded.under("main").total()
+    for function in ("py_hot", "c_heavy", "sys_heavy"):
+        profiled = folded.under(function).total() / main
+        measured = timings[function] / timings["main"]
+        assert abs(profiled - measured) <= 0.03, (function, profiled, measured)
+
+
+def test_c_frames_under_the_c_heavy_function(phases_313):
+    _, folded, _, _ = phases_313
+    c_heavy = folded.under("c_heavy")
+
+    def runs_native_code(frames):
+        return not is_python_frame(frames[-1])
+
+    share = c_heavy.total(runs_native_code) / c_heavy.total()
+    assert share >= 0.90, share
+    # ... and the native work is real library code (OpenSSL's SHA-256, zlib's deflate)
+    names = {frame for frames in c_heavy.stacks for frame in frames}
+    assert any("deflate" in name for name in names), sorted(names)[:50]
+    assert any("sha256" in name.lower() or "SHA256" in name for name in names), sorted(names)[:50]
+
+
+def test_kernel_frames_under_the_syscall_function(phases_313):
+    _, folded, _, _ = phases_313
+    sys_heavy = folded.under("sys_heavy")
+    share = sys_heavy.total(lambda f: any(x.endswith("_[k]") for x in f)) / sys_heavy.total()
+    assert share >= 0.50, share
+    names = {frame for frames in sys_heavy.stacks for frame in frames}
+    assert "os_read" in names and "os_stat" in names, sorted(names)[:50]
+
+
+def test_no_plumbing_and_short_stacks(phases_313):
+    _, folded, _, _ = phases_313
+    python_stacks = {f: c for f, c in folded.stacks.items() if any(map(is_python_frame, f))}
+    seen = {frame.replace("_[k]", "") for frames in python_stacks for frame in frames}
+    assert not seen & PLUMBING, seen & PLUMBING
+    assert not any(frame.startswith("py::") for frame in seen)
+    depth = sum(len(f) * c for f, c in folded.stacks.items()) / folded.total()
+    assert depth <= 20, depth
+
+
+def test_python_frames_are_named_function_and_file(phases_313):
+    _, folded, _, _ = phases_313
+    frames = {frame for stack in folded.stacks for frame in stack}
+    for name in ("<module> (phases.py)", "main (phases.py)", "py_hot (phases.py)"):
+        assert name in frames
+
+
+def test_summary_line_and_recording_files(phases_313):
+    recorded, _, _, tmp = phases_313
+    last = recorded.stderr.strip().splitlines()[-1]
+    assert "samples" in last and "mode perf-jit" in last and "perf.data" in last, last
+    meta = json.loads((tmp / "perf.data.d" / "meta.json").read_text())
+    assert meta["mode"] == "perf-jit" and meta["exit_status"] == 0 and meta["samples"] > 1000
+    kept = os.listdir(tmp / "perf.data.d" / "tmp")
+    assert any(name.startswith("jit-") and name.endswith(".dump") for name in kept), kept
+
+
+def test_nothing_left_in_tmp_or_the_global_buildid_cache(perf_ok, tmp_path):
+    python = interpreter((3, 13))
+    debug = Path.home() / ".debug"
+    started = time.time()
+    recorded, folded = record_and_fold(tmp_path, [python, "-c", "sum(i*i for i in range(3_000_000))"])
+    assert recorded.returncode == 0, recorded.stderr
+    meta = json.loads((tmp_path / "perf.data.d" / "meta.json").read_text())
+    pid_files = [name for name in os.listdir("/tmp")
+                 if name.startswith(("jit-", "perf-", "jitted-")) and os.path.getmtime("/tmp/" + name) >= started]
+    assert pid_files == [], pid_files
+    if debug.exists():
+        newer = [str(p) for p in debug.rglob("*") if p.lstat().st_mtime >= started]
+        assert newer == [], newer[:5]
+    assert meta["samples"] > 0
+
+
+def test_fold_works_after_the_recording_moves(perf_ok, phases_313, tmp_path):
+    _, folded, _, tmp = phases_313
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    shutil.copy(tmp / "perf.data", moved / "renamed.data")
+    shutil.copytree(tmp / "perf.data.d", moved / "renamed.data.d")
+    again = mixedstack("fold", "--kernel", str(moved / "renamed.data"))
+    assert again.returncode == 0, again.stderr
+    assert Folded(again.stdout).stacks == folded.stacks
+
+
+def test_perf_script_path_gives_the_same_output(perf_ok, phases_313):
+    _, folded, _, tmp = phases_313
+    script = Path(__file__).resolve().parents[1] / "perf_scripts" / "mixedstack-fold.py"
+    done = subprocess.run(
+        ["perf", "--buildid-dir", str(tmp / "perf.data.d" / "buildid"), "script",
+         "-i", str(tmp / "perf.data"), "--no-inline", "--max-stack", "4096", "-s", str(script),
+         "--", "--kernel"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=""),
+    )
+    assert done.returncode == 0, done.stderr[-500:]
+    assert Folded(done.stdout).stacks == folded.stacks
+
+
+def test_text_input_on_stdin_equals_the_recording(perf_ok, phases_313):
+    _, folded, _, tmp = phases_313
+    text = subprocess.run(
+        ["perf", "--buildid-dir", str(tmp / "perf.data.d" / "buildid"), "script", "-i",
+         str(tmp / "perf.data"), "--no-inline", "--max-stack", "4096"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=300,
+    ).stdout
+    piped = subprocess.run([sys.executable, "-m", "mixedstack", "fold", "--kernel", "-"],
+                           input=text, stdout=subprocess.PIPE, timeout=300)
+    assert piped.returncode == 0
+    assert Folded(piped.stdout.decode("latin-1")).stacks == folded.stacks
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "subprocess"])
+def test_children_have_python_frames(perf_ok, tmp_path, method):
+    python = interpreter((3, 13))
+    recorded, folded = record_and_fold(tmp_path, [python, str(WORKLOADS / "children.py"), method],
+                                       "--pid", cwd=WORKLOADS)
+    assert recorded.returncode == 0, recorded.stderr
+    workers = folded.under("child_work")
+    children = workers.processes()
+    assert children, folded.processes()
+    parent_label = min(folded.processes(), key=lambda label: int(label.rsplit("-", 1)[1]))
+    assert parent_label not in children  # the work happened in other processes
+    for child in children:
+        mine = folded.for_process(child)
+        rooted = mine.total(lambda f: f[1].startswith("<module> ("))
+        assert rooted / mine.total() >= 0.9, (child, rooted / mine.total())
+    # 0.6 s of child work at least (two tasks of 0.6 s CPU each, 999 Hz)
+    assert workers.total() / 1001001 >= 400, workers.total() / 1001001
+
+
+@pytest.mark.parametrize("minor", [8, 9, 10, 11, 12])
+def test_older_interpreters_record_native_frames_and_say_why(perf_ok, tmp_path, minor):
+    python = interpreter((3, minor))
+    timings = tmp_path / "t.json"
+    recorded, folded = record_and_fold(
+        tmp_path, [python, str(WORKLOADS / "phases.py"), str(timings), "0.4"], "--kernel")
+    assert recorded.returncode == 0, recorded.stderr
+    assert "3.%d" % minor in recorded.stderr and "Python frames will be missing" in recorded.stderr
+    assert "mode native" in recorded.stderr.splitlines()[-1]
+    names = {frame for frames in folded.stacks for frame in frames}
+    assert any(name.endswith("_[k]") for name in names)
+    assert any("deflate" in name for name in names)
+    # C frames are unwound from the leaf up to the interpreter's start
+    full = folded.total(lambda f: "_start" in f or "__libc_start_call_main" in f)
+    assert full / folded.total() >= 0.9, full / folded.total()
+
+
+@pytest.mark.parametrize("code, status", [("import sys; sys.exit(3)", 3),
+                                          ("import os; os.kill(os.getpid(), 9)", 128 + 9)])
+def test_exit_status_is_passed_through(perf_ok, tmp_path, code, status):
+    python = interpreter((3, 13))
+    done = mixedstack("record", "-o", str(tmp_path / "x.data"), "--", python, "-c", code)
+    assert done.returncode == status, done.stderr
+    assert "exit status %d" % status in done.stderr.splitlines()[-1]
+    assert mixedstack("fold", str(tmp_path / "x.data")).returncode in (0, 1)
+
+
+def test_ctrl_c_stops_the_target_and_keeps_a_recording(perf_ok, tmp_path):
+    python = interpreter((3, 13))
+    code = "import time\nwhile True:\n    sum(range(10000))\n"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mixedstack", "record", "-o", str(tmp_path / "c.data"), "--", python, "-c", code],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    time.sleep(2.5)
+    os.killpg(process.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    folded = mixedstack("fold", str(tmp_path / "c.data"))
+    assert folded.returncode == 0, folded.stderr
+    assert Folded(folded.stdout).total(lambda f: f[1:2] == ("<module> (<string>)",)) > 0
+
+
+def test_an_earlier_recording_is_never_replaced_silently(perf_ok, tmp_path):
+    data = tmp_path / "perf.data"
+    data.write_bytes(b"PERFILE2 an earlier recording")
+    refused = mixedstack("record", "-o", str(data), "--", "true", stdin=subprocess.DEVNULL)
+    assert refused.returncode == 1
+    assert "already exists" in refused.stderr and "--force" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert data.read_bytes() == b"PERFILE2 an earlier recording"
+    replaced = mixedstack("record", "--force", "-o", str(data), "--", "true")
+    assert replaced.returncode == 0, replaced.stderr
+    assert data.read_bytes() != b"PERFILE2 an earlier recording"
+
