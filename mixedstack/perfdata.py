@@ -19,9 +19,10 @@ section is a run of records, each `u32 type, u16 misc, u16 size` then a body.
 """
 from __future__ import annotations
 
+import bisect
 import mmap
 import struct
-from typing import Callable, Iterator, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 PERF_RECORD_MMAP = 1
 PERF_RECORD_COMM = 3
@@ -90,3 +91,118 @@ def forget_memory_before_exec(path: str) -> int:
                         changed += 1
             buf.flush()
     return changed
+
+
+# -- Thread stacks: cut each sample's stack copy at the end of the stack --------
+#
+# perf copies --stack-size bytes above the stack pointer, whatever lies there. A
+# thread's stack is an mmap like any other, so the copy runs on into the next
+# mapping: measured here, when that was CPython's trampoline arena, DWARF
+# unwinding of every thread sample stopped at its first Python frame (with an
+# 8 KB copy, which stayed inside the stack, the same threads unwound fully).
+# The copy is cut where the next mapping of the process starts above the stack
+# pointer: a stack never overlaps another mapping, so no stack is lost.
+
+PERF_RECORD_SAMPLE = 9
+SAMPLE = {name: 1 << bit for bit, name in enumerate(
+    "IP TID TIME ADDR READ CALLCHAIN ID CPU PERIOD STREAM_ID RAW BRANCH_STACK "
+    "REGS_USER STACK_USER WEIGHT DATA_SRC IDENTIFIER".split())}
+SP_REGISTER = 7  # PERF_REG_X86_SP
+
+
+def sample_layout(buf) -> Optional[Tuple[int, int]]:
+    """(sample_type, sample_regs_user) shared by every event, or None."""
+    offset, size = struct.unpack_from("<QQ", buf, ATTRS_SECTION)
+    attr_size = struct.unpack_from("<Q", buf, ATTR_SIZE)[0]
+    layouts = set()
+    for position in range(offset, offset + size, attr_size):
+        layouts.add(struct.unpack_from("<QQ", buf, position + 24)[0:1]
+                    + struct.unpack_from("<Q", buf, position + 80))
+    if len(layouts) != 1:
+        return None
+    sample_type, regs = layouts.pop()
+    if sample_type & (SAMPLE["READ"] | SAMPLE["BRANCH_STACK"] | SAMPLE["RAW"]):
+        return None
+    if not sample_type & SAMPLE["STACK_USER"] or not regs >> SP_REGISTER & 1:
+        return None
+    return sample_type, regs
+
+
+def user_stack(buf, position: int, sample_type: int, regs: int) -> Optional[Tuple[int, int, int, int]]:
+    """(pid, stack pointer, offset of dyn_size, dyn_size) of one sample record."""
+    at = position + 8
+    pid = None
+    for name, size in (("IDENTIFIER", 8), ("IP", 8), ("TID", 8), ("TIME", 8), ("ADDR", 8),
+                       ("ID", 8), ("STREAM_ID", 8), ("CPU", 8), ("PERIOD", 8)):
+        if sample_type & SAMPLE[name]:
+            if name == "TID":
+                pid = struct.unpack_from("<I", buf, at)[0]
+            at += size
+    if sample_type & SAMPLE["CALLCHAIN"]:
+        at += 8 + 8 * struct.unpack_from("<Q", buf, at)[0]
+    abi = struct.unpack_from("<Q", buf, at)[0]
+    at += 8
+    if not abi:
+        return None
+    sp = struct.unpack_from("<Q", buf, at + 8 * bin(regs & ((1 << SP_REGISTER) - 1)).count("1"))[0]
+    at += 8 * bin(regs).count("1")
+    size = struct.unpack_from("<Q", buf, at)[0]
+    if not size or pid is None:
+        return None
+    dyn_at = at + 8 + size
+    return pid, sp, dyn_at, struct.unpack_from("<Q", buf, dyn_at)[0]
+
+
+def clip_stacks_at_next_mapping(path: str) -> int:
+    """Rewrite in place; returns how many samples had their stack copy cut."""
+    with open(path, "r+b") as f:
+        if f.read(8) != b"PERFILE2":
+            return 0
+        with mmap.mmap(f.fileno(), 0) as buf:
+            layout = sample_layout(buf)
+            if layout is None:
+                return 0
+            offset, size = struct.unpack_from("<QQ", buf, DATA_SECTION)
+            end = min(offset + size, len(buf))
+            starts: Dict[int, List[int]] = {}
+            parent: Dict[int, int] = {}
+            for position, record_type, _, _ in records(buf, offset, end):
+                if record_type in (PERF_RECORD_MMAP, PERF_RECORD_MMAP2):
+                    pid, _, start = struct.unpack_from("<IIQ", buf, position + 8)
+                    name_at = position + (40 if record_type == PERF_RECORD_MMAP else 72)
+                    # the main stack grows down past where its first mmap said it began
+                    if buf[name_at:name_at + 6] != b"[stack":
+                        starts.setdefault(pid, []).append(start)
+                elif record_type == PERF_RECORD_FORK:
+                    pid, ppid = struct.unpack_from("<II", buf, position + 8)
+                    if pid != ppid:
+                        parent[pid] = ppid  # a forked process runs in its parent's mappings too
+            for pid in starts:
+                starts[pid].sort()
+            clipped = 0
+            for position, record_type, _, _ in records(buf, offset, end):
+                if record_type != PERF_RECORD_SAMPLE:
+                    continue
+                stack = user_stack(buf, position, *layout)
+                if stack is None:
+                    continue
+                pid, sp, dyn_at, dyn_size = stack
+                limit = next_mapping_above(sp, pid, starts, parent)
+                if limit is not None and sp + dyn_size > limit:
+                    struct.pack_into("<Q", buf, dyn_at, limit - sp)
+                    clipped += 1
+            buf.flush()
+    return clipped
+
+
+def next_mapping_above(sp: int, pid: int, starts: Dict[int, List[int]], parent: Dict[int, int]) -> Optional[int]:
+    best = None
+    seen = set()
+    while pid is not None and pid not in seen:
+        seen.add(pid)
+        candidates = starts.get(pid, [])
+        index = bisect.bisect_right(candidates, sp)
+        if index < len(candidates) and (best is None or candidates[index] < best):
+            best = candidates[index]
+        pid = parent.get(pid)
+    return best

@@ -17,7 +17,7 @@ from typing import Callable, List, Optional
 
 from . import perf
 from .launch import run_attached
-from .perfdata import forget_memory_before_exec
+from .perfdata import clip_stacks_at_next_mapping, forget_memory_before_exec
 from .recording import Recording
 from .target import Interpreter, find_interpreter, perf_mode
 
@@ -122,6 +122,7 @@ def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
             "`perf record -- true` shows whether perf works here" % shell_status(perf_status)
         )
     forget_memory_before_exec(recording.raw)
+    clip_stacks_at_next_mapping(recording.raw)
     if mode.needs_inject:
         inject = perf.perf_command("inject", recording.buildid_dir) + [
             "--jit", "-i", recording.raw, "-o", recording.data,

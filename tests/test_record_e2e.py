@@ -244,3 +244,19 @@ def test_an_earlier_recording_is_never_replaced_silently(perf_ok, tmp_path):
     assert replaced.returncode == 0, replaced.stderr
     assert data.read_bytes() != b"PERFILE2 an earlier recording"
 
+
+
+def test_threads_are_unwound_to_their_start(perf_ok, tmp_path):
+    python = interpreter((3, 13))
+    code = ("import threading\n"
+            "def spin():\n    s = 0\n    for i in range(3_000_000):\n        s += i\n"
+            "def worker():\n    spin()\n"
+            "threads = [threading.Thread(target=worker) for _ in range(2)]\n"
+            "[t.start() for t in threads]; [t.join() for t in threads]\n")
+    recorded, folded = record_and_fold(tmp_path, [python, "-c", code])
+    assert recorded.returncode == 0, recorded.stderr
+    spinning = folded.under("spin")
+    rooted = spinning.total(lambda f: f[1:5] == (
+        "Thread._bootstrap (threading.py)", "Thread._bootstrap_inner (threading.py)",
+        "Thread.run (threading.py)", "worker (<string>)"))
+    assert rooted / spinning.total() >= 0.95, rooted / spinning.total()
