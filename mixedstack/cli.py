@@ -109,15 +109,17 @@ def fold(input, output, pid, tid, kernel, jit, all_, addrs, event_filter, keep_i
                             EventFilter(event_filter, warn=lambda m: click.echo(m, err=True)),
                             on_unrecognized=warnings.append)
             folder.add_all(with_progress(samples))
+        if folder.samples == 0:
+            fail("%s holds no samples: it is not `perf script` output%s" % (
+                input, " (first line not understood: %r)" % warnings[0][:60] if warnings else ""))
+        if folder.stackless_samples == folder.samples:
+            fail("%s has samples but no call stacks: record with `mixedstack record` "
+                 "(or perf record -g / --call-graph dwarf)" % input)
         write_output(folder, output)
     except (InputError, PerfError) as error:
         fail(str(error))
     except KeyboardInterrupt:
         fail("interrupted: nothing was written", 130)
-    if folder.samples == 0:
-        fail("%s holds no samples with stacks%s" % (
-            input, ": " + warnings[0][:80] if warnings else
-            "; was it recorded with call graphs (mixedstack record, or perf record -g)?"))
     if output != "-" or sys.stderr.isatty():
         click.echo("mixedstack: %s samples -> %s stacks, %.1f%% with Python frames%s" % (
             format(folder.samples, ","), format(len(folder.stacks), ","),

@@ -41,6 +41,7 @@ class Folder:
         self.stacks: Dict[str, int] = {}
         self.samples = 0
         self.python_samples = 0
+        self.stackless_samples = 0  # samples that carried no call chain at all
         self._cache: Dict[Tuple[str, Tuple[Frame, ...]], Tuple[str, bool]] = {}
 
     def add(self, sample: Sample) -> None:
@@ -54,6 +55,7 @@ class Folder:
         self.stacks[stack] = self.stacks.get(stack, 0) + sample.period
         self.samples += 1
         self.python_samples += has_python
+        self.stackless_samples += not sample.frames
 
     def add_all(self, samples: Iterable[Sample]) -> "Folder":
         for sample in samples:

@@ -1,0 +1,119 @@
+"""The command line without perf: fold on text, and every bad input's one-line error."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import mixedstack
+from folding import read_text, split_lines
+
+ODD = os.path.join(os.path.dirname(__file__), "data", "odd")
+TEXT = ("app 10/10 [000] 1.0: 1000 cpu-clock:\n"
+        "\t400100 leaf+0x10 (/usr/bin/app)\n"
+        "\t400000 main+0x20 (/usr/bin/app)\n\n")
+
+
+def one_line_error(done: subprocess.CompletedProcess, status: int, *words: str) -> None:
+    assert done.returncode == status, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mixedstack: error: "), done.stderr
+    assert "Traceback" not in done.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def test_fold_text_file_and_stdin_give_the_same_bytes(tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_text(TEXT)
+    from_file = mixedstack("fold", "--pid", str(path))
+    from_stdin = subprocess.run([sys.executable, "-m", "mixedstack", "fold", "--pid", "-"],
+                                input=TEXT, stdout=subprocess.PIPE, text=True)
+    assert from_file.stdout == from_stdin.stdout == "app-10;main;leaf 1000\n"
+
+
+@pytest.mark.parametrize("name", sorted(n[:-4] for n in os.listdir(ODD) if n.endswith(".txt")))
+def test_fold_keeps_every_byte_of_odd_input(name):
+    # latin-1 bytes and CRLF line ends come out of the CLI exactly as stackcollapse-perf.pl writes them
+    done = subprocess.run([sys.executable, "-m", "mixedstack", "fold", os.path.join(ODD, name + ".txt")],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    expected = split_lines(read_text(os.path.join(ODD, "expected", name + "-plain.txt")))
+    if not expected:  # nothing to fold: the CLI says so instead of printing nothing
+        assert done.returncode == 1 and b"no " in done.stderr
+    else:
+        assert done.returncode == 0, done.stderr
+        assert sorted(split_lines(done.stdout.decode("latin-1"))) == sorted(expected)
+
+
+def test_output_file_and_summary(tmp_path):
+    source, out = tmp_path / "in.txt", tmp_path / "out.folded"
+    source.write_text(TEXT)
+    done = mixedstack("fold", str(source), "-o", str(out))
+    assert done.returncode == 0 and done.stdout == ""
+    assert out.read_text() == "app;main;leaf 1000\n"
+    assert "1 samples -> 1 stacks" in done.stderr and str(out) in done.stderr
+
+
+def test_missing_input(tmp_path):
+    one_line_error(mixedstack("fold", str(tmp_path / "nope.data")), 1, "no such file", "nope.data")
+
+
+def test_missing_default_input_says_how_to_record(tmp_path):
+    one_line_error(mixedstack("fold", cwd=tmp_path), 1, "perf.data", "mixedstack record")
+
+
+def test_empty_input(tmp_path):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    one_line_error(mixedstack("fold", str(tmp_path / "empty.txt")), 1, "empty")
+
+
+def test_text_that_is_not_perf_script(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello\nthis is not perf output\n\n")
+    one_line_error(mixedstack("fold", str(tmp_path / "notes.txt")), 1, "not `perf script` output", "hello")
+
+
+def test_a_folder_is_not_an_input(tmp_path):
+    one_line_error(mixedstack("fold", str(tmp_path)), 1, "folder")
+
+
+def test_samples_without_call_stacks(tmp_path):
+    (tmp_path / "flat.txt").write_text("app 10 1.0: 1 cpu-clock: 400100 leaf+0x10 (/usr/bin/app)\n\n")
+    one_line_error(mixedstack("fold", str(tmp_path / "flat.txt")), 1, "no call stacks", "--call-graph")
+
+
+def test_unwritable_output_keeps_nothing_half_written(tmp_path):
+    (tmp_path / "in.txt").write_text(TEXT)
+    target = tmp_path / "no-such-dir" / "out.folded"
+    one_line_error(mixedstack("fold", str(tmp_path / "in.txt"), "-o", str(target)), 1, "cannot write")
+    assert not target.parent.exists()
+
+
+def test_corrupt_recording(tmp_path):
+    (tmp_path / "bad.data").write_bytes(b"PERFILE2" + b"\0" * 40)
+    done = mixedstack("fold", str(tmp_path / "bad.data"))
+    if "perf not found" in done.stderr:
+        pytest.skip("perf is not installed")
+    one_line_error(done, 1, "perf script failed", "bad.data")
+
+
+def test_record_needs_a_command():
+    done = mixedstack("record")
+    assert done.returncode == 2 and "Missing argument" in done.stderr
+
+
+def test_record_of_a_missing_command_leaves_nothing(tmp_path):
+    done = mixedstack("record", "-o", str(tmp_path / "x.data"), "--", "no-such-program-here")
+    one_line_error(done, 1, "not found", "no-such-program-here")
+    assert os.listdir(tmp_path) == []
+
+
+def test_event_filter_through_the_cli(tmp_path):
+    two = TEXT + TEXT.replace("cpu-clock", "page-faults").replace("leaf", "fault")
+    (tmp_path / "two.txt").write_text(two)
+    done = mixedstack("fold", "--event-filter", "page-faults", str(tmp_path / "two.txt"))
+    assert done.stdout == "app;main;fault 1000\n"
+    default = mixedstack("fold", str(tmp_path / "two.txt"))
+    assert default.stdout == "app;main;leaf 1000\n"
+    assert "Filtering for events of type: page-faults" in default.stderr
