@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator
 
 import click
 

@@ -13,13 +13,13 @@ import shlex
 import signal
 import subprocess
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List
 
 from . import perf
 from .launch import run_attached
 from .perfdata import clip_stacks_at_next_mapping, forget_memory_before_exec
 from .recording import Recording
-from .target import Interpreter, find_interpreter, perf_mode
+from .target import find_interpreter, perf_mode
 
 # DWARF mode copies this much user stack per sample. perf's default (8 KB) cuts
 # deep Python stacks and forked workers (whose stacks hold the parent's frames)
@@ -45,35 +45,6 @@ class RecordResult:
     seconds: float
     mode: str
     summary: str
-
-
-def choose_mode(interp: Optional[Interpreter], call_graph: str):
-    """The interpreter's best mode, unless --call-graph asks for another unwinder."""
-    mode = perf_mode(interp)
-    if call_graph == "auto" or call_graph == mode.call_graph:
-        return mode
-    if call_graph == "fp":
-        perf_map = interp is not None and interp.perf_trampoline
-        return dataclasses.replace(
-            mode,
-            name="perf-map" if perf_map else "native",
-            env={"PYTHONPERFSUPPORT": "1"} if perf_map else {},
-            call_graph="fp",
-            needs_inject=False,
-            reason="frame-pointer unwinding was asked for"
-            + ("" if interp and interp.frame_pointers else
-               "; this interpreter has no frame pointers, so stacks will stop early"),
-        )
-    jit = interp is not None and interp.perf_jit
-    return dataclasses.replace(
-        mode,
-        name="perf-jit" if jit else "native",
-        env={"PYTHON_PERF_JIT_SUPPORT": "1"} if jit else {},
-        call_graph="dwarf",
-        needs_inject=jit,
-        reason="DWARF unwinding was asked for"
-        + ("" if jit else "; without -X perf_jit (CPython 3.13+) Python frames will be missing"),
-    )
 
 
 def target_environment(mode) -> dict:
@@ -104,7 +75,7 @@ def shell_status(returncode: int) -> int:
 def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
     recording = Recording(options.output)
     interp = find_interpreter(options.command)
-    mode = choose_mode(interp, options.call_graph)
+    mode = perf_mode(interp, options.call_graph)
     if mode.name == "native" or options.call_graph != "auto":
         say("mixedstack: %s" % mode.reason)
 

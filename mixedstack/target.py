@@ -54,31 +54,54 @@ class Mode:
     reason: str                # one sentence for the user
 
 
-def perf_mode(interp: Optional[Interpreter]) -> Mode:
-    """The cheapest mode that still shows Python frames for `interp`."""
+def _perf_map(reason: str) -> Mode:
+    return Mode("perf-map", {"PYTHONPERFSUPPORT": "1"}, "fp", False, reason)
+
+
+def _perf_jit(reason: str) -> Mode:
+    return Mode("perf-jit", {"PYTHON_PERF_JIT_SUPPORT": "1"}, "dwarf", True, reason)
+
+
+def _native(call_graph: str, reason: str) -> Mode:
+    return Mode("native", {}, call_graph, False, reason)
+
+
+def perf_mode(interp: Optional[Interpreter], call_graph: str = "auto") -> Mode:
+    """The cheapest mode that still shows Python frames for `interp`, or the best
+    one for the unwinder that `call_graph` ("fp" | "dwarf") asks for."""
     if interp is None:
-        return Mode("native", {}, "dwarf", False,
-                    "not a CPython interpreter: only C and kernel frames are recorded")
+        return _native("fp" if call_graph == "fp" else "dwarf",
+                       "not a CPython interpreter: only C and kernel frames are recorded")
     version = ".".join(map(str, interp.version[:2]))
+    missing = "Python frames will be missing; C and kernel frames are recorded"
+    if call_graph == "fp":
+        if not interp.perf_trampoline:
+            return _native("fp", "frame-pointer unwinding was asked for; CPython %s has no "
+                           "perf trampoline: %s" % (version, missing))
+        return _perf_map("frame-pointer unwinding was asked for" + (
+            "" if interp.frame_pointers else
+            "; CPython %s has no frame pointers, so stacks will stop early" % version))
+    if call_graph == "dwarf":
+        if interp.perf_jit:
+            return _perf_jit("DWARF unwinding was asked for: -X perf_jit and perf inject --jit")
+        return _native("dwarf", "DWARF unwinding was asked for; CPython %s has no -X perf_jit "
+                       "(3.13+): %s" % (version, missing))
     # The trampoline's perf map only helps if perf can walk through the trampolines
     # with frame pointers; then fp unwinding is far cheaper than copying stacks.
     if interp.perf_trampoline and interp.frame_pointers:
-        return Mode("perf-map", {"PYTHONPERFSUPPORT": "1"}, "fp", False,
-                    "CPython %s has frame pointers: perf trampoline with frame-pointer "
-                    "unwinding" % version)
+        return _perf_map("CPython %s has frame pointers: perf trampoline with frame-pointer "
+                         "unwinding" % version)
     # perf_jit writes DWARF unwind info for its trampolines, so no frame pointers needed.
     if interp.perf_jit:
-        return Mode("perf-jit", {"PYTHON_PERF_JIT_SUPPORT": "1"}, "dwarf", True,
-                    "CPython %s has no frame pointers: -X perf_jit with DWARF unwinding "
-                    "and perf inject --jit" % version)
-    missing = "Python frames will be missing; C and kernel frames are recorded"
+        return _perf_jit("CPython %s has no frame pointers: -X perf_jit with DWARF unwinding "
+                         "and perf inject --jit" % version)
     if interp.version < (3, 12):
         why = "has no perf trampoline (needs 3.12+ with frame pointers, or 3.13+)"
     elif interp.perf_trampoline:  # 3.12 without frame pointers
         why = "has no frame pointers (its perf trampoline needs them; 3.13+ can use perf_jit)"
     else:
         why = "was built without perf trampoline support"
-    return Mode("native", {}, "dwarf", False, "CPython %s %s: %s" % (version, why, missing))
+    return _native("dwarf", "CPython %s %s: %s" % (version, why, missing))
 
 
 # --------------------------------------------------------------------------------------

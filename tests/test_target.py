@@ -242,6 +242,18 @@ def test_perf_mode_rules(version, fp, name, call_graph):
     assert mode.needs_inject is (name == "perf-jit")
 
 
+@pytest.mark.parametrize("version,fp,asked,name,note", [
+    ((3, 13, 0), False, "fp", "perf-map", "stop early"),  # works only as far as fp reach
+    ((3, 13, 0), True, "dwarf", "perf-jit", "DWARF"),
+    ((3, 12, 1), True, "dwarf", "native", "Python frames will be missing"),
+    ((3, 11, 7), False, "fp", "native", "Python frames will be missing"),
+])
+def test_call_graph_asked_for_overrides_the_choice(version, fp, asked, name, note):
+    mode = perf_mode(fake(version, fp), asked)
+    assert (mode.name, mode.call_graph) == (name, asked)
+    assert note in mode.reason
+
+
 def test_perf_mode_reason_for_3_11():
     assert perf_mode(fake((3, 11, 7), False)).reason == (
         "CPython 3.11 has no perf trampoline (needs 3.12+ with frame pointers, or 3.13+): "
