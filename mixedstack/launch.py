@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,12 +26,15 @@ ACK_TIMEOUT = 30.0  # seconds for perf to attach and acknowledge "enable"
 PERF_GRACE = 10.0  # seconds perf may take to notice the target is gone
 
 
-def _hold_then_exec(go: int, command: List[str], env: dict) -> None:
-    """In the forked child: wait for the go byte, then exec; never returns."""
+def _hold_then_exec(go: int, path: str, command: List[str], env: dict) -> None:
+    """In the forked child: wait for the go byte, then exec; never returns.
+
+    Everything is prepared before the fork, so that perf sees (almost) no samples
+    of this child before it becomes the target."""
     try:
         if os.read(go, 1) != b"g":
             os._exit(127)  # mixedstack gave up (perf failed to attach)
-        os.execvpe(command[0], command, env)
+        os.execve(path, command, env)
     except OSError as error:
         sys.stderr.write("mixedstack: cannot run %s: %s\n" % (command[0], error.strerror))
     os._exit(127)
@@ -41,6 +45,7 @@ def run_attached(perf_command: List[str], command: List[str], env: dict) -> Tupl
 
     Returns (CMD's raw wait status as returncode: negative for a signal,
     whether Ctrl-C was pressed, perf's exit status)."""
+    path = command[0] if "/" in command[0] else shutil.which(command[0], path=env.get("PATH")) or command[0]
     go_read, go_write = os.pipe()
     ctl_read, ctl_write = os.pipe()
     ack_read, ack_write = os.pipe()
@@ -48,7 +53,7 @@ def run_attached(perf_command: List[str], command: List[str], env: dict) -> Tupl
     if target == 0:  # pragma: no cover - the child execs or exits
         for fd in (go_write, ctl_read, ctl_write, ack_read, ack_write):
             os.close(fd)
-        _hold_then_exec(go_read, command, env)
+        _hold_then_exec(go_read, path, command, env)
     os.close(go_read)
     interrupted = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
