@@ -58,6 +58,9 @@ def record(output, frequency, call_graph, stack_size, force, command) -> None:
     from .recording import Recording
 
     existing = Recording(output)
+    problem = existing.unusable_output()
+    if problem:
+        fail(problem)
     if existing.exists() and not force:
         if sys.stdin.isatty() and sys.stderr.isatty():
             if not click.confirm("mixedstack: %s exists: replace that recording?" % output, err=True):
@@ -74,6 +77,8 @@ def record(output, frequency, call_graph, stack_size, force, command) -> None:
         )
     except (TargetError, PerfError) as error:
         fail(str(error))
+    except OSError as error:  # e.g. a file system that refuses new files (/proc, /sys)
+        fail("cannot record to %s: %s; choose another -o" % (output, error.strerror or error))
     click.echo(result.summary, err=True)
     sys.exit(result.status)
 
@@ -100,6 +105,7 @@ def fold(input, output, pid, tid, kernel, jit, all_, addrs, event_filter, keep_i
     standard input (-). Stacks without Python frames come out exactly as
     FlameGraph's stackcollapse-perf.pl writes them, with the same options.
     """
+    refuse_to_overwrite_a_recording(output)
     folder = Folder(FoldOptions(kernel=kernel, jit=jit, all=all_, addrs=addrs,
                                 keep_interpreter=keep_interpreter))
     warnings = []
@@ -113,8 +119,10 @@ def fold(input, output, pid, tid, kernel, jit, all_, addrs, event_filter, keep_i
             fail("%s holds no samples: it is not `perf script` output%s" % (
                 input, " (first line not understood: %r)" % warnings[0][:60] if warnings else ""))
         if folder.stackless_samples == folder.samples:
-            fail("%s has samples but no call stacks: record with `mixedstack record` "
-                 "(or perf record -g / --call-graph dwarf)" % input)
+            # stackcollapse-perf.pl prints the process names alone here: so do we
+            click.echo("mixedstack: warning: no frame lines found in %s (perf script "
+                       "needs the ip, sym and dso fields, and a recording with call graphs)" % input,
+                       err=True)
         write_output(folder, output)
     except (InputError, PerfError) as error:
         fail(str(error))
@@ -140,6 +148,19 @@ def with_progress(samples: Iterable[Sample]) -> Iterator[Sample]:
         yield sample
     if time.monotonic() - shown > 0 and count >= 1000:
         click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
+
+
+def refuse_to_overwrite_a_recording(output: str) -> None:
+    """Folded text never replaces a perf.data file (`fold x.data -o x.data`)."""
+    if output == "-" or not os.path.isfile(output):
+        return
+    try:
+        with open(output, "rb") as f:
+            recorded = f.read(8).startswith(b"PERFILE2")
+    except OSError:
+        return
+    if recorded:
+        fail("%s is a perf recording: fold does not write over it; choose another -o" % output)
 
 
 def write_output(folder: Folder, output: str) -> None:

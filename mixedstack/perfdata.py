@@ -206,3 +206,23 @@ def next_mapping_above(sp: int, pid: int, starts: Dict[int, List[int]], parent: 
             best = candidates[index]
         pid = parent.get(pid)
     return best
+
+
+def has_call_graphs(path: str) -> Optional[bool]:
+    """Whether any event of a recording carries call chains or user stacks
+    (None when the file cannot be read as perf.data)."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(40)
+            if len(header) < 40 or not header.startswith(b"PERFILE2"):
+                return None
+            attr_size, offset, size = struct.unpack_from("<QQQ", header, ATTR_SIZE)
+            if attr_size < 32 or size % attr_size:
+                return None
+            f.seek(offset)
+            attrs = f.read(size)
+    except OSError:
+        return None
+    wanted = SAMPLE["CALLCHAIN"] | SAMPLE["STACK_USER"]
+    return any(struct.unpack_from("<Q", attrs, at + 24)[0] & wanted
+               for at in range(0, len(attrs) - 31, attr_size))

@@ -79,7 +79,7 @@ def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
     if mode.name == "native" or options.call_graph != "auto":
         say("mixedstack: %s" % mode.reason)
 
-    os.makedirs(recording.folder, exist_ok=True)
+    os.mkdir(recording.folder)
     env = target_environment(mode)
     command = perf_record_command(options, mode, recording)
     started = time.time()
@@ -127,7 +127,7 @@ def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
         "samples": stats["samples"],
         "lost": stats["lost"],
     })
-    summary = "mixedstack: %s samples%s in %.1f s, mode %s%s, exit status %d -> %s (+ %s/); next: mixedstack fold %s" % (
+    summary = "mixedstack: %s samples%s in %.1f s, mode %s%s, exit status %d -> %s (+ %s%s); next: mixedstack fold %s" % (
         format(stats["samples"], ","),
         " (%s lost)" % format(stats["lost"], ",") if stats["lost"] else "",
         seconds,
@@ -135,7 +135,7 @@ def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
         " (%s)" % interp.describe() if interp else "",
         exit_status,
         recording.data,
-        os.path.basename(recording.folder),
+        recording.folder, os.sep,
         shlex.quote(recording.data),
     )
     return RecordResult(exit_status, stats["samples"], stats["lost"], seconds, mode.name, summary)

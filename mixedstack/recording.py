@@ -38,6 +38,21 @@ class Recording:
     def exists(self) -> bool:
         return os.path.exists(self.data) or os.path.exists(self.folder)
 
+    def unusable_output(self) -> Optional[str]:
+        """Why perf.data and perf.data.d/ cannot be written here, or None."""
+        if os.path.isdir(self.data):
+            return "%s is a folder: give a file name for the recording, e.g. -o %s" % (
+                self.data, os.path.join(self.data, "perf.data"))
+        if os.path.exists(self.folder) and not os.path.isdir(self.folder):
+            return "%s exists and is not a folder: record under another name with -o" % self.folder
+        parent = os.path.dirname(os.path.abspath(self.data))
+        if not os.path.isdir(parent):
+            return "cannot record to %s: %s %s; choose another -o" % (
+                self.data, parent, "is not a folder" if os.path.exists(parent) else "does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return "cannot record to %s: folder %s is not writable; choose another -o" % (self.data, parent)
+        return None
+
     def remove(self) -> None:
         if os.path.isdir(self.folder):
             shutil.rmtree(self.folder)

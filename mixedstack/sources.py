@@ -11,6 +11,7 @@ import sys
 from typing import IO, Iterator
 
 from . import perf
+from .perfdata import has_call_graphs
 from .recording import Recording
 
 
@@ -42,6 +43,9 @@ def open_input(path: str, inline: bool = False) -> Iterator[Iterator[str]]:
     except OSError as error:
         raise InputError("cannot read %s: %s" % (path, error.strerror))
     if perf.is_perf_data(head):
+        if has_call_graphs(path) is False:
+            raise InputError("%s was recorded without call graphs: record with `mixedstack record` "
+                             "(or perf record -g / --call-graph dwarf)" % path)
         recording = Recording(path)
         with recording.perf_maps_in_tmp():
             yield perf.script_lines(path, recording.buildid_dir_if_any(), inline=inline)

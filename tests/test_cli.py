@@ -78,9 +78,38 @@ def test_a_folder_is_not_an_input(tmp_path):
     one_line_error(mixedstack("fold", str(tmp_path)), 1, "folder")
 
 
-def test_samples_without_call_stacks(tmp_path):
-    (tmp_path / "flat.txt").write_text("app 10 1.0: 1 cpu-clock: 400100 leaf+0x10 (/usr/bin/app)\n\n")
-    one_line_error(mixedstack("fold", str(tmp_path / "flat.txt")), 1, "no call stacks", "--call-graph")
+def test_samples_without_frames_fold_like_stackcollapse_with_a_warning(tmp_path):
+    (tmp_path / "flat.txt").write_text("swapper     0 \n\tffffffff821f4dab pv_native_safe_halt\n\n")
+    done = mixedstack("fold", str(tmp_path / "flat.txt"))
+    assert done.returncode == 0 and done.stdout == "swapper 1\n"
+    assert "warning: no frame lines" in done.stderr and "dso" in done.stderr
+
+
+def test_a_recording_without_call_graphs(perf_ok, tmp_path):
+    data = tmp_path / "nog.data"
+    subprocess.run(["perf", "record", "-q", "--no-bpf-event", "-o", str(data), "--", "true"], check=True)
+    one_line_error(mixedstack("fold", str(data)), 1, "without call graphs", "mixedstack record")
+
+
+def test_fold_never_writes_over_a_recording(tmp_path):
+    (tmp_path / "in.txt").write_text(TEXT)
+    recording = tmp_path / "x.data"
+    recording.write_bytes(b"PERFILE2 recorded")
+    one_line_error(mixedstack("fold", str(tmp_path / "in.txt"), "-o", str(recording)), 1, "perf recording")
+    assert recording.read_bytes() == b"PERFILE2 recorded"
+
+
+@pytest.mark.parametrize("output, words", [
+    ("{tmp}", ("is a folder",)),
+    ("{tmp}/missing/x.data", ("does not exist",)),
+    ("/proc/x.data", ("cannot record",)),
+])
+def test_record_to_an_unusable_place(tmp_path, output, words):
+    done = mixedstack("record", "-f", "-o", output.format(tmp=tmp_path), "--", "true")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("mixedstack: error: ")
+    for word in words:
+        assert word in done.stderr
 
 
 def test_unwritable_output_keeps_nothing_half_written(tmp_path):
