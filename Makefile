@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := demo-output
 
-.PHONY: install demo test conformance clean
+.PHONY: install demo test bench clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ demo: install
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Speed and overhead, side by side in one run; FLAMEGRAPH_DIR=checkout adds stackcollapse-perf.pl.
+bench: $(VENV)/.test-installed
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info
