@@ -92,7 +92,8 @@ def parse(
             stack = []
             pname = None
             continue
-        header = HEADER.match(line)
+        # frame lines start with blanks and cannot be headers: skip that regex for them
+        header = None if line[0] in " \t" else HEADER.match(line)
         if header:
             h_comm, h_pid, h_tid = header.group(1), header.group(2), header.group(3)
             if not perl_true(h_tid):
@@ -113,7 +114,7 @@ def parse(
         if frame:
             if not perl_true(pname):
                 continue
-            stack.append(Frame(frame.group(1), frame.group(2), frame.group(3)))
+            stack.append(Frame(*frame.groups()))
             continue
         if on_unrecognized is not None:
             on_unrecognized(line)
