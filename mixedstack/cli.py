@@ -48,12 +48,21 @@ def main() -> None:
 @click.option("--stack-size", default=32768, show_default=True, type=click.IntRange(1024, 65528),
               metavar="BYTES", help="User stack copied per sample in DWARF mode.")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing recording without asking.")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def record(output, frequency, call_graph, stack_size, force, command) -> None:
+@click.option("-p", "--pid", type=int, default=None, metavar="PID",
+              help="Attach to a running process instead of running COMMAND.")
+@click.option("-d", "--duration", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
+              help="With --pid: stop after SECONDS (default: when it exits, or Ctrl-C).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def record(output, frequency, call_graph, stack_size, force, pid, duration, command) -> None:
     """Run COMMAND under perf record, with Python frames where the interpreter allows.
 
-    Example: mixedstack record -o app.data -- python app.py --its-args
+    Examples: mixedstack record -o app.data -- python app.py --its-args;
+    mixedstack record --pid 1234 -d 10
     """
+    if bool(command) == (pid is not None):
+        fail("give either a COMMAND to run (after --) or --pid PID to attach to", 2)
+    if duration is not None and pid is None:
+        fail("--duration goes with --pid; a COMMAND is recorded until it ends", 2)
     from .record import RecordOptions, record as run_record
     from .recording import Recording
 
@@ -72,7 +81,7 @@ def record(output, frequency, call_graph, stack_size, force, command) -> None:
         existing.remove()
     try:
         result = run_record(
-            RecordOptions(list(command), output, frequency, call_graph, stack_size),
+            RecordOptions(list(command), output, frequency, call_graph, stack_size, pid, duration),
             say=lambda message: click.echo(message, err=True),
         )
     except (TargetError, PerfError) as error:

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from .perf import PerfError
 
@@ -126,3 +126,19 @@ def _close_quietly(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
+
+
+def attach_to(perf_command: List[str], pid: int, duration: Optional[float]) -> Tuple[int, bool, int]:
+    """`perf record -p PID` until the process ends, `duration` passes, or Ctrl-C
+    (which perf receives with us; the process itself is left running).
+    Returns (0, whether Ctrl-C was pressed, perf's exit status)."""
+    command = perf_command + ["-p", str(pid)]
+    if duration is not None:
+        command += ["--", "sleep", "%g" % duration]
+    interrupted = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    try:
+        perf_status = subprocess.Popen(command, stdin=subprocess.DEVNULL).wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 0, bool(interrupted), perf_status

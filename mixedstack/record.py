@@ -13,10 +13,10 @@ import shlex
 import signal
 import subprocess
 import time
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 from . import perf
-from .launch import run_attached
+from .launch import attach_to, run_attached
 from .perfdata import clip_stacks_at_next_mapping, forget_memory_before_exec
 from .recording import Recording
 from .target import find_interpreter, perf_mode
@@ -30,11 +30,13 @@ DEFAULT_FREQUENCY = 999
 
 @dataclasses.dataclass
 class RecordOptions:
-    command: List[str]
+    command: List[str]  # what to run, or [] with `pid`
     output: str = "perf.data"
     frequency: int = DEFAULT_FREQUENCY
     call_graph: str = "auto"  # auto | fp | dwarf
     stack_size: int = DEFAULT_STACK_SIZE
+    pid: Optional[int] = None  # attach to this running process instead
+    duration: Optional[float] = None  # with pid: stop after this many seconds
 
 
 @dataclasses.dataclass
@@ -72,18 +74,46 @@ def shell_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def attached_mode(pid: int, call_graph: str):
+    """The interpreter and mode for a running process: Python frames only if its
+    trampoline is already on (its perf map or jitdump is in /tmp)."""
+    try:
+        executable = os.readlink("/proc/%d/exe" % pid)
+    except OSError:
+        raise perf.PerfError("no process %d to attach to (or no permission to see it); "
+                             "check the pid with ps" % pid)
+    interp = find_interpreter([executable])
+    mode = perf_mode(interp, call_graph)
+    if interp is None or mode.name == "native":
+        return interp, mode
+    if os.path.exists("/tmp/jit-%d.dump" % pid):
+        return interp, perf_mode(interp, "dwarf")
+    if os.path.exists("/tmp/perf-%d.map" % pid):
+        return interp, perf_mode(interp, "fp")
+    return interp, dataclasses.replace(
+        mode, name="native", env={}, needs_inject=False,
+        reason="process %d has no perf trampoline on: Python frames will be missing; start it "
+               "with %s, or run it under mixedstack record -- CMD" % (
+                   pid, " or ".join("%s=%s" % kv for kv in mode.env.items())))
+
+
 def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
     recording = Recording(options.output)
-    interp = find_interpreter(options.command)
-    mode = perf_mode(interp, options.call_graph)
+    if options.pid is None:
+        interp = find_interpreter(options.command)
+        mode = perf_mode(interp, options.call_graph)
+    else:
+        interp, mode = attached_mode(options.pid, options.call_graph)
     if mode.name == "native" or options.call_graph != "auto":
         say("mixedstack: %s" % mode.reason)
 
     os.mkdir(recording.folder)
-    env = target_environment(mode)
     command = perf_record_command(options, mode, recording)
     started = time.time()
-    status, interrupted, perf_status = run_attached(command, options.command, env)
+    if options.pid is None:
+        status, interrupted, perf_status = run_attached(command, options.command, target_environment(mode))
+    else:
+        status, interrupted, perf_status = attach_to(command, options.pid, options.duration)
     seconds = time.time() - started
 
     if not os.path.exists(recording.raw) or os.path.getsize(recording.raw) == 0:
@@ -108,14 +138,16 @@ def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
     else:
         os.replace(recording.raw, recording.data)
 
-    pids = perf.task_pids(recording.data)
-    recording.adopt_tmp_files(pids, since=started - 1)
+    pids = perf.task_pids(recording.data) | ({options.pid} if options.pid else set())
+    # a process we attached to goes on running: its map and jitdump are copied, not moved
+    recording.adopt_tmp_files(pids, since=started - 1 if options.pid is None else 0,
+                              move=options.pid is None)
     recording.prune_buildid_cache()
     stats = perf.sample_stats(recording.data)
     # After Ctrl-C, exit as the shell expects (130), whatever perf did to the target.
     exit_status = 128 + signal.SIGINT if interrupted else shell_status(status)
     recording.write_meta({
-        "command": options.command,
+        "command": options.command or ["--pid", str(options.pid)],
         "mode": mode.name,
         "reason": mode.reason,
         "interpreter": interp.describe() if interp else None,

@@ -74,7 +74,7 @@ class Recording:
             json.dump(meta, f, indent=2, sort_keys=True)
             f.write("\n")
 
-    def adopt_tmp_files(self, pids: set, since: float) -> List[str]:
+    def adopt_tmp_files(self, pids: set, since: float, move: bool = True) -> List[str]:
         """Move the perf maps and jitdumps of `pids` written since `since` out of /tmp.
 
         CPython never deletes them, and perf inject leaves its jitted-*.so beside
@@ -92,8 +92,10 @@ class Recording:
                     continue  # an older process that happened to have the same pid
                 if JITTED_FILE.match(name):
                     os.remove(path)
-                else:
+                elif move:
                     shutil.move(path, os.path.join(self.tmp_dir, name))
+                else:
+                    shutil.copyfile(path, os.path.join(self.tmp_dir, name))
                     moved.append(name)
             except OSError:
                 pass

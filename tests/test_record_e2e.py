@@ -260,3 +260,26 @@ def test_threads_are_unwound_to_their_start(perf_ok, tmp_path):
         "Thread._bootstrap (threading.py)", "Thread._bootstrap_inner (threading.py)",
         "Thread.run (threading.py)", "worker (<string>)"))
     assert rooted / spinning.total() >= 0.95, rooted / spinning.total()
+
+
+def test_attach_to_a_running_process_and_leave_it_running(perf_ok, tmp_path):
+    python = interpreter((3, 11))
+    code = "import time, zlib\nend = time.time() + 6\nwhile time.time() < end:\n    zlib.compress(bytes(1 << 20))\n"
+    target = subprocess.Popen([python, "-c", code])
+    try:
+        time.sleep(0.5)
+        done = mixedstack("record", "--pid", str(target.pid), "-d", "1", "-o", str(tmp_path / "a.data"))
+        assert done.returncode == 0, done.stderr
+        assert target.poll() is None  # still running
+        assert "mode native" in done.stderr.splitlines()[-1]
+        folded = Folded(mixedstack("fold", str(tmp_path / "a.data")).stdout)
+        assert 500 <= folded.total() / 1001001 <= 1500  # about 1 s at 999 Hz
+        assert folded.total(lambda f: any("deflate" in x for x in f)) / folded.total() >= 0.5
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_record_wants_a_command_or_a_pid():
+    done = mixedstack("record", "--pid", "1", "--", "true")
+    assert done.returncode == 2 and "either a COMMAND" in done.stderr
