@@ -129,7 +129,7 @@ def test_corrupt_recording(tmp_path):
 
 def test_record_needs_a_command():
     done = mixedstack("record")
-    assert done.returncode == 2 and "Missing argument" in done.stderr
+    assert done.returncode == 2 and "either a COMMAND" in done.stderr
 
 
 def test_record_of_a_missing_command_leaves_nothing(tmp_path):
