@@ -92,6 +92,21 @@ def record(output, frequency, call_graph, stack_size, force, pid, duration, comm
     sys.exit(result.status)
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def doctor(command) -> None:
+    """Check what this machine allows and what record will do (for COMMAND, if given).
+
+    Example: mixedstack doctor -- python3.12 app.py. Exit status 1 when record cannot work.
+    """
+    from .doctor import doctor as run_checks
+
+    checks = run_checks(list(command))
+    for check in checks:
+        click.echo(check.line())
+    sys.exit(1 if any(check.level == "fail" for check in checks) else 0)
+
+
 @main.command()
 @click.argument("input", default="perf.data", metavar="[INPUT]")
 @click.option("-o", "--output", default="-", metavar="FILE", help="Write to FILE instead of standard output.")

@@ -146,3 +146,18 @@ def test_event_filter_through_the_cli(tmp_path):
     default = mixedstack("fold", str(tmp_path / "two.txt"))
     assert default.stdout == "app;main;leaf 1000\n"
     assert "Filtering for events of type: page-faults" in default.stderr
+
+
+def test_doctor_says_what_record_will_do(perf_ok):
+    from conftest import interpreter
+
+    done = mixedstack("doctor", "--", interpreter((3, 13)), "app.py")
+    assert done.returncode == 0, done.stdout
+    assert "ok    perf record:" in done.stdout
+    assert "record will use: mode perf-jit" in done.stdout
+
+
+def test_doctor_without_perf_fails_with_the_fix(tmp_path):
+    done = mixedstack("doctor", env=dict(os.environ, PATH=str(tmp_path)))
+    assert done.returncode == 1
+    assert "fail  perf: not found on PATH  -> install it" in done.stdout

@@ -1,0 +1,92 @@
+"""`mixedstack doctor`: what this machine allows, and what record will do.
+
+Each check gives a line `ok|warn|fail  what: finding [-> fix]`; the exit status is
+non-zero when a `fail` means record cannot work.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from typing import List, NamedTuple, Optional
+
+from .target import TargetError, find_interpreter, perf_mode
+
+CAP_PERFMON, CAP_SYS_ADMIN = 38, 21
+
+
+class Check(NamedTuple):
+    level: str  # ok | warn | fail
+    what: str
+    finding: str
+    fix: str = ""
+
+    def line(self) -> str:
+        return "%-4s  %s: %s%s" % (self.level, self.what, self.finding, "  -> " + self.fix if self.fix else "")
+
+
+def read(path: str) -> Optional[str]:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def capabilities() -> int:
+    for line in (read("/proc/self/status") or "").splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def perf_checks() -> List[Check]:
+    perf = shutil.which("perf")
+    if perf is None:
+        return [Check("fail", "perf", "not found on PATH", "install it (Debian/Ubuntu: apt install linux-perf)")]
+    version = subprocess.run([perf, "--version"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True).stdout.strip()
+    checks = [Check("ok", "perf", "%s (%s)" % (version, perf)),
+              Check("ok", "kernel", platform.release())]
+    caps = capabilities()
+    privileged = os.geteuid() == 0 or caps >> CAP_PERFMON & 1 or caps >> CAP_SYS_ADMIN & 1
+    paranoid = read("/proc/sys/kernel/perf_event_paranoid")
+    if privileged:
+        checks.append(Check("ok", "permissions", "root or CAP_PERFMON: every event is allowed"))
+    elif paranoid is not None and int(paranoid) <= 1:
+        checks.append(Check("ok", "permissions", "perf_event_paranoid=%s allows user profiling" % paranoid))
+    else:
+        checks.append(Check("fail", "permissions", "not root, no CAP_PERFMON, perf_event_paranoid=%s" % paranoid,
+                            "sudo sysctl kernel.perf_event_paranoid=1, or run as root"))
+    kptr = read("/proc/sys/kernel/kptr_restrict")
+    if kptr not in (None, "0") and not privileged:
+        checks.append(Check("warn", "kernel symbols", "kptr_restrict=%s hides kernel addresses" % kptr,
+                            "sudo sysctl kernel.kptr_restrict=0 for named kernel frames"))
+    with tempfile.TemporaryDirectory(prefix="mixedstack-doctor-") as tmp:
+        trial = subprocess.run([perf, "record", "-q", "--no-bpf-event", "-N", "-o", os.path.join(tmp, "t.data"),
+                                "--call-graph", "dwarf", "--", "true"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if trial.returncode == 0:
+        checks.append(Check("ok", "perf record", "a DWARF call-graph recording works here"))
+    else:
+        reason = (trial.stderr.strip().splitlines() or ["exit status %d" % trial.returncode])[0]
+        checks.append(Check("fail", "perf record", reason, "see `perf record -- true`"))
+    return checks
+
+
+def target_checks(command: List[str]) -> List[Check]:
+    try:
+        interp = find_interpreter(command)
+    except TargetError as error:
+        return [Check("fail", "target", str(error))]
+    mode = perf_mode(interp)
+    level = "warn" if mode.name == "native" and interp is not None else "ok"
+    checks = [Check("ok", "target", interp.describe() if interp else "%s: not a CPython interpreter" % command[0])]
+    checks.append(Check(level, "record will use", "mode %s: %s" % (mode.name, mode.reason)))
+    return checks
+
+
+def doctor(command: List[str]) -> List[Check]:
+    return perf_checks() + (target_checks(command) if command else [])
