@@ -1,6 +1,8 @@
 """The `mixedstack` command line.
 
     mixedstack record [-o perf.data] [-F HZ] [--call-graph auto|fp|dwarf] -- CMD ARGS...
+    mixedstack record --pid PID [-d SECONDS] [-o perf.data]
+    mixedstack doctor [-- CMD ARGS...]
     mixedstack fold [INPUT] [-o FILE] [--pid] [--tid] [--kernel] [--jit] [--all] [--addrs]
                     [--event-filter EV] [--keep-interpreter] [--inline]
 
