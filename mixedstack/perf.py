@@ -92,6 +92,9 @@ def script_lines(
         process.stdout.close()
         status = process.wait()
         messages = errors.join()
+    if status < 0:
+        raise PerfError("perf script crashed (signal %d) on %s: the file is corrupt or cut short; "
+                        "record it again" % (-status, data))
     if status != 0:
         reason = messages[-1] if messages else "exit status %d" % status
         raise PerfError("perf script failed on %s: %s" % (data, reason))

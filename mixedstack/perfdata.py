@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import mmap
+import os
 import struct
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -223,6 +224,22 @@ def has_call_graphs(path: str) -> Optional[bool]:
             attrs = f.read(size)
     except OSError:
         return None
+    if len(attrs) < size:
+        return None  # truncated: let perf say what it can
     wanted = SAMPLE["CALLCHAIN"] | SAMPLE["STACK_USER"]
     return any(struct.unpack_from("<Q", attrs, at + 24)[0] & wanted
                for at in range(0, len(attrs) - 31, attr_size))
+
+
+def truncation(path: str) -> Optional[str]:
+    """"N of M bytes" when the file is shorter than its header says, else None."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(56)
+            actual = os.fstat(f.fileno()).st_size
+    except OSError:
+        return None
+    if len(header) < 56:
+        return "%d of at least 56 bytes" % actual
+    offset, size = struct.unpack_from("<QQ", header, DATA_SECTION)
+    return "%d of %d bytes" % (actual, offset + size) if actual < offset + size else None

@@ -98,6 +98,7 @@ def attached_mode(pid: int, call_graph: str):
 
 
 def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
+    perf.perf_binary()  # fail first, and only once, when perf is missing
     recording = Recording(options.output)
     if options.pid is None:
         interp = find_interpreter(options.command)
@@ -110,10 +111,15 @@ def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
     os.mkdir(recording.folder)
     command = perf_record_command(options, mode, recording)
     started = time.time()
-    if options.pid is None:
-        status, interrupted, perf_status = run_attached(command, options.command, target_environment(mode))
-    else:
-        status, interrupted, perf_status = attach_to(command, options.pid, options.duration)
+    try:
+        if options.pid is None:
+            status, interrupted, perf_status = run_attached(command, options.command, target_environment(mode))
+        else:
+            status, interrupted, perf_status = attach_to(command, options.pid, options.duration)
+    except BaseException:
+        if not os.path.exists(recording.raw):
+            recording.remove()  # nothing was recorded: leave no empty folder behind
+        raise
     seconds = time.time() - started
 
     if not os.path.exists(recording.raw) or os.path.getsize(recording.raw) == 0:

@@ -11,7 +11,7 @@ import sys
 from typing import IO, Iterator
 
 from . import perf
-from .perfdata import has_call_graphs
+from .perfdata import has_call_graphs, truncation
 from .recording import Recording
 
 
@@ -43,6 +43,9 @@ def open_input(path: str, inline: bool = False) -> Iterator[Iterator[str]]:
     except OSError as error:
         raise InputError("cannot read %s: %s" % (path, error.strerror))
     if perf.is_perf_data(head):
+        cut = truncation(path)
+        if cut:
+            raise InputError("%s is truncated (%s): the recording was cut short; record it again" % (path, cut))
         if has_call_graphs(path) is False:
             raise InputError("%s was recorded without call graphs: record with `mixedstack record` "
                              "(or perf record -g / --call-graph dwarf)" % path)

@@ -120,7 +120,7 @@ def test_unwritable_output_keeps_nothing_half_written(tmp_path):
 
 
 def test_corrupt_recording(tmp_path):
-    (tmp_path / "bad.data").write_bytes(b"PERFILE2" + b"\0" * 40)
+    (tmp_path / "bad.data").write_bytes(b"PERFILE2" + b"\0" * 200)
     done = mixedstack("fold", str(tmp_path / "bad.data"))
     if "perf not found" in done.stderr:
         pytest.skip("perf is not installed")
@@ -161,3 +161,56 @@ def test_doctor_without_perf_fails_with_the_fix(tmp_path):
     done = mixedstack("doctor", env=dict(os.environ, PATH=str(tmp_path)))
     assert done.returncode == 1
     assert "fail  perf: not found on PATH  -> install it" in done.stdout
+
+
+def test_truncated_recording(tmp_path):
+    data = tmp_path / "cut.data"
+    header = b"PERFILE2" + (104).to_bytes(8, "little") + (136).to_bytes(8, "little")
+    header += (168).to_bytes(8, "little") + (136).to_bytes(8, "little")  # attrs
+    header += (304).to_bytes(8, "little") + (10 ** 6).to_bytes(8, "little")  # data: 1 MB promised
+    data.write_bytes(header + b"\0" * 300)
+    one_line_error(mixedstack("fold", str(data)), 1, "truncated", "record it again")
+
+
+def test_without_perf_record_and_fold_say_how_to_install_it(tmp_path):
+    env = dict(os.environ, PATH=str(tmp_path))
+    (tmp_path / "x.data").write_bytes(b"PERFILE2" + b"\0" * 200)
+    for args in (["fold", str(tmp_path / "x.data")],
+                 ["record", "-o", str(tmp_path / "r.data"), "--", "/bin/true"]):
+        done = subprocess.run([sys.executable, "-m", "mixedstack"] + args, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        one_line_error(done, 1, "perf not found", "apt install linux-perf")
+    assert not (tmp_path / "r.data.d").exists()
+
+
+def test_ctrl_c_during_fold_writes_nothing(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "out.folded"
+    process = subprocess.Popen([sys.executable, "-m", "mixedstack", "fold", "-", "-o", str(out)],
+                               stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdin.write(TEXT * 100)
+    process.stdin.flush()
+    time.sleep(1.5)  # fold is now waiting for more input
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert "interrupted: nothing was written" in err and "Traceback" not in err
+    assert not out.exists() and not (tmp_path / "out.folded.partial").exists()
+
+
+def test_disk_full(tmp_path):
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)],
+                      stderr=subprocess.DEVNULL).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        many = "".join("app 1/1 1.0: 1 cpu-clock:\n\t1 f%05d (/usr/bin/app)\n\n" % i for i in range(20000))
+        (tmp_path / "many.txt").write_text(many)
+        done = mixedstack("fold", str(tmp_path / "many.txt"), "-o", str(full / "out.folded"))
+        one_line_error(done, 1, "cannot write", "No space left")
+        assert os.listdir(full) == []
+    finally:
+        subprocess.run(["umount", str(full)])

@@ -1,0 +1,57 @@
+"""The `perf script` text parser and the fold survive anything (hypothesis).
+
+Inputs are real ones (the conformance corpus when present, our odd and Python texts)
+mutated line by line and byte by byte; no input may raise or hang.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from folding import OPTIONS, fold_text, read_text
+
+DATA = Path(__file__).resolve().parent / "data"
+SEEDS = sorted(DATA.glob("odd/*.txt")) + sorted(DATA.glob("python/*.txt"))
+CORPUS = os.environ.get("MIXEDSTACK_CONFORMANCE_DIR",
+                        str(Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "flamegraph"))
+SEEDS += sorted(Path(CORPUS).glob("*.txt"))[:4]
+LINES = [line for path in SEEDS for line in read_text(path).split("\n")[:400]]
+
+
+def mutate(line: str, data) -> str:
+    kind = data.draw(st.sampled_from(["keep", "cut", "insert", "replace", "garbage"]))
+    if kind == "keep" or not line:
+        return line
+    at = data.draw(st.integers(0, len(line)))
+    if kind == "cut":
+        return line[:at]
+    junk = data.draw(st.text(alphabet=st.characters(max_codepoint=255), max_size=12))
+    if kind == "insert":
+        return line[:at] + junk + line[at:]
+    if kind == "replace":
+        return line[:at] + junk + line[at + len(junk):]
+    return junk
+
+
+@settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_real_input_never_breaks_fold(data):
+    start = data.draw(st.integers(0, max(0, len(LINES) - 1)))
+    count = data.draw(st.integers(0, 60))
+    lines = [mutate(line, data) for line in LINES[start:start + count]]
+    option = data.draw(st.sampled_from(OPTIONS + ("",)))
+    keep = data.draw(st.booleans())
+    out = fold_text("\n".join(lines) + data.draw(st.sampled_from(["", "\n", "\n\n"])), option,
+                    keep_interpreter=keep)
+    for line in out:
+        stack, _, count = line.rpartition(" ")
+        assert stack and int(count) >= 0
+
+
+@settings(max_examples=200, deadline=2000)
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_never_break_fold(raw):
+    fold_text(raw.decode("latin-1"))
