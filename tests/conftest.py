@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -36,10 +37,12 @@ def perf_problem() -> Optional[str]:
     if shutil.which("perf") is None:
         return "perf is not installed"
     try:
-        done = subprocess.run(
-            ["perf", "record", "-q", "--no-bpf-event", "-o", "/dev/null", "--", "true"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30,
-        )
+        # never `-o /dev/null`: perf renames an existing output to NAME.old
+        with tempfile.TemporaryDirectory() as tmp:
+            done = subprocess.run(
+                ["perf", "record", "-q", "--no-bpf-event", "-o", os.path.join(tmp, "t.data"), "--", "true"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30,
+            )
     except (OSError, subprocess.TimeoutExpired) as error:
         return "perf record does not run: %s" % error
     if done.returncode != 0:
