@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := demo-output
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench fp-python clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ demo: install
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# A CPython 3.13 with frame pointers (Debian trixie source, ~3 min) for the
+# frame-pointer mode tests; they skip without it outside CI.
+fp-python:
+	tests/tools/build-fp-python.sh
 
 # Speed and overhead, side by side in one run; FLAMEGRAPH_DIR=checkout adds stackcollapse-perf.pl.
 bench: $(VENV)/.test-installed

@@ -53,10 +53,14 @@ def perf_checks() -> List[Check]:
     caps = capabilities()
     privileged = os.geteuid() == 0 or caps >> CAP_PERFMON & 1 or caps >> CAP_SYS_ADMIN & 1
     paranoid = read("/proc/sys/kernel/perf_event_paranoid")
+    level = int(paranoid) if paranoid and paranoid.lstrip("-").isdigit() else 3
     if privileged:
         checks.append(Check("ok", "permissions", "root or CAP_PERFMON: every event is allowed"))
-    elif paranoid is not None and int(paranoid) <= 1:
+    elif level <= 1:
         checks.append(Check("ok", "permissions", "perf_event_paranoid=%s allows user profiling" % paranoid))
+    elif level == 2:
+        checks.append(Check("warn", "permissions", "perf_event_paranoid=2: your own processes, user space "
+                            "only (no kernel frames)", "sudo sysctl kernel.perf_event_paranoid=1, or run as root"))
     else:
         checks.append(Check("fail", "permissions", "not root, no CAP_PERFMON, perf_event_paranoid=%s" % paranoid,
                             "sudo sysctl kernel.perf_event_paranoid=1, or run as root"))

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
+from pathlib import Path
 
 from conftest import mixedstack
 from folding import read_text, split_lines
@@ -214,3 +216,26 @@ def test_disk_full(tmp_path):
         assert os.listdir(full) == []
     finally:
         subprocess.run(["umount", str(full)])
+
+
+def test_an_unprivileged_user_is_told_what_perf_allows(perf_ok):
+    paranoid = int(open("/proc/sys/kernel/perf_event_paranoid").read())
+    if os.geteuid() != 0 or paranoid < 2 or not shutil.which("setpriv"):
+        pytest.skip("needs root (to become nobody), setpriv and perf_event_paranoid >= 2")
+    import tempfile
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="mixedstack-nobody-"))  # pytest's tmp is private to root
+    os.chown(tmp_path, 65534, 65534)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "mixedstack"]
+    doctor = subprocess.run(as_nobody + ["doctor"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    permissions = [line for line in doctor.stdout.splitlines() if "permissions:" in line]
+    expected = "warn" if paranoid == 2 else "fail"
+    assert permissions and permissions[0].startswith(expected), doctor.stdout
+    done = subprocess.run(as_nobody + ["record", "-o", str(tmp_path / "u.data"), "--", "/bin/true"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "Traceback" not in done.stderr
+    if paranoid == 2:  # own processes, user space: recording works
+        assert done.returncode == 0, done.stderr
+    else:
+        one_line_error(done, 1, "perf")
+    shutil.rmtree(tmp_path)
