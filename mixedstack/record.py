@@ -137,8 +137,8 @@ def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
         done = subprocess.run(inject, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if done.returncode != 0:
             os.replace(recording.raw, recording.data)
-            say("mixedstack: perf inject --jit failed (%s); Python frames will be missing"
-                % done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:])
+            last = (done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
+            say("mixedstack: perf inject --jit failed (%s); Python frames will be missing" % last)
         else:
             os.remove(recording.raw)
     else:
