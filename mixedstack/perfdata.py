@@ -20,6 +20,7 @@ section is a run of records, each `u32 type, u16 misc, u16 size` then a body.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import mmap
 import os
 import struct
@@ -64,33 +65,44 @@ def time_reader(buf) -> Callable[[int, int], int]:
     return lambda position, size: struct.unpack_from("<Q", buf, position + size - back)[0]
 
 
-def forget_memory_before_exec(path: str) -> int:
-    """Rewrite in place; returns how many records were changed."""
+@contextlib.contextmanager
+def rewritable(path: str) -> Iterator[Optional[Tuple[mmap.mmap, int, int]]]:
+    """perf.data mapped for rewriting in place, with its data section's bounds
+    (None for a file that is not perf.data)."""
     with open(path, "r+b") as f:
         if f.read(8) != b"PERFILE2":
-            return 0
+            yield None
+            return
         with mmap.mmap(f.fileno(), 0) as buf:
             offset, size = struct.unpack_from("<QQ", buf, DATA_SECTION)
-            end = min(offset + size, len(buf))
-            when = time_reader(buf)
-            last_exec = {}  # pid -> when it last exec'd
-            for position, record_type, misc, size in records(buf, offset, end):
-                if record_type == PERF_RECORD_COMM and misc & MISC_COMM_EXEC:
-                    pid = struct.unpack_from("<I", buf, position + 8)[0]
-                    last_exec[pid] = max(last_exec.get(pid, 0), when(position, size))
-            changed = 0
-            for position, record_type, _, size in records(buf, offset, end):
-                if record_type in (PERF_RECORD_MMAP, PERF_RECORD_MMAP2):
-                    pid = struct.unpack_from("<I", buf, position + 8)[0]
-                    if pid in last_exec and when(position, size) < last_exec[pid]:
-                        struct.pack_into("<II", buf, position + 8, NO_SUCH_PID, NO_SUCH_PID)
-                        changed += 1
-                elif record_type == PERF_RECORD_FORK:
-                    pid, ppid, tid, _ = struct.unpack_from("<IIII", buf, position + 8)
-                    if pid in last_exec and pid == tid and pid != ppid:
-                        struct.pack_into("<I", buf, position, PERF_RECORD_EXIT)
-                        changed += 1
+            yield buf, offset, min(offset + size, len(buf))
             buf.flush()
+
+
+def forget_memory_before_exec(path: str) -> int:
+    """Rewrite in place; returns how many records were changed."""
+    with rewritable(path) as mapped:
+        if mapped is None:
+            return 0
+        buf, offset, end = mapped
+        when = time_reader(buf)
+        last_exec = {}  # pid -> when it last exec'd
+        for position, record_type, misc, size in records(buf, offset, end):
+            if record_type == PERF_RECORD_COMM and misc & MISC_COMM_EXEC:
+                pid = struct.unpack_from("<I", buf, position + 8)[0]
+                last_exec[pid] = max(last_exec.get(pid, 0), when(position, size))
+        changed = 0
+        for position, record_type, _, size in records(buf, offset, end):
+            if record_type in (PERF_RECORD_MMAP, PERF_RECORD_MMAP2):
+                pid = struct.unpack_from("<I", buf, position + 8)[0]
+                if pid in last_exec and when(position, size) < last_exec[pid]:
+                    struct.pack_into("<II", buf, position + 8, NO_SUCH_PID, NO_SUCH_PID)
+                    changed += 1
+            elif record_type == PERF_RECORD_FORK:
+                pid, ppid, tid, _ = struct.unpack_from("<IIII", buf, position + 8)
+                if pid in last_exec and pid == tid and pid != ppid:
+                    struct.pack_into("<I", buf, position, PERF_RECORD_EXIT)
+                    changed += 1
     return changed
 
 
@@ -156,43 +168,40 @@ def user_stack(buf, position: int, sample_type: int, regs: int) -> Optional[Tupl
 
 def clip_stacks_at_next_mapping(path: str) -> int:
     """Rewrite in place; returns how many samples had their stack copy cut."""
-    with open(path, "r+b") as f:
-        if f.read(8) != b"PERFILE2":
+    with rewritable(path) as mapped:
+        if mapped is None:
             return 0
-        with mmap.mmap(f.fileno(), 0) as buf:
-            layout = sample_layout(buf)
-            if layout is None:
-                return 0
-            offset, size = struct.unpack_from("<QQ", buf, DATA_SECTION)
-            end = min(offset + size, len(buf))
-            starts: Dict[int, List[int]] = {}
-            parent: Dict[int, int] = {}
-            for position, record_type, _, _ in records(buf, offset, end):
-                if record_type in (PERF_RECORD_MMAP, PERF_RECORD_MMAP2):
-                    pid, _, start = struct.unpack_from("<IIQ", buf, position + 8)
-                    name_at = position + (40 if record_type == PERF_RECORD_MMAP else 72)
-                    # the main stack grows down past where its first mmap said it began
-                    if buf[name_at:name_at + 6] != b"[stack":
-                        starts.setdefault(pid, []).append(start)
-                elif record_type == PERF_RECORD_FORK:
-                    pid, ppid = struct.unpack_from("<II", buf, position + 8)
-                    if pid != ppid:
-                        parent[pid] = ppid  # a forked process runs in its parent's mappings too
-            for pid in starts:
-                starts[pid].sort()
-            clipped = 0
-            for position, record_type, _, _ in records(buf, offset, end):
-                if record_type != PERF_RECORD_SAMPLE:
-                    continue
-                stack = user_stack(buf, position, *layout)
-                if stack is None:
-                    continue
-                pid, sp, dyn_at, dyn_size = stack
-                limit = next_mapping_above(sp, pid, starts, parent)
-                if limit is not None and sp + dyn_size > limit:
-                    struct.pack_into("<Q", buf, dyn_at, limit - sp)
-                    clipped += 1
-            buf.flush()
+        buf, offset, end = mapped
+        layout = sample_layout(buf)
+        if layout is None:
+            return 0
+        starts: Dict[int, List[int]] = {}
+        parent: Dict[int, int] = {}
+        for position, record_type, _, _ in records(buf, offset, end):
+            if record_type in (PERF_RECORD_MMAP, PERF_RECORD_MMAP2):
+                pid, _, start = struct.unpack_from("<IIQ", buf, position + 8)
+                name_at = position + (40 if record_type == PERF_RECORD_MMAP else 72)
+                # the main stack grows down past where its first mmap said it began
+                if buf[name_at:name_at + 6] != b"[stack":
+                    starts.setdefault(pid, []).append(start)
+            elif record_type == PERF_RECORD_FORK:
+                pid, ppid = struct.unpack_from("<II", buf, position + 8)
+                if pid != ppid:
+                    parent[pid] = ppid  # a forked process runs in its parent's mappings too
+        for pid in starts:
+            starts[pid].sort()
+        clipped = 0
+        for position, record_type, _, _ in records(buf, offset, end):
+            if record_type != PERF_RECORD_SAMPLE:
+                continue
+            stack = user_stack(buf, position, *layout)
+            if stack is None:
+                continue
+            pid, sp, dyn_at, dyn_size = stack
+            limit = next_mapping_above(sp, pid, starts, parent)
+            if limit is not None and sp + dyn_size > limit:
+                struct.pack_into("<Q", buf, dyn_at, limit - sp)
+                clipped += 1
     return clipped
 
 
