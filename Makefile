@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := demo-output
 
-.PHONY: install demo test bench fp-python clean
+.PHONY: install demo test test-agent bench fp-python clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ demo: install
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# CPython's own regression tests (generators, exceptions, threading, sys, settrace,
+# fork, asyncio, ...) with our trampoline agent active, on each pyenv CPython 3.8-3.12.
+test-agent: $(VENV)/.test-installed
+	$(BIN)/python tests/agent_regrtest.py
 
 # A CPython 3.13 with frame pointers (Debian trixie source, ~3 min) for the
 # frame-pointer mode tests; they skip without it outside CI.
