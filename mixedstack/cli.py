@@ -20,6 +20,7 @@ from typing import Iterable, Iterator
 import click
 
 from . import __version__
+from .agent import AgentError
 from .fold import Folder, FoldOptions
 from .model import Sample
 from .perf import PerfError
@@ -50,12 +51,15 @@ def main() -> None:
 @click.option("--stack-size", default=32768, show_default=True, type=click.IntRange(1024, 65528),
               metavar="BYTES", help="User stack copied per sample in DWARF mode.")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing recording without asking.")
+@click.option("--agent", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="Use mixedstack's trampoline agent where CPython's own perf support is missing "
+                   "(3.8-3.12 without frame pointers), always, or never.")
 @click.option("-p", "--pid", type=int, default=None, metavar="PID",
               help="Attach to a running process instead of running COMMAND.")
 @click.option("-d", "--duration", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
               help="With --pid: stop after SECONDS (default: when it exits, or Ctrl-C).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def record(output, frequency, call_graph, stack_size, force, pid, duration, command) -> None:
+def record(output, frequency, call_graph, stack_size, force, agent, pid, duration, command) -> None:
     """Run COMMAND under perf record, with Python frames where the interpreter allows.
 
     Examples: mixedstack record -o app.data -- python app.py --its-args;
@@ -83,10 +87,10 @@ def record(output, frequency, call_graph, stack_size, force, pid, duration, comm
         existing.remove()
     try:
         result = run_record(
-            RecordOptions(list(command), output, frequency, call_graph, stack_size, pid, duration),
+            RecordOptions(list(command), output, frequency, call_graph, stack_size, agent, pid, duration),
             say=lambda message: click.echo(message, err=True),
         )
-    except (TargetError, PerfError) as error:
+    except (TargetError, PerfError, AgentError) as error:
         fail(str(error))
     except OSError as error:  # e.g. a file system that refuses new files (/proc, /sys)
         fail("cannot record to %s: %s; choose another -o" % (output, error.strerror or error))

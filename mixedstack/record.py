@@ -35,6 +35,7 @@ class RecordOptions:
     frequency: int = DEFAULT_FREQUENCY
     call_graph: str = "auto"  # auto | fp | dwarf
     stack_size: int = DEFAULT_STACK_SIZE
+    agent: str = "auto"  # auto | always | never: our trampoline agent (agent/)
     pid: Optional[int] = None  # attach to this running process instead
     duration: Optional[float] = None  # with pid: stop after this many seconds
 
@@ -102,10 +103,16 @@ def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
     recording = Recording(options.output)
     if options.pid is None:
         interp = find_interpreter(options.command)
-        mode = perf_mode(interp, options.call_graph)
+        mode = perf_mode(interp, options.call_graph, options.agent)
+        if mode.name == "agent":
+            from .agent import agent_path  # builds it for the target on first use
+
+            path = agent_path(interp)
+            mode = dataclasses.replace(mode, env={"PYTHONPATH": os.pathsep.join(
+                p for p in (path, os.environ.get("PYTHONPATH")) if p)})
     else:
         interp, mode = attached_mode(options.pid, options.call_graph)
-    if mode.name == "native" or options.call_graph != "auto":
+    if mode.name in ("native", "agent") or options.call_graph != "auto":
         say("mixedstack: %s" % mode.reason)
 
     os.mkdir(recording.folder)

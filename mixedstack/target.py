@@ -62,13 +62,38 @@ def _perf_jit(reason: str) -> Mode:
     return Mode("perf-jit", {"PYTHON_PERF_JIT_SUPPORT": "1"}, "dwarf", True, reason)
 
 
+def _agent(reason: str) -> Mode:
+    # env (PYTHONPATH to the agent built for this interpreter) is filled in by record
+    return Mode("agent", {}, "dwarf", True, reason)
+
+
 def _native(call_graph: str, reason: str) -> Mode:
     return Mode("native", {}, call_graph, False, reason)
 
 
-def perf_mode(interp: Optional[Interpreter], call_graph: str = "auto") -> Mode:
+AGENT_VERSIONS = ((3, 8), (3, 13))  # the agent builds for these, inclusive
+
+
+def perf_mode(interp: Optional[Interpreter], call_graph: str = "auto", agent: str = "auto") -> Mode:
     """The cheapest mode that still shows Python frames for `interp`, or the best
-    one for the unwinder that `call_graph` ("fp" | "dwarf") asks for."""
+    one for the unwinder that `call_graph` ("fp" | "dwarf") asks for. `agent`
+    ("auto" | "always" | "never"): use our trampoline agent where CPython's own
+    support is missing, always (DWARF), or never."""
+    agent_fits = (interp is not None and call_graph != "fp"
+                  and AGENT_VERSIONS[0] <= interp.version[:2] <= AGENT_VERSIONS[1])
+    if agent == "always" and agent_fits:
+        return _agent("the mixedstack agent was asked for: its trampolines, DWARF unwinding "
+                      "and perf inject --jit")
+    mode = _own_perf_mode(interp, call_graph)
+    if agent == "auto" and agent_fits and mode.name == "native":
+        return _agent("CPython %d.%d has no perf support usable here: using the mixedstack agent "
+                      "(its trampolines, DWARF unwinding, perf inject --jit); --agent never to turn "
+                      "it off" % interp.version[:2])
+    return mode
+
+
+def _own_perf_mode(interp: Optional[Interpreter], call_graph: str) -> Mode:
+    """The mode with CPython's own perf support only."""
     if interp is None:
         return _native("fp" if call_graph == "fp" else "dwarf",
                        "not a CPython interpreter: only C and kernel frames are recorded")

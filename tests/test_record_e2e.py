@@ -190,18 +190,38 @@ def test_children_have_python_frames(perf_ok, tmp_path, method):
 
 
 @pytest.mark.parametrize("minor", [8, 9, 10, 11, 12])
-def test_older_interpreters_record_native_frames_and_say_why(perf_ok, tmp_path, minor):
+def test_older_interpreters_get_python_frames_from_the_agent(perf_ok, tmp_path, minor):
     python = interpreter((3, minor))
     timings = tmp_path / "t.json"
     recorded, folded = record_and_fold(
-        tmp_path, [python, str(WORKLOADS / "phases.py"), str(timings), "0.4"], "--kernel")
+        tmp_path, [python, str(WORKLOADS / "phases.py"), str(timings), "0.5"], "--kernel")
     assert recorded.returncode == 0, recorded.stderr
-    assert "3.%d" % minor in recorded.stderr and "Python frames will be missing" in recorded.stderr
+    assert "mode agent" in recorded.stderr.splitlines()[-1]
+    rooted = folded.total(lambda f: f[1].startswith("<module> (phases.py"))
+    assert rooted / folded.total() >= 0.98, rooted / folded.total()  # the rest: start-up, shutdown
+    names = {frame for frames in folded.stacks for frame in frames}
+    assert any(name.startswith("py_hot (phases.py:") for name in names)  # first line in the name
+    assert folded.under("c_heavy").total(lambda f: any("deflate" in x for x in f)) > 0
+    assert folded.under("sys_heavy").total(lambda f: any(x.endswith("_[k]") for x in f)) > 0
+    timings = json.loads(timings.read_text())
+    main = folded.under("main").total()
+    for function in ("py_hot", "c_heavy", "sys_heavy"):
+        assert abs(folded.under(function).total() / main - timings[function] / timings["main"]) <= 0.03
+    left = [n for n in os.listdir("/tmp") if n.startswith(("jit-", "perf-", "jitted-"))
+            and os.path.getmtime("/tmp/" + n) >= time.time() - 60]
+    assert left == [], left
+
+
+def test_agent_never_records_native_frames_and_says_why(perf_ok, tmp_path):
+    python = interpreter((3, 11))
+    recorded, folded = record_and_fold(
+        tmp_path, [python, str(WORKLOADS / "phases.py"), str(tmp_path / "t.json"), "0.3"], "--kernel",
+        record_args=("--agent", "never"))
+    assert recorded.returncode == 0, recorded.stderr
+    assert "3.11" in recorded.stderr and "Python frames will be missing" in recorded.stderr
     assert "mode native" in recorded.stderr.splitlines()[-1]
     names = {frame for frames in folded.stacks for frame in frames}
-    assert any(name.endswith("_[k]") for name in names)
-    assert any("deflate" in name for name in names)
-    # C frames are unwound from the leaf up to the interpreter's start
+    assert any(name.endswith("_[k]") for name in names) and any("deflate" in n for n in names)
     full = folded.total(lambda f: "_start" in f or "__libc_start_call_main" in f)
     assert full / folded.total() >= 0.9, full / folded.total()
 
@@ -263,7 +283,7 @@ def test_threads_are_unwound_to_their_start(perf_ok, tmp_path):
 
 
 def test_attach_to_a_running_process_and_leave_it_running(perf_ok, tmp_path):
-    python = interpreter((3, 11))
+    python = interpreter((3, 11))  # no trampoline on in it: native frames
     code = "import time, zlib\nend = time.time() + 6\nwhile time.time() < end:\n    zlib.compress(bytes(1 << 20))\n"
     target = subprocess.Popen([python, "-c", code])
     try:

@@ -94,7 +94,8 @@ def test_interpreter(minor):
     assert interp.perf_jit is (minor >= 13)
     assert "CPython 3.%d." % minor in interp.describe()
 
-    mode = perf_mode(interp)
+    assert perf_mode(interp).name == ("perf-jit" if minor >= 13 else "agent")
+    mode = perf_mode(interp, agent="never")  # CPython's own support only
     if minor >= 13:
         assert (mode.name, mode.call_graph, mode.needs_inject) == ("perf-jit", "dwarf", True)
         assert mode.env == {"PYTHON_PERF_JIT_SUPPORT": "1"}
@@ -235,7 +236,7 @@ def fake(version, fp, trampoline=True):
     ((3, 11, 7), True, "native", "dwarf"),
 ])
 def test_perf_mode_rules(version, fp, name, call_graph):
-    mode = perf_mode(fake(version, fp))
+    mode = perf_mode(fake(version, fp), agent="never")
     assert (mode.name, mode.call_graph) == (name, call_graph)
     assert mode.env == {"perf-jit": {"PYTHON_PERF_JIT_SUPPORT": "1"},
                         "perf-map": {"PYTHONPERFSUPPORT": "1"}, "native": {}}[name]
@@ -249,19 +250,19 @@ def test_perf_mode_rules(version, fp, name, call_graph):
     ((3, 11, 7), False, "fp", "native", "Python frames will be missing"),
 ])
 def test_call_graph_asked_for_overrides_the_choice(version, fp, asked, name, note):
-    mode = perf_mode(fake(version, fp), asked)
+    mode = perf_mode(fake(version, fp), asked, agent="never")
     assert (mode.name, mode.call_graph) == (name, asked)
     assert note in mode.reason
 
 
 def test_perf_mode_reason_for_3_11():
-    assert perf_mode(fake((3, 11, 7), False)).reason == (
+    assert perf_mode(fake((3, 11, 7), False), agent="never").reason == (
         "CPython 3.11 has no perf trampoline (needs 3.12+ with frame pointers, or 3.13+): "
         "Python frames will be missing; C and kernel frames are recorded")
 
 
 def test_perf_mode_without_trampoline_support():
-    mode = perf_mode(fake((3, 13, 0), False, trampoline=False))
+    mode = perf_mode(fake((3, 13, 0), False, trampoline=False), agent="never")
     assert mode.name == "native" and "without perf trampoline support" in mode.reason
 
 
@@ -344,3 +345,19 @@ def test_frame_pointer_cache(c_libraries, monkeypatch):
     has_frame_pointers(c_libraries[True])
     monkeypatch.setattr(target, "_read_verdict", lambda *a: pytest.fail("not cached"))
     assert has_frame_pointers(c_libraries[True]) is True
+
+
+@pytest.mark.parametrize("version,fp,agent,name", [
+    ((3, 8, 18), False, "auto", "agent"),
+    ((3, 12, 1), False, "auto", "agent"),
+    ((3, 12, 1), True, "auto", "perf-map"),   # CPython's own support wins where it works
+    ((3, 13, 0), False, "auto", "perf-jit"),
+    ((3, 13, 0), False, "always", "agent"),
+    ((3, 11, 7), False, "never", "native"),
+    ((3, 7, 16), False, "auto", "native"),    # older than the agent supports
+])
+def test_agent_where_cpython_support_is_missing(version, fp, agent, name):
+    mode = perf_mode(fake(version, fp), agent=agent)
+    assert mode.name == name
+    if name == "agent":
+        assert (mode.call_graph, mode.needs_inject) == ("dwarf", True)
