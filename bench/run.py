@@ -97,6 +97,36 @@ def record_figures(tmp: Path, pythons: dict) -> List[Tuple[str, str, str]]:
     return rows
 
 
+def agent_figures(found: dict) -> List[Tuple[str, str, str]]:
+    """Calls/s without and with the agent (and CPython's own trampoline where it has one)."""
+    from mixedstack.agent import agent_path
+    from mixedstack.target import find_interpreter
+
+    rows = []
+    calls = str(ROOT / "bench" / "calls.py")
+    for version in sorted(v for v in found if (3, 8) <= v <= (3, 12)):
+        python = found[version]
+        folder = agent_path(find_interpreter([python]))
+        rate = lambda env=None, *flags: median(  # noqa: E731
+            lambda: float(run([python, *flags, calls], stdout=None, env=env)[2]))
+        plain = rate(dict(os.environ, PYTHONPATH=""))
+        pids = tempfile.NamedTemporaryFile(prefix="mixedstack-bench-pids-")
+        agent = rate(dict(os.environ, PYTHONPATH=folder, MIXEDSTACK_AGENT_PIDS=pids.name))
+        for pid in open(pids.name).read().split():  # the agent's /tmp files, outside record
+            for name in ("/tmp/jit-%s.dump" % pid, "/tmp/perf-%s.map" % pid):
+                if os.path.exists(name):
+                    os.remove(name)
+        pids.close()
+        figures = "%.1f M/s vs %.1f M/s plain" % (agent / 1e6, plain / 1e6)
+        ratio = "%+.0f%%" % (100 * (agent / plain - 1))
+        if version >= (3, 12):
+            own = rate(dict(os.environ, PYTHONPATH=""), "-X", "perf")
+            figures += ", CPython's -X perf %.1f M/s" % (own / 1e6)
+            ratio += " (own: %+.0f%%)" % (100 * (own / plain - 1))
+        rows.append(("agent cost, calls/s, CPython %d.%d" % version, figures, ratio))
+    return rows
+
+
 def main() -> None:
     if shutil.which("perf") is None:
         raise SystemExit("bench: perf not found")
@@ -118,6 +148,7 @@ def main() -> None:
             rows.append(("%s recording: %.1f s of phases.py, %d MB" % (label, 3 * seconds, size), "", ""))
             rows += [("  " + a, b, c) for a, b, c in fold_figures(data, tmp, flamegraph)]
         rows += record_figures(tmp, pythons)
+        rows += agent_figures(found)
     table = ["| measure | figures | ratio |", "| --- | --- | --- |"]
     table += ["| %s | %s | %s |" % row for row in rows]
     header = "mixedstack bench, %s, %d cores, median of %d, %s" % (
