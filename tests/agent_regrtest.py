@@ -25,7 +25,7 @@ from types import SimpleNamespace
 from typing import Dict, List, Optional, Set, Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from mixedstack.agent import AgentError, agent_path  # noqa: E402
+from mixedstack.agent import AgentError, agent_path, remove_tmp_files  # noqa: E402
 
 # Exercise what the hook touches: frame evaluation of generators, coroutines,
 # exceptions, tracing, recursion limits, threads, fork.
@@ -82,24 +82,6 @@ def regrtest(python: str, tests: List[str], path: Optional[str], jobs: int, log:
     if done.returncode != 0 and not failed:
         failed.add("<regrtest exit %d>" % done.returncode)
     return failed, time.monotonic() - started, verdict[-1].strip() if verdict else "?"
-
-
-def remove_tmp_files(pids_file: str) -> int:
-    """Delete the /tmp files of the pids logged in `pids_file`; how many processes."""
-    try:
-        with open(pids_file) as f:
-            pids = set(f.read().split())
-        os.unlink(pids_file)
-    except OSError:
-        return 0
-    for pid in pids:
-        for path in ["/tmp/jit-%s.dump" % pid, "/tmp/perf-%s.map" % pid] + glob.glob(
-                "/tmp/jitted-%s-*.so" % pid):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-    return len(pids)
 
 
 # For the reference run under CPython 3.12's own PEP 523 hook (-X perf): log the

@@ -18,14 +18,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from conftest import interpreter, perf_problem, skip_or_fail
 
-from mixedstack.agent import AgentError, agent_path
+from mixedstack.agent import AgentError, agent_path, remove_tmp_files
 
 VERSIONS = [(3, 8), (3, 9), (3, 10), (3, 11), (3, 12)]
 IDS = ["%d.%d" % v for v in VERSIONS]
@@ -33,6 +32,15 @@ IDS = ["%d.%d" % v for v in VERSIONS]
 
 # --------------------------------------------------------------------------------------
 # Fixtures: a build cache and workload folder of our own, and cleanup of /tmp
+
+def pyenv_root() -> str:
+    """pyenv's root, discovered (empty when pyenv is absent)."""
+    try:
+        return subprocess.run(["pyenv", "root"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
 
 @pytest.fixture(scope="module")
 def space(tmp_path_factory):
@@ -51,19 +59,6 @@ def space(tmp_path_factory):
         else:
             os.environ[key] = value
     remove_tmp_files(spaces.pids)
-
-
-def remove_tmp_files(pids: Path) -> None:
-    """Delete /tmp/{jit-PID.dump,perf-PID.map,jitted-PID-N.so} of the logged pids."""
-    if not pids.exists():
-        return
-    for pid in set(pids.read_text().split()):
-        for path in ["/tmp/jit-%s.dump" % pid, "/tmp/perf-%s.map" % pid] + glob.glob(
-                "/tmp/jitted-%s-*.so" % pid):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
 
 
 @pytest.fixture(scope="module")
@@ -491,7 +486,7 @@ def test_other_interpreters_ignore_it(builds, space):
     python = interpreter(others[-1])
     done = run(python, script, folder)
     assert (done.returncode, done.stdout, done.stderr) == (0, "False\n", "")
-    py27 = glob.glob(os.path.expanduser("~/.pyenv/versions/2.7*/bin/python2.7"))
+    py27 = glob.glob(os.path.join(pyenv_root(), "versions", "2.7*", "bin", "python2.7")) if pyenv_root() else []
     if py27:  # the generated sitecustomize must at least parse on Python 2
         done = run(py27[0], script, folder)
         assert (done.returncode, done.stdout, done.stderr) == (0, "False\n", "")

@@ -12,6 +12,7 @@ MIXEDSTACK_AGENT_DEBUG=1 prints what the build and the agent do on stderr.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -92,6 +93,26 @@ def _mixedstack_chain(here):
 
 _mixedstack_chain(_mixedstack_agent_activate())
 '''
+
+
+def remove_tmp_files(pids_file: str) -> int:
+    """Delete /tmp/{jit-PID.dump,perf-PID.map,jitted-PID-N.so} of the pids the agent
+    logged in `pids_file` (MIXEDSTACK_AGENT_PIDS) and the log itself, for runs outside
+    `mixedstack record` (tests, benchmarks); returns how many processes logged."""
+    try:
+        with open(pids_file) as f:
+            pids = set(f.read().split())
+        os.unlink(pids_file)
+    except OSError:
+        return 0
+    for pid in pids:
+        for path in ["/tmp/jit-%s.dump" % pid, "/tmp/perf-%s.map" % pid] + glob.glob(
+                "/tmp/jitted-%s-*.so" % pid):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    return len(pids)
 
 
 class AgentError(Exception):
