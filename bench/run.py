@@ -97,30 +97,32 @@ def record_figures(tmp: Path, pythons: dict) -> List[Tuple[str, str, str]]:
     return rows
 
 
+def calls_per_second(python: str, pythonpath: str, *flags: str) -> float:
+    """One run of bench/calls.py; removes the /tmp files its trampoline (ours or
+    CPython's own) wrote, since this runs outside `mixedstack record`."""
+    out = run([python, *flags, str(ROOT / "bench" / "calls.py")], stdout=None,
+              env=dict(os.environ, PYTHONPATH=pythonpath))[2].split()
+    for name in ("/tmp/perf-%s.map" % out[1], "/tmp/jit-%s.dump" % out[1]):
+        if os.path.exists(name):
+            os.remove(name)
+    return float(out[0])
+
+
 def agent_figures(found: dict) -> List[Tuple[str, str, str]]:
     """Calls/s without and with the agent (and CPython's own trampoline where it has one)."""
     from mixedstack.agent import agent_path
     from mixedstack.target import find_interpreter
 
     rows = []
-    calls = str(ROOT / "bench" / "calls.py")
     for version in sorted(v for v in found if (3, 8) <= v <= (3, 12)):
         python = found[version]
         folder = agent_path(find_interpreter([python]))
-        rate = lambda env=None, *flags: median(  # noqa: E731
-            lambda: float(run([python, *flags, calls], stdout=None, env=env)[2]))
-        plain = rate(dict(os.environ, PYTHONPATH=""))
-        pids = tempfile.NamedTemporaryFile(prefix="mixedstack-bench-pids-")
-        agent = rate(dict(os.environ, PYTHONPATH=folder, MIXEDSTACK_AGENT_PIDS=pids.name))
-        for pid in open(pids.name).read().split():  # the agent's /tmp files, outside record
-            for name in ("/tmp/jit-%s.dump" % pid, "/tmp/perf-%s.map" % pid):
-                if os.path.exists(name):
-                    os.remove(name)
-        pids.close()
+        plain = median(lambda: calls_per_second(python, ""))
+        agent = median(lambda: calls_per_second(python, folder))
         figures = "%.1f M/s vs %.1f M/s plain" % (agent / 1e6, plain / 1e6)
         ratio = "%+.0f%%" % (100 * (agent / plain - 1))
         if version >= (3, 12):
-            own = rate(dict(os.environ, PYTHONPATH=""), "-X", "perf")
+            own = median(lambda: calls_per_second(python, "", "-X", "perf"))
             figures += ", CPython's -X perf %.1f M/s" % (own / 1e6)
             ratio += " (own: %+.0f%%)" % (100 * (own / plain - 1))
         rows.append(("agent cost, calls/s, CPython %d.%d" % version, figures, ratio))
