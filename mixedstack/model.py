@@ -26,3 +26,6 @@ class Sample(NamedTuple):
     comm: str = ""
     pid: str = "?"
     tid: str = ""
+    # perf's timestamp text ("12345.678901234"), kept only for the events that need
+    # it (context switches, whose off-CPU time is measured from it).
+    time: str = ""

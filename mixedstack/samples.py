@@ -19,6 +19,10 @@ from .model import Frame, Sample
 HEADER = re.compile(r"^(\S.+?)\s+(\d+)/*(\d+)*\s+", re.ASCII)
 # ": period event:" at the end of the header; absent for tracepoints with a payload.
 HEADER_EVENT = re.compile(r":\s*(\d+)*\s+(\S+):\s*$", re.ASCII)
+# the timestamp in a header: " 12345.678901234: "
+HEADER_TIME = re.compile(r"\s(\d+\.\d+):\s", re.ASCII)
+# events whose samples keep their timestamp (off-CPU time is measured from it)
+TIMED_EVENT = "sched:sched_switch"
 # "\t pc symbol+0xoff (dso)"
 FRAME = re.compile(r"^\s*(\w+)\s*(.+) \((.*)\)", re.ASCII)
 
@@ -81,6 +85,7 @@ def parse(
     comm = pid = tid = ""
     period = 1
     event: Optional[str] = None
+    stamp = ""
     for line in lines:
         if line.startswith("#"):
             continue
@@ -88,7 +93,7 @@ def parse(
             line = line[:-1]
         if line == "":
             if perl_true(pname):
-                yield Sample(pname, period, event, stack, comm, pid, tid)
+                yield Sample(pname, period, event, stack, comm, pid, tid, stamp)
             stack = []
             pname = None
             continue
@@ -108,6 +113,10 @@ def parse(
                     continue
             period = int(h_period) if perl_true(h_period) else 1
             comm, pid, tid, event = h_comm, h_pid, h_tid, h_event
+            stamp = ""
+            if h_event == TIMED_EVENT:
+                timed = HEADER_TIME.search(line)
+                stamp = timed.group(1) if timed else ""
             pname = label(comm, pid, tid)
             continue
         frame = FRAME.match(line)
