@@ -1,10 +1,10 @@
 """The `mixedstack` command line.
 
-    mixedstack record [-o perf.data] [-F HZ] [--call-graph auto|fp|dwarf] -- CMD ARGS...
+    mixedstack record [-o perf.data] [-F HZ] [--call-graph auto|fp|dwarf] [--off-cpu] -- CMD ARGS...
     mixedstack record --pid PID [-d SECONDS] [-o perf.data]
     mixedstack doctor [-- CMD ARGS...]
     mixedstack fold [INPUT] [-o FILE] [--pid] [--tid] [--kernel] [--jit] [--all] [--addrs]
-                    [--event-filter EV] [--keep-interpreter] [--inline]
+                    [--event-filter EV] [--keep-interpreter] [--inline] [--what cpu|off|wall]
 
 Exit status: record passes the target's through (128+N when a signal N ended it);
 1 when mixedstack could not do its job (perf failed, unreadable input); 2 for bad
@@ -12,21 +12,22 @@ usage (click's convention); 130 after Ctrl-C during fold.
 """
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional, Tuple
 
 import click
 
-from . import __version__
+from . import __version__, offcpu, perf
 from .agent import AgentError
 from .fold import Folder, FoldOptions
 from .model import Sample
 from .perf import PerfError
 from .renderers import folded
 from .samples import EventFilter, ProcessLabel, parse
-from .sources import InputError, open_input
+from .sources import InputError, is_recording, open_input
 from .target import TargetError
 
 
@@ -58,8 +59,11 @@ def main() -> None:
               help="Attach to a running process instead of running COMMAND.")
 @click.option("-d", "--duration", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
               help="With --pid: stop after SECONDS (default: when it exits, or Ctrl-C).")
+@click.option("--off-cpu", is_flag=True,
+              help="Also record every switch of the target's threads off and back onto a CPU, with "
+                   "its stack: time spent blocked (sleep, I/O, locks, the GIL); see fold --what.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def record(output, frequency, call_graph, stack_size, force, agent, pid, duration, command) -> None:
+def record(output, frequency, call_graph, stack_size, force, agent, pid, duration, off_cpu, command) -> None:
     """Run COMMAND under perf record, with Python frames where the interpreter allows.
 
     Examples: mixedstack record -o app.data -- python app.py --its-args;
@@ -87,7 +91,8 @@ def record(output, frequency, call_graph, stack_size, force, agent, pid, duratio
         existing.remove()
     try:
         result = run_record(
-            RecordOptions(list(command), output, frequency, call_graph, stack_size, agent, pid, duration),
+            RecordOptions(list(command), output, frequency, call_graph, stack_size, agent, pid, duration,
+                          off_cpu),
             say=lambda message: click.echo(message, err=True),
         )
     except (TargetError, PerfError, AgentError) as error:
@@ -128,7 +133,10 @@ def doctor(command) -> None:
               help="Show every frame as perf saw it: no Python merge, no plumbing dropped.")
 @click.option("--inline/--no-inline", default=False, show_default=True,
               help="Show inlined C functions (perf script is twice as slow with them).")
-def fold(input, output, pid, tid, kernel, jit, all_, addrs, event_filter, keep_interpreter, inline):
+@click.option("--what", type=click.Choice(offcpu.WHATS), default="cpu", show_default=True,
+              help="On-CPU samples (cpu), time spent blocked (off), or both on one time scale "
+                   "(wall); off and wall need a recording made with `record --off-cpu`.")
+def fold(input, output, pid, tid, kernel, jit, all_, addrs, event_filter, keep_interpreter, inline, what):
     """Fold INPUT into one `frame;frame;... count` line per distinct stack.
 
     INPUT is a recording (default ./perf.data) or `perf script` text in a file or on
@@ -140,11 +148,10 @@ def fold(input, output, pid, tid, kernel, jit, all_, addrs, event_filter, keep_i
                                 keep_interpreter=keep_interpreter))
     warnings = []
     try:
+        events, switches, _ = select_events(input, what, event_filter)
         with open_input(input, inline=inline) as lines:
-            samples = parse(lines, ProcessLabel(pid, tid),
-                            EventFilter(event_filter, warn=lambda m: click.echo(m, err=True)),
-                            on_unrecognized=warnings.append)
-            folder.add_all(with_progress(samples))
+            samples = parse(lines, ProcessLabel(pid, tid), events, on_unrecognized=warnings.append)
+            folder.add_all(with_progress(offcpu.weigh(samples, what, switches)))
         if folder.samples == 0:
             fail("%s holds no samples: it is not `perf script` output%s" % (
                 input, " (first line not understood: %r)" % warnings[0][:60] if warnings else ""))
@@ -163,6 +170,67 @@ def fold(input, output, pid, tid, kernel, jit, all_, addrs, event_filter, keep_i
             format(folder.samples, ","), format(len(folder.stacks), ","),
             100.0 * folder.python_samples / folder.samples,
             "" if output == "-" else ", written to %s" % output), err=True)
+
+
+@main.command()
+@click.argument("input", default="perf.data", metavar="[INPUT]")
+@click.option("--format", "format_", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="A terminal summary, or the same figures as JSON for scripts.")
+@click.option("-o", "--output", default="-", metavar="FILE", help="Write to FILE instead of standard output.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(1, 10000), metavar="N",
+              help="Rows in each top-N table.")
+def report(input, format_, output, top):
+    """Summarise INPUT: on-CPU time by layer, syscalls, GIL waits, threads, top Python
+    functions, and the recording's health.
+
+    Off-CPU figures (blocked time, GIL waits) need a recording made with
+    `mixedstack record --off-cpu`. Example: mixedstack report perf.data --format json
+    """
+    import json
+
+    from .renderers import report_text
+    from .report import ReportBuilder
+
+    refuse_to_overwrite_a_recording(output)
+    try:
+        events, switches, what = select_events(input, None, None)
+        builder = ReportBuilder(switches)
+        with open_input(input) as lines:
+            builder.add_all(with_progress(offcpu.weigh(parse(lines, ProcessLabel(), events), what, switches)))
+        if builder.samples == 0:
+            fail("%s holds no samples: it is not a recording or `perf script` output" % input)
+        lost = perf.sample_stats(input)["lost"] if is_recording(input) else None
+        figures = builder.result(top=top, lost=lost)
+        text = io.StringIO()
+        if format_ == "json":
+            json.dump(figures, text, indent=2)
+            text.write("\n")
+        else:
+            report_text.render(figures, input, text)
+        write_text(text.getvalue(), output)
+    except (InputError, PerfError) as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        fail("interrupted: nothing was written", 130)
+
+
+def select_events(input: str, what: Optional[str], wanted: Optional[str]
+                  ) -> Tuple[EventFilter, Optional[offcpu.Switches], str]:
+    """Which samples to read: in a recording made with --off-cpu, the on-CPU event
+    and, for --what off|wall, the context switches (with their blocked times).
+    `what` None: wall where the recording has switches, else cpu."""
+    warn = lambda message: click.echo(message, err=True)  # noqa: E731
+    switched = input != "-" and is_recording(input) and offcpu.SWITCH_EVENT in perf.event_names(input)
+    if what is None:
+        what = "wall" if switched else "cpu"
+    if what != "cpu" and not switched:
+        raise InputError("%s holds no context switches, so no off-CPU time: record with "
+                         "`mixedstack record --off-cpu -- CMD`, or fold with --what cpu" % input)
+    if not switched:
+        return EventFilter(wanted, warn=warn), None, what
+    also = () if what == "cpu" else (offcpu.SWITCH_EVENT,)
+    switches = None if what == "cpu" else offcpu.Switches.read(input)
+    return EventFilter(wanted or offcpu.CPU_EVENT, warn=warn, also=also), switches, what
 
 
 def with_progress(samples: Iterable[Sample]) -> Iterator[Sample]:
@@ -191,6 +259,26 @@ def refuse_to_overwrite_a_recording(output: str) -> None:
         return
     if recorded:
         fail("%s is a perf recording: fold does not write over it; choose another -o" % output)
+
+
+def write_text(text: str, output: str) -> None:
+    """Write TEXT to standard output or, all or nothing, to a file."""
+    if output == "-":
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    partial = output + ".partial"
+    try:
+        with open(partial, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(partial, output)
+    except OSError as error:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise InputError("cannot write %s: %s" % (output, error.strerror))
 
 
 def write_output(folder: Folder, output: str) -> None:

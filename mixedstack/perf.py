@@ -128,3 +128,12 @@ def sample_stats(data: str) -> dict:
     if lost:
         stats["lost"] = int(lost.group(1) or lost.group(2))
     return stats
+
+
+def event_names(data: str) -> List[str]:
+    """The events a recording holds, as `perf evlist` names them."""
+    output = subprocess.run(
+        [perf_binary(), "evlist", "-i", data],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False,
+    ).stdout.decode("latin-1")
+    return [line.strip() for line in output.splitlines() if line.strip() and not line.startswith("#")]

@@ -123,22 +123,34 @@ SAMPLE = {name: 1 << bit for bit, name in enumerate(
 SP_REGISTER = 7  # PERF_REG_X86_SP
 
 
-def sample_layout(buf) -> Optional[Tuple[int, int]]:
-    """(sample_type, sample_regs_user) shared by every event, or None."""
+Layout = Tuple[int, int]  # (sample_type, sample_regs_user) of one event
+
+
+def sample_layouts(buf) -> Optional[Callable[[int], Optional[Layout]]]:
+    """A function from a sample record's position to its event's layout, or None
+    when no event copies user stacks. With several events (on-CPU samples and
+    context switches), each sample names its event by its leading IDENTIFIER."""
     offset, size = struct.unpack_from("<QQ", buf, ATTRS_SECTION)
     attr_size = struct.unpack_from("<Q", buf, ATTR_SIZE)[0]
-    layouts = set()
+    by_id: Dict[int, Optional[Layout]] = {}
+    layouts = []
     for position in range(offset, offset + size, attr_size):
-        layouts.add(struct.unpack_from("<QQ", buf, position + 24)[0:1]
-                    + struct.unpack_from("<Q", buf, position + 80))
-    if len(layouts) != 1:
+        sample_type = struct.unpack_from("<Q", buf, position + 24)[0]
+        regs = struct.unpack_from("<Q", buf, position + 80)[0]
+        usable = (not sample_type & (SAMPLE["READ"] | SAMPLE["BRANCH_STACK"])
+                  and sample_type & SAMPLE["STACK_USER"] and regs >> SP_REGISTER & 1)
+        layout = (sample_type, regs) if usable else None
+        layouts.append(layout)
+        ids_at, ids_size = struct.unpack_from("<QQ", buf, position + attr_size - 16)
+        for at in range(ids_at, ids_at + ids_size, 8):
+            by_id[struct.unpack_from("<Q", buf, at)[0]] = layout
+    if not any(layouts):
         return None
-    sample_type, regs = layouts.pop()
-    if sample_type & (SAMPLE["READ"] | SAMPLE["BRANCH_STACK"] | SAMPLE["RAW"]):
+    if len(layouts) == 1:
+        return lambda position: layouts[0]
+    if not all(layout and layout[0] & SAMPLE["IDENTIFIER"] for layout in layouts if layout):
         return None
-    if not sample_type & SAMPLE["STACK_USER"] or not regs >> SP_REGISTER & 1:
-        return None
-    return sample_type, regs
+    return lambda position: by_id.get(struct.unpack_from("<Q", buf, position + 8)[0])
 
 
 def user_stack(buf, position: int, sample_type: int, regs: int) -> Optional[Tuple[int, int, int, int]]:
@@ -153,6 +165,8 @@ def user_stack(buf, position: int, sample_type: int, regs: int) -> Optional[Tupl
             at += size
     if sample_type & SAMPLE["CALLCHAIN"]:
         at += 8 + 8 * struct.unpack_from("<Q", buf, at)[0]
+    if sample_type & SAMPLE["RAW"]:  # u32 size, then that many bytes (to a u64 boundary)
+        at += 4 + struct.unpack_from("<I", buf, at)[0]
     abi = struct.unpack_from("<Q", buf, at)[0]
     at += 8
     if not abi:
@@ -172,8 +186,8 @@ def clip_stacks_at_next_mapping(path: str) -> int:
         if mapped is None:
             return 0
         buf, offset, end = mapped
-        layout = sample_layout(buf)
-        if layout is None:
+        layout_of = sample_layouts(buf)
+        if layout_of is None:
             return 0
         starts: Dict[int, List[int]] = {}
         parent: Dict[int, int] = {}
@@ -194,7 +208,8 @@ def clip_stacks_at_next_mapping(path: str) -> int:
         for position, record_type, _, _ in records(buf, offset, end):
             if record_type != PERF_RECORD_SAMPLE:
                 continue
-            stack = user_stack(buf, position, *layout)
+            layout = layout_of(position)
+            stack = user_stack(buf, position, *layout) if layout else None
             if stack is None:
                 continue
             pid, sp, dyn_at, dyn_size = stack

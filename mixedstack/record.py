@@ -15,7 +15,7 @@ import subprocess
 import time
 from typing import Callable, List, Optional
 
-from . import perf
+from . import offcpu, perf
 from .launch import attach_to, run_attached
 from .perfdata import clip_stacks_at_next_mapping, forget_memory_before_exec
 from .recording import Recording
@@ -38,6 +38,7 @@ class RecordOptions:
     agent: str = "auto"  # auto | always | never: our trampoline agent (agent/)
     pid: Optional[int] = None  # attach to this running process instead
     duration: Optional[float] = None  # with pid: stop after this many seconds
+    off_cpu: bool = False  # also record every context switch, with its stack (offcpu.py)
 
 
 @dataclasses.dataclass
@@ -59,7 +60,11 @@ def target_environment(mode) -> dict:
 
 def perf_record_command(options: RecordOptions, mode, recording: Recording) -> List[str]:
     command = perf.perf_command("record", recording.buildid_dir)
-    command += ["-F", str(options.frequency), "-o", recording.raw, "-q"]
+    if options.off_cpu:
+        command += offcpu.record_arguments(options.frequency)
+    else:
+        command += ["-F", str(options.frequency)]
+    command += ["-o", recording.raw, "-q"]
     # perf record waits ~1 s at exit for its BPF side-band thread; we need no BPF symbols.
     command.append("--no-bpf-event")
     if mode.call_graph == "dwarf":
@@ -166,6 +171,7 @@ def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
         "interpreter": interp.describe() if interp else None,
         "call_graph": mode.call_graph,
         "frequency": options.frequency,
+        "off_cpu": options.off_cpu,
         "stack_size": options.stack_size if mode.call_graph == "dwarf" else None,
         "exit_status": exit_status,
         "seconds": round(seconds, 3),

@@ -52,13 +52,17 @@ class ProcessLabel:
 class EventFilter:
     """Keep one event type: the one asked for, else the first one seen."""
 
-    def __init__(self, wanted: Optional[str] = None, warn: Callable[[str], None] = None):
+    def __init__(self, wanted: Optional[str] = None, warn: Callable[[str], None] = None,
+                 also: Iterable[str] = ()):
         self.wanted = wanted or ""
+        self.also = frozenset(also)  # kept besides the wanted one (off-CPU switches)
         self.defaulted = False
         self.warned = False
         self.warn = warn or (lambda message: sys.stderr.write(message + "\n"))
 
     def accepts(self, event: str) -> bool:
+        if event in self.also:
+            return True
         if self.wanted == "":
             self.wanted = event
             self.defaulted = True

@@ -63,3 +63,12 @@ def text_lines(stream: IO[bytes]) -> Iterator[str]:
     """Lines split on \\n only and decoded byte for byte, as Perl reads them."""
     for raw in stream:  # binary iteration splits on b"\n" only
         yield raw.decode("latin-1")
+
+
+def is_recording(path: str) -> bool:
+    """Whether PATH is a perf.data file (False when it cannot be read: open_input says why)."""
+    try:
+        with open(path, "rb") as f:
+            return perf.is_perf_data(f.read(8))
+    except OSError:
+        return False

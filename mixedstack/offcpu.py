@@ -1,0 +1,196 @@
+"""Off-CPU time: how long each thread was switched out, and why.
+
+`record --off-cpu` adds two things to the on-CPU samples: a `sched:sched_switch`
+sample (with its full stack) each time a thread of the target leaves a CPU, and
+perf's switch records (PERF_RECORD_SWITCH IN/OUT) for when it comes back. A
+switch-out sample at time T of thread X weighs (X's next switch-in after T) - T
+nanoseconds. Those times come from a second, cheap `perf script` pass without
+call chains (Switches.read); the main pass brings the stacks.
+
+Each off-CPU stack gets a marker frame as its leaf saying how the thread was
+blocked, decided from the stack and the task state perf saw at switch-out:
+
+    [off-cpu: GIL]        waiting to take (or hand over) CPython's GIL
+    [off-cpu: sleep]      time.sleep, nanosleep
+    [off-cpu: lock]       a futex (threading.Lock, Condition, queue...) other than the GIL
+    [off-cpu: io]         a read, write, poll, accept... or uninterruptible (disk) wait
+    [off-cpu: wait]       waiting for a child process (wait4, waitid)
+    [off-cpu: preempted]  runnable, but another task had the CPU
+    [off-cpu: blocked]    anything else
+
+Standard library only.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+from . import perf
+from .model import Frame, Sample
+
+SWITCH_EVENT = "sched:sched_switch"
+CPU_EVENT = "cpu-clock"
+MARKER_DSO = "off-cpu"  # the marker frame's module: not a kernel, JIT or start-up one
+WHATS = ("cpu", "off", "wall")
+
+# CPython's GIL hand-over, 3.8-3.13: a thread blocked in these waits for the GIL.
+GIL_FUNCTIONS = frozenset(["take_gil", "drop_gil"])
+SLEEP_FUNCTIONS = frozenset(["time_sleep", "pysleep", "do_nanosleep", "hrtimer_nanosleep",
+                             "common_nsleep", "common_nsleep_timens"])
+LOCK_FUNCTIONS = frozenset(["futex_wait", "futex_wait_queue", "futex_do_wait", "__futex_wait",
+                            "futex_wait_queue_me", "do_futex"])
+CHILD_FUNCTIONS = frozenset(["do_wait", "kernel_wait4", "kernel_waitid"])
+OFFSET = re.compile(r"\+0x[\da-f]+$", re.ASCII)
+# The syscall's own function, just under do_syscall_64: __x64_sys_read, ksys_read, __do_sys_newstat...
+SYSCALL_FUNCTION = re.compile(r"^(?:__x64_sys_|__ia32_sys_|__se_sys_|__do_sys_|__sys_|ksys_|do_sys_)(\w+)$",
+                              re.ASCII)
+SYSCALL_ENTRY = frozenset(["do_syscall_64", "x64_sys_call"])
+KERNEL_DSO = "[kernel.kallsyms]"
+
+
+def record_arguments(frequency: int) -> List[str]:
+    """perf record's events for on- and off-CPU: the cpu-clock rate is set on the event
+    (a global -F would also turn the switch tracepoint into a sampled one)."""
+    return ["-e", "%s/freq=%d,name=%s/" % (CPU_EVENT, frequency, CPU_EVENT),
+            "-e", SWITCH_EVENT, "--switch-events"]
+
+
+def symbol(frame: Frame) -> str:
+    return OFFSET.sub("", frame.symbol)
+
+
+def base_names(frames: Sequence[Frame]) -> set:
+    """Function names without GCC's clone suffixes (take_gil.constprop.0 -> take_gil)."""
+    return {symbol(frame).split(".", 1)[0] for frame in frames}
+
+
+def microseconds(stamp: str) -> int:
+    """perf's "SECONDS.FRACTION" (µs or ns) -> whole microseconds, the key both passes share."""
+    seconds, _, fraction = stamp.partition(".")
+    return int(seconds) * 1000000 + int((fraction + "000000")[:6])
+
+
+def nanoseconds(stamp: str) -> int:
+    seconds, _, fraction = stamp.partition(".")
+    return int(seconds) * 1000000000 + int((fraction + "000000000")[:9])
+
+
+class Thread(NamedTuple):
+    tid: int
+    start: int  # ns: fork, or first event seen
+    end: int  # ns: exit, or last event seen
+
+
+class Switches:
+    """Every switch-out of the recording: {(tid, µs): (blocked ns, task state)}, and threads' lifetimes."""
+
+    def __init__(self) -> None:
+        self.blocked: Dict[Tuple[int, int], Tuple[int, str]] = {}
+        self.threads: Dict[int, Thread] = {}
+        self.end = 0  # the recording's last timestamp (ns)
+
+    @classmethod
+    def read(cls, data: str) -> "Switches":
+        command = perf.perf_command("script") + [
+            "-i", data, "-F", "tid,time,event,trace", "--ns", "--show-switch-events", "--show-task-events"]
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if done.returncode != 0:
+            reason = (done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
+            raise perf.PerfError("perf script failed on %s: %s" % (data, reason))
+        return cls.parse(done.stdout.decode("latin-1").splitlines())
+
+    @classmethod
+    def parse(cls, lines: Iterable[str]) -> "Switches":
+        """Lines of `perf script -F tid,time,event,trace --ns --show-switch-events --show-task-events`."""
+        switches = cls()
+        pending: Dict[int, Tuple[str, int, str]] = {}  # tid -> (stamp, ns, state) of its last switch-out
+        first: Dict[int, int] = {}
+        last: Dict[int, int] = {}
+        for line in lines:
+            fields = line.split(None, 3)  # tid, time:, event, rest
+            if len(fields) < 3 or not fields[0].isdigit() or not fields[1].endswith(":"):
+                continue
+            tid, stamp, event = int(fields[0]), fields[1][:-1], fields[2]
+            if tid == 0:
+                continue
+            now = nanoseconds(stamp)
+            first.setdefault(tid, now)
+            last[tid] = now
+            switches.end = max(switches.end, now)
+            if event == SWITCH_EVENT + ":":
+                state = re.search(r"prev_state=(\S+)", line)
+                pending[tid] = (stamp, now, state.group(1) if state else "?")
+            elif event == "PERF_RECORD_SWITCH" and line.rstrip().endswith("IN"):
+                out = pending.pop(tid, None)
+                if out is not None:
+                    switches.blocked[(tid, microseconds(out[0]))] = (now - out[1], out[2])
+            elif event.startswith("PERF_RECORD_FORK("):
+                child = re.match(r"PERF_RECORD_FORK\(\d+:(\d+)\)", event)
+                if child:
+                    first.setdefault(int(child.group(1)), now)
+            elif event.startswith("PERF_RECORD_EXIT("):
+                pending.pop(tid, None)
+        # still switched out when the recording stopped (an attach): blocked until then
+        for tid, (stamp, then, state) in pending.items():
+            if not state.startswith(("X", "Z")):  # a dying task is not blocked
+                switches.blocked[(tid, microseconds(stamp))] = (switches.end - then, state)
+        switches.threads = {tid: Thread(tid, first[tid], last[tid]) for tid in first}
+        return switches
+
+
+def syscall(frames: Sequence[Frame]) -> Optional[str]:
+    """The system call a stack (leaf first) is in: the function under do_syscall_64."""
+    below = False
+    for frame in reversed(frames):  # root first
+        if frame.dso != KERNEL_DSO:
+            continue
+        name = symbol(frame)
+        if name in SYSCALL_ENTRY:
+            below = True
+        elif below:  # not a syscall's function (e.g. a reschedule on the way out): none
+            match = SYSCALL_FUNCTION.match(name)
+            return match.group(1) if match else None
+    return None
+
+
+def blocked_reason(frames: Sequence[Frame], state: str) -> str:
+    names = base_names(frames)
+    if names & GIL_FUNCTIONS:
+        return "GIL"
+    if state.startswith("R"):
+        return "preempted"
+    if names & SLEEP_FUNCTIONS:
+        return "sleep"
+    if state.startswith("D"):
+        return "io"
+    if names & LOCK_FUNCTIONS:
+        return "lock"
+    if names & CHILD_FUNCTIONS:
+        return "wait"
+    return "io" if syscall(frames) else "blocked"
+
+
+def marker(reason: str) -> Frame:
+    return Frame("0", "[off-cpu: %s]" % reason, MARKER_DSO)
+
+
+def is_marker(frame: Frame) -> bool:
+    return frame.dso == MARKER_DSO
+
+
+def weigh(samples: Iterable[Sample], what: str, switches: Optional[Switches]) -> Iterator[Sample]:
+    """Processor: keep on-CPU samples (cpu), off-CPU ones (off) or both (wall); an
+    off-CPU sample weighs its blocked nanoseconds and ends in its marker frame."""
+    for sample in samples:
+        if sample.event != SWITCH_EVENT:
+            if what != "off":
+                yield sample
+            continue
+        if what == "cpu" or switches is None or not sample.tid.isdigit() or not sample.time:
+            continue
+        blocked = switches.blocked.get((int(sample.tid), microseconds(sample.time)))
+        if blocked is None or blocked[0] <= 0:
+            continue
+        ns, state = blocked
+        yield sample._replace(period=ns, frames=[marker(blocked_reason(sample.frames, state))] + sample.frames)

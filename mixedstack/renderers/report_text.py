@@ -1,0 +1,79 @@
+"""The report's figures (report.py) as a terminal summary, widest facts first."""
+from __future__ import annotations
+
+from typing import IO, List, Optional, Sequence
+
+
+def seconds(value: Optional[float]) -> str:
+    return "-" if value is None else "%.3f s" % value
+
+
+def percent(value: Optional[float]) -> str:
+    return "-" if value is None else "%.1f%%" % (100 * value)
+
+
+def table(out: IO[str], header: Sequence[str], rows: List[Sequence[str]], indent: str = "  ") -> None:
+    """Columns sized to their content; the first and last columns left-aligned, numbers right."""
+    if not rows:
+        out.write(indent + "(none)\n")
+        return
+    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
+    for row in [header] + rows:
+        cells = []
+        for i, cell in enumerate(row):
+            left = i == 0 or i == len(row) - 1
+            cells.append(str(cell).ljust(widths[i]) if left else str(cell).rjust(widths[i]))
+        out.write((indent + "  ".join(cells)).rstrip() + "\n")
+
+
+def render(figures: dict, source: str, out: IO[str]) -> None:
+    health = figures["health"]
+    out.write("mixedstack report: %s: %s samples, %s on CPU%s\n" % (
+        source, format(health["samples"], ","), seconds(figures["on_cpu_s"]),
+        ", %s context switches" % format(health["context_switches"], ",") if figures["off_cpu_recorded"]
+        else " (no off-CPU data: record with --off-cpu for blocked time and GIL waits)"))
+
+    out.write("\nWhere on-CPU time went\n")
+    table(out, ("layer", "on-CPU", "share"),
+          [(row["layer"], seconds(row["on_cpu_s"]), percent(row["share"])) for row in figures["layers"]])
+
+    out.write("\nSystem calls\n")
+    table(out, ("syscall", "on-CPU", "blocked", "top Python caller"),
+          [(row["syscall"], seconds(row["on_cpu_s"]), seconds(row["blocked_s"]),
+            "%s (%s)" % (row["top_python_caller"], percent(row["top_caller_share"])))
+           for row in figures["syscalls"]])
+
+    out.write("\nGIL: time waiting to take it (blocked, or on a CPU in take_gil/drop_gil)\n")
+    table(out, ("tid", "GIL wait", "of wall", "thread"),
+          [(row["tid"], seconds(row["gil_wait_s"]), percent(row["gil_share_of_wall"]), row["name"] or "")
+           for row in figures["gil"]["threads"]])
+    if figures["gil"]["top_waiters"]:
+        out.write("  Python functions that waited most:\n")
+        table(out, ("GIL wait", "share", "function"),
+              [(seconds(row["gil_wait_s"]), percent(row["share"]), row["function"])
+               for row in figures["gil"]["top_waiters"]], indent="    ")
+
+    out.write("\nThreads\n")
+    table(out, ("tid", "on-CPU", "blocked", "GIL wait", "wall", "name"),
+          [(row["tid"], seconds(row["on_cpu_s"]), seconds(row["blocked_s"]), seconds(row["gil_wait_s"]),
+            seconds(row["wall_s"]), "%s [%s]" % (row["name"], row["comm"]) if row["name"] else row["comm"])
+           for row in figures["threads"]])
+
+    functions = figures["functions"]
+    out.write("\nPython functions by on-CPU self time (innermost Python frame)\n")
+    table(out, ("on-CPU", "share", "function"),
+          [(seconds(row["on_cpu_s"]), percent(row["share"]), row["function"]) for row in functions["by_self"]])
+    out.write("\nPython functions by on-CPU total time (anywhere on the stack)\n")
+    table(out, ("on-CPU", "share", "function"),
+          [(seconds(row["on_cpu_s"]), percent(row["share"]), row["function"]) for row in functions["by_total"]])
+    if functions["by_blocked"] is not None:
+        out.write("\nPython functions by blocked time\n")
+        table(out, ("blocked", "function"),
+              [(seconds(row["blocked_s"]), row["function"]) for row in functions["by_blocked"]])
+
+    out.write("\nHealth: %s samples, %s lost; %s with Python frames, %s broken (not rooted at an entry "
+              "point), %s with unresolved frames\n" % (
+                  format(health["samples"], ","),
+                  "?" if health["lost_samples"] is None else format(health["lost_samples"], ","),
+                  percent(health["with_python_frames"]), percent(health["broken_stacks"]),
+                  percent(health["unresolved_stacks"])))

@@ -1,0 +1,213 @@
+"""`mixedstack report`: the figures a performance engineer reads first.
+
+Samples (on-CPU, and off-CPU ones weighed by offcpu.weigh) -> one Report, a plain
+dict of figures (renderers/report_text.py prints it; `--format json` dumps it):
+
+    layers    where on-CPU time went: the bytecode loop, interpreter C, extension and
+              library C, kernel (by each sample's leaf frame)
+    syscalls  per system call: on-CPU and blocked time, and the Python function that
+              issued most of it
+    gil       per thread: time waiting for the GIL (blocked in take_gil/drop_gil, or
+              on a CPU inside them) and its share of the thread's wall time; the
+              Python functions that waited most
+    threads   name, tid, on-CPU, blocked, GIL
+    functions top Python functions by self and total time
+    health    samples, lost samples, broken and unresolved stacks
+
+Standard library only.
+"""
+from __future__ import annotations
+
+import collections
+import re
+from typing import Counter, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from . import offcpu
+from .model import Frame, Sample
+from .processors.python import PythonMerge, is_python, symbol_name
+
+LAYERS = ("Python (bytecode loop)", "interpreter C", "extension and library C", "kernel", "unresolved")
+EVAL_LOOP = re.compile(r"^_?PyEval_EvalFrame(?:Default|Ex)?$", re.ASCII)
+INTERPRETER_DSO = re.compile(r"(?:^|/)(?:lib)?python[\d.]*[dmu]*(?:\.so[\d.]*)?$", re.ASCII)
+KERNEL_DSO = re.compile(r"^\[kernel\.kallsyms\]$|vmlinux$", re.ASCII)
+# Where a healthy user stack starts: the program's or a thread's entry point.
+ENTRY_POINTS = re.compile(r"^(?:_start|__libc_start_main\S*|__libc_start_call_main|start_thread|clone3?)$",
+                          re.ASCII)
+# threading's own frames (qualified names from 3.11; bare ones before)
+THREAD_BOOTSTRAP = re.compile(r"^(?:Thread\.)?_bootstrap(?:_inner)? \(threading\.py", re.ASCII)
+THREAD_RUN = re.compile(r"^(?:Thread\.)?run \(threading\.py", re.ASCII)
+
+
+def layer(frame: Frame) -> str:
+    """The layer of a sample's leaf frame."""
+    if KERNEL_DSO.search(frame.dso):
+        return "kernel"
+    if is_python(frame) or EVAL_LOOP.match(symbol_name(frame)):
+        return "Python (bytecode loop)"
+    if frame.symbol.startswith("[unknown]") or frame.dso == "[unknown]":
+        return "unresolved"
+    if INTERPRETER_DSO.search(frame.dso):
+        return "interpreter C"
+    return "extension and library C"
+
+
+def function_name(python_frame: str) -> str:
+    """`spinner (app.py:12)` -> `spinner`."""
+    return python_frame.split(" (", 1)[0]
+
+
+def thread_name(python_frames: Sequence[str]) -> Optional[str]:
+    """What Python's threading would call the thread, from its outer frames:
+    `Thread (spinner)` for Thread(target=spinner), the class name for a subclass."""
+    for i, frame in enumerate(python_frames):
+        if THREAD_BOOTSTRAP.match(frame):
+            continue
+        if i == 0:
+            return None
+        if THREAD_RUN.match(frame):
+            return "Thread (%s)" % function_name(python_frames[i + 1]) if i + 1 < len(python_frames) else "Thread"
+        return function_name(frame).rsplit(".", 1)[0]
+    return None
+
+
+class ThreadFigures:
+    def __init__(self, pid: str, tid: str, comm: str):
+        self.pid, self.tid, self.comm = pid, tid, comm
+        self.on_cpu = 0
+        self.blocked = 0
+        self.gil = 0
+        self.names: Counter[str] = collections.Counter()
+
+
+class ReportBuilder:
+    """Processor: consumes samples, then `result()` gives the figures as a dict."""
+
+    def __init__(self, switches: Optional[offcpu.Switches] = None):
+        self.switches = switches
+        self.merge = PythonMerge()
+        self.layers: Counter[str] = collections.Counter()
+        self.syscalls: Dict[str, List] = {}  # name -> [on-CPU, blocked, Counter of Python callers]
+        self.threads: Dict[Tuple[str, str], ThreadFigures] = {}
+        self.gil_waiters: Counter[str] = collections.Counter()
+        self.self_time: Counter[str] = collections.Counter()
+        self.total_time: Counter[str] = collections.Counter()
+        self.off_self: Counter[str] = collections.Counter()
+        self.samples = self.switch_samples = self.broken = self.unresolved = self.with_python = 0
+        self.on_cpu_ns = 0
+
+    def add(self, sample: Sample) -> None:
+        frames = sample.frames
+        off = bool(frames) and offcpu.is_marker(frames[0])
+        if off:
+            frames = frames[1:]
+        reason = symbol_name(sample.frames[0])[len("[off-cpu: "):-1] if off else None
+        items = self.merge(frames) or []
+        python = [item for item in items if isinstance(item, str)]
+        innermost = python[-1] if python else None
+        gil = reason == "GIL" if off else bool(offcpu.base_names(frames) & offcpu.GIL_FUNCTIONS)
+
+        thread = self.threads.get((sample.pid, sample.tid))
+        if thread is None:
+            thread = self.threads[(sample.pid, sample.tid)] = ThreadFigures(sample.pid, sample.tid, sample.comm)
+        name = thread_name(python)
+        if name:
+            thread.names[name] += sample.period
+        if gil:
+            thread.gil += sample.period
+            if innermost:
+                self.gil_waiters[innermost] += sample.period
+
+        call = offcpu.syscall(frames)
+        if call is not None:
+            key = call + (" (GIL)" if gil else "")
+            figures = self.syscalls.setdefault(key, [0, 0, collections.Counter()])
+            figures[1 if off else 0] += sample.period
+            figures[2][innermost or "(no Python frame)"] += sample.period
+
+        if off:
+            self.switch_samples += 1
+            thread.blocked += sample.period
+            if innermost:
+                self.off_self[innermost] += sample.period
+            return
+        self.samples += 1
+        self.on_cpu_ns += sample.period
+        thread.on_cpu += sample.period
+        if frames:
+            self.layers[layer(frames[0])] += sample.period
+        if python:
+            self.with_python += 1
+            self.self_time[innermost] += sample.period
+            for frame in set(python):
+                self.total_time[frame] += sample.period
+        user = [frame for frame in frames if not KERNEL_DSO.search(frame.dso)]
+        if user and not ENTRY_POINTS.match(symbol_name(user[-1])):
+            self.broken += 1
+        if any(frame.symbol.startswith("[unknown]") for frame in frames):
+            self.unresolved += 1
+
+    def add_all(self, samples: Iterable[Sample]) -> "ReportBuilder":
+        for sample in samples:
+            self.add(sample)
+        return self
+
+    def result(self, top: int = 10, lost: Optional[int] = None) -> dict:
+        seconds = lambda ns: round(ns / 1e9, 6)  # noqa: E731
+        on_cpu = self.on_cpu_ns or 1
+        threads = []
+        for (pid, tid), figures in sorted(self.threads.items(), key=lambda kv: -(kv[1].on_cpu + kv[1].blocked)):
+            lifetime = self.switches.threads.get(int(tid)) if self.switches and tid.isdigit() else None
+            wall = (lifetime.end - lifetime.start) if lifetime else None
+            name = figures.names.most_common(1)[0][0] if figures.names else (
+                "MainThread" if pid == tid else None)
+            threads.append({
+                "tid": int(tid) if tid.isdigit() else tid,
+                "pid": int(pid) if pid.isdigit() else pid,
+                "comm": figures.comm,
+                "name": name,
+                "on_cpu_s": seconds(figures.on_cpu),
+                "blocked_s": seconds(figures.blocked) if self.switches else None,
+                "gil_wait_s": seconds(figures.gil),
+                "wall_s": seconds(wall) if wall is not None else None,
+                "gil_share_of_wall": round(figures.gil / wall, 4) if wall else None,
+                "blocked_share_of_wall": round(figures.blocked / wall, 4) if wall and self.switches else None,
+            })
+        syscalls = []
+        for name, (on, blocked, callers) in sorted(self.syscalls.items(), key=lambda kv: -(kv[1][0] + kv[1][1])):
+            caller, share = callers.most_common(1)[0]
+            syscalls.append({
+                "syscall": name, "on_cpu_s": seconds(on),
+                "blocked_s": seconds(blocked) if self.switches else None,
+                "top_python_caller": caller, "top_caller_share": round(share / (on + blocked), 4),
+            })
+        gil_total = sum(figures.gil for figures in self.threads.values()) or 1
+        return {
+            "off_cpu_recorded": self.switches is not None,
+            "on_cpu_s": seconds(self.on_cpu_ns),
+            "layers": [{"layer": name, "on_cpu_s": seconds(self.layers[name]),
+                        "share": round(self.layers[name] / on_cpu, 4)} for name in LAYERS],
+            "syscalls": syscalls[:top],
+            "gil": {
+                "threads": [{key: thread[key] for key in ("tid", "name", "gil_wait_s", "wall_s", "gil_share_of_wall")}
+                            for thread in threads if thread["gil_wait_s"]],
+                "top_waiters": [{"function": name, "gil_wait_s": seconds(ns), "share": round(ns / gil_total, 4)}
+                                for name, ns in self.gil_waiters.most_common(top)],
+            },
+            "threads": threads,
+            "functions": {
+                "by_self": [{"function": name, "on_cpu_s": seconds(ns), "share": round(ns / on_cpu, 4)}
+                            for name, ns in self.self_time.most_common(top)],
+                "by_total": [{"function": name, "on_cpu_s": seconds(ns), "share": round(ns / on_cpu, 4)}
+                             for name, ns in self.total_time.most_common(top)],
+                "by_blocked": [{"function": name, "blocked_s": seconds(ns)}
+                               for name, ns in self.off_self.most_common(top)] if self.switches else None,
+            },
+            "health": {
+                "samples": self.samples,
+                "context_switches": self.switch_samples if self.switches else None,
+                "lost_samples": lost,
+                "with_python_frames": round(self.with_python / (self.samples or 1), 4),
+                "broken_stacks": round(self.broken / (self.samples or 1), 4),
+                "unresolved_stacks": round(self.unresolved / (self.samples or 1), 4),
+            },
+        }
