@@ -152,7 +152,7 @@ class ReportBuilder:
         return self
 
     def result(self, top: int = 10, lost: Optional[int] = None) -> dict:
-        seconds = lambda ns: round(ns / 1e9, 6)  # noqa: E731
+        seconds = lambda ns: round(ns / 1e9, 9)  # noqa: E731
         on_cpu = self.on_cpu_ns or 1
         threads = []
         for (pid, tid), figures in sorted(self.threads.items(), key=lambda kv: -(kv[1].on_cpu + kv[1].blocked)):

@@ -69,10 +69,12 @@ def pyenv_interpreters() -> Dict[Tuple[int, int], str]:
         pass
     candidates = []
     for root in filter(None, roots):
-        candidates += glob.glob(os.path.join(root, "versions", "*", "bin", "python3.*"))
+        candidates += sorted(glob.glob(os.path.join(root, "versions", "*", "bin", "python3.*")))
+    # then PATH: pyenv's own builds come first (a distribution's python3.X is stripped
+    # of the symbols that name C functions such as take_gil)
     for directory in os.environ.get("PATH", "").split(os.pathsep):
-        candidates += glob.glob(os.path.join(directory, "python3.*"))
-    for path in sorted(candidates):
+        candidates += sorted(glob.glob(os.path.join(directory, "python3.*")))
+    for path in candidates:
         match = re.search(r"python(3)\.(\d+)$", path)
         if match and os.access(path, os.X_OK) and "shims" not in path:
             found.setdefault((3, int(match.group(2))), os.path.realpath(path))
