@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from typing import List, NamedTuple, Optional
 
+from . import offcpu
 from .target import TargetError, find_interpreter, perf_mode
 
 CAP_PERFMON, CAP_SYS_ADMIN = 38, 21
@@ -77,7 +78,20 @@ def perf_checks() -> List[Check]:
     else:
         reason = (trial.stderr.strip().splitlines() or ["exit status %d" % trial.returncode])[0]
         checks.append(Check("fail", "perf record", reason, "see `perf record -- true`"))
-    return checks
+    return checks + [off_cpu_check(perf)]
+
+
+def off_cpu_check(perf: str) -> Check:
+    """`record --off-cpu` needs the sched_switch tracepoint (tracefs, and permission)."""
+    with tempfile.TemporaryDirectory(prefix="mixedstack-doctor-") as tmp:
+        trial = subprocess.run([perf, "record", "-q", "--no-bpf-event", "-o", os.path.join(tmp, "t.data"),
+                                *offcpu.record_arguments(99), "--", "true"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if trial.returncode == 0:
+        return Check("ok", "off-CPU", "context switches can be recorded (record --off-cpu)")
+    reason = (trial.stderr.strip().splitlines() or ["exit status %d" % trial.returncode])[0]
+    return Check("warn", "off-CPU", "record --off-cpu will not work: %s" % reason,
+                 "run as root, or mount tracefs (/sys/kernel/tracing) and allow access to sched:sched_switch")
 
 
 def target_checks(command: List[str]) -> List[Check]:
