@@ -19,6 +19,7 @@ Standard library only.
 from __future__ import annotations
 
 import collections
+import os
 import re
 from typing import Counter, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -94,6 +95,7 @@ class ReportBuilder:
         self.off_self: Counter[str] = collections.Counter()
         self.samples = self.switch_samples = self.broken = self.unresolved = self.with_python = 0
         self.on_cpu_ns = 0
+        self.broken_in: Counter[str] = collections.Counter()
 
     def add(self, sample: Sample) -> None:
         frames = sample.frames
@@ -143,6 +145,9 @@ class ReportBuilder:
         user = [frame for frame in frames if not KERNEL_DSO.search(frame.dso)]
         if user and not ENTRY_POINTS.match(symbol_name(user[-1])):
             self.broken += 1
+            # where the unwind stopped: the outermost frame perf could still name
+            named = [frame for frame in user if not frame.symbol.startswith("[unknown]")]
+            self.broken_in[os.path.basename(named[-1].dso) if named else "[unknown]"] += 1
         if any(frame.symbol.startswith("[unknown]") for frame in frames):
             self.unresolved += 1
 
@@ -208,6 +213,8 @@ class ReportBuilder:
                 "lost_samples": lost,
                 "with_python_frames": round(self.with_python / (self.samples or 1), 4),
                 "broken_stacks": round(self.broken / (self.samples or 1), 4),
+                "broken_stacks_end_in": [{"dso": dso, "share": round(n / (self.samples or 1), 4)}
+                                         for dso, n in self.broken_in.most_common(3)],
                 "unresolved_stacks": round(self.unresolved / (self.samples or 1), 4),
             },
         }

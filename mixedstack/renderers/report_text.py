@@ -77,3 +77,8 @@ def render(figures: dict, source: str, out: IO[str]) -> None:
                   "?" if health["lost_samples"] is None else format(health["lost_samples"], ","),
                   percent(health["with_python_frames"]), percent(health["broken_stacks"]),
                   percent(health["unresolved_stacks"])))
+    if health["broken_stacks"] > 0.01:
+        out.write("  broken stacks end in %s: with frame pointers, libraries built without them cut stacks "
+                  "short (record with --call-graph dwarf); with DWARF, deep stacks need a larger "
+                  "--stack-size\n" % ", ".join(
+                      "%s (%s)" % (row["dso"], percent(row["share"])) for row in health["broken_stacks_end_in"]))
