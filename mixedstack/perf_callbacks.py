@@ -13,6 +13,7 @@ from typing import Any, Dict, List
 from .fold import Folder, FoldOptions
 from .model import Frame, Sample
 from .renderers import folded
+from .offcpu import SWITCH_EVENT
 from .samples import EventFilter, ProcessLabel
 
 
@@ -49,7 +50,8 @@ class FoldCallbacks:
 
     def process_event(self, param_dict: Dict[str, Any]) -> None:
         event = param_dict.get("ev_name", "")
-        if not self.events.accepts(event):
+        # on-CPU samples only: the off-CPU weighing needs switch times (fold --what off)
+        if event == SWITCH_EVENT and self.events.wanted != SWITCH_EVENT or not self.events.accepts(event):
             return
         sample = param_dict.get("sample", {})
         comm = param_dict.get("comm", "")
