@@ -1,7 +1,7 @@
 """The `mixedstack` command line.
 
     mixedstack record [-o perf.data] [-F HZ] [--call-graph auto|fp|dwarf] [--off-cpu] -- CMD ARGS...
-    mixedstack record --pid PID [-d SECONDS] [-o perf.data]
+    mixedstack record --pid PID [-d SECONDS] [--activate|--no-activate] [-o perf.data]
     mixedstack doctor [-- CMD ARGS...]
     mixedstack fold [INPUT] [-o FILE] [--pid] [--tid] [--kernel] [--jit] [--all] [--addrs]
                     [--event-filter EV] [--keep-interpreter] [--inline] [--what cpu|off|wall]
@@ -62,8 +62,12 @@ def main() -> None:
 @click.option("--off-cpu", is_flag=True,
               help="Also record every switch of the target's threads off and back onto a CPU, with "
                    "its stack: time spent blocked (sleep, I/O, locks, the GIL); see fold --what.")
+@click.option("--activate/--no-activate", default=None,
+              help="With --pid: let gdb run code in the process to turn its perf trampoline on "
+                   "(it stays on) and flush its jitdump at the end (default: ask on a terminal, else don't).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def record(output, frequency, call_graph, stack_size, force, agent, pid, duration, off_cpu, command) -> None:
+def record(output, frequency, call_graph, stack_size, force, agent, pid, duration, off_cpu, activate,
+           command) -> None:
     """Run COMMAND under perf record, with Python frames where the interpreter allows.
 
     Examples: mixedstack record -o app.data -- python app.py --its-args;
@@ -73,6 +77,8 @@ def record(output, frequency, call_graph, stack_size, force, agent, pid, duratio
         fail("give either a COMMAND to run (after --) or --pid PID to attach to", 2)
     if duration is not None and pid is None:
         fail("--duration goes with --pid; a COMMAND is recorded until it ends", 2)
+    if activate is not None and pid is None:
+        fail("--activate/--no-activate go with --pid; a COMMAND is started with its trampoline on", 2)
     from .record import RecordOptions, record as run_record
     from .recording import Recording
 
@@ -80,8 +86,9 @@ def record(output, frequency, call_graph, stack_size, force, agent, pid, duratio
     problem = existing.unusable_output()
     if problem:
         fail(problem)
+    on_terminal = sys.stdin.isatty() and sys.stderr.isatty()
     if existing.exists() and not force:
-        if sys.stdin.isatty() and sys.stderr.isatty():
+        if on_terminal:
             if not click.confirm("mixedstack: %s exists: replace that recording?" % output, err=True):
                 fail("kept the earlier recording %s; record to another file with -o" % output, 1)
         else:
@@ -92,8 +99,9 @@ def record(output, frequency, call_graph, stack_size, force, agent, pid, duratio
     try:
         result = run_record(
             RecordOptions(list(command), output, frequency, call_graph, stack_size, agent, pid, duration,
-                          off_cpu),
+                          off_cpu, activate),
             say=lambda message: click.echo(message, err=True),
+            ask=(lambda question: click.confirm(question, err=True)) if on_terminal else None,
         )
     except (TargetError, PerfError, AgentError) as error:
         fail(str(error))

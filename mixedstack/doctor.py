@@ -9,6 +9,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from typing import List, NamedTuple, Optional
 
@@ -106,5 +107,35 @@ def target_checks(command: List[str]) -> List[Check]:
     return checks
 
 
+def attach_checks() -> List[Check]:
+    """Can `record --pid --activate` run code in a live CPython here? Tried for real on
+    a short-lived Python of our own, since a gdb may attach and still fail to call."""
+    from .attach import ActivationError, find_gdb, ptrace_problem, run_in
+
+    what = "record --pid --activate"
+    gdb = find_gdb()
+    if gdb is None:
+        return [Check("warn", what, "gdb not found: attaching works, turning a process's trampoline on does "
+                      "not", "pip install 'mixedstack[attach]' (a recent gdb), or apt install gdb")]
+    problem = ptrace_problem()
+    if problem:
+        return [Check("warn", what, problem.split(":")[0], problem.partition(": ")[2] or "")]
+    child = subprocess.Popen([sys.executable, "-S", "-c", "import time\nwhile True: time.sleep(0.01)"],
+                             stdin=subprocess.DEVNULL)
+    try:
+        outcome = run_in(child.pid, "pass", 10.0, gdb)
+        finding = None if outcome and outcome.get("ok") else \
+            "%s queued code in a trial Python process, which never ran it" % gdb
+    except ActivationError as error:
+        finding = str(error)
+    finally:
+        child.kill()
+        child.wait()
+    if finding:
+        return [Check("warn", what, finding)]
+    return [Check("ok", what, "%s can run code in a live CPython here (tried on one), so record --pid can "
+                  "turn its trampoline on" % gdb)]
+
+
 def doctor(command: List[str]) -> List[Check]:
-    return perf_checks() + (target_checks(command) if command else [])
+    return perf_checks() + attach_checks() + (target_checks(command) if command else [])

@@ -16,6 +16,7 @@ import time
 from typing import Callable, List, Optional
 
 from . import offcpu, perf
+from .attach import attach
 from .launch import attach_to, run_attached
 from .perfdata import clip_stacks_at_next_mapping, forget_memory_before_exec
 from .recording import Recording
@@ -39,6 +40,7 @@ class RecordOptions:
     pid: Optional[int] = None  # attach to this running process instead
     duration: Optional[float] = None  # with pid: stop after this many seconds
     off_cpu: bool = False  # also record every context switch, with its stack (offcpu.py)
+    activate: Optional[bool] = None  # with pid: may gdb run code in it (None: ask, if `ask`)
 
 
 @dataclasses.dataclass
@@ -80,30 +82,8 @@ def shell_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def attached_mode(pid: int, call_graph: str):
-    """The interpreter and mode for a running process: Python frames only if its
-    trampoline is already on (its perf map or jitdump is in /tmp)."""
-    try:
-        executable = os.readlink("/proc/%d/exe" % pid)
-    except OSError:
-        raise perf.PerfError("no process %d to attach to (or no permission to see it); "
-                             "check the pid with ps" % pid)
-    interp = find_interpreter([executable])
-    mode = perf_mode(interp, call_graph)
-    if interp is None or mode.name == "native":
-        return interp, mode
-    if os.path.exists("/tmp/jit-%d.dump" % pid):
-        return interp, perf_mode(interp, "dwarf")
-    if os.path.exists("/tmp/perf-%d.map" % pid):
-        return interp, perf_mode(interp, "fp")
-    return interp, dataclasses.replace(
-        mode, name="native", env={}, needs_inject=False,
-        reason="process %d has no perf trampoline on: Python frames will be missing; start it "
-               "with %s, or run it under mixedstack record -- CMD" % (
-                   pid, " or ".join("%s=%s" % kv for kv in mode.env.items())))
-
-
-def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
+def record(options: RecordOptions, say: Callable[[str], None],
+           ask: Optional[Callable[[str], bool]] = None) -> RecordResult:
     perf.perf_binary()  # fail first, and only once, when perf is missing
     recording = Recording(options.output)
     if options.pid is None:
@@ -116,8 +96,9 @@ def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
             mode = dataclasses.replace(mode, env={"PYTHONPATH": os.pathsep.join(
                 p for p in (path, os.environ.get("PYTHONPATH")) if p)})
     else:
-        interp, mode = attached_mode(options.pid, options.call_graph)
-    if mode.name in ("native", "agent") or options.call_graph != "auto":
+        attached = attach(options.pid, options.call_graph, options.agent, options.activate, say, ask)
+        interp, mode = attached.interp, attached.mode
+    if mode.name in ("native", "agent") or options.call_graph != "auto" or options.pid is not None:
         say("mixedstack: %s" % mode.reason)
 
     os.mkdir(recording.folder)
@@ -133,6 +114,8 @@ def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
             recording.remove()  # nothing was recorded: leave no empty folder behind
         raise
     seconds = time.time() - started
+    if options.pid is not None:
+        attached.before_inject(say)
 
     if not os.path.exists(recording.raw) or os.path.getsize(recording.raw) == 0:
         recording.remove()
@@ -167,6 +150,7 @@ def record(options: RecordOptions, say: Callable[[str], None]) -> RecordResult:
     recording.write_meta({
         "command": options.command or ["--pid", str(options.pid)],
         "mode": mode.name,
+        "activated": attached.activated if options.pid is not None else None,
         "reason": mode.reason,
         "interpreter": interp.describe() if interp else None,
         "call_graph": mode.call_graph,

@@ -189,3 +189,62 @@ def test_a_native_caller_above_python_is_kept_but_thread_startup_is_not():
             "\t8a0 clone3+0x2c (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\n")
     assert fold_text(text) == [
         "app;native_worker_loop;closure_fcn;_CallPythonObject;callback (cb.py) 1"]
+
+
+# `record --pid --activate` on CPython 3.13 (perf_jit), real sample, paths neutralised:
+# `<module>` and `loop` were running before the trampoline turned on, so they share
+# one plain `_PyEval_EvalFrameDefault` (3.11+ inline Python-to-Python calls) and
+# only `work`, called afterwards, has a trampoline.
+ACTIVATED = """\
+python3.13 2281/2281 11913.963766:    1001001 cpu-clock:pppH:
+\t          12609d x_add (/usr/lib/libpython3.13.so.1.0)
+\t           9356d _PyEval_EvalFrameDefault (/usr/lib/libpython3.13.so.1.0)
+\t              85 py::work:/srv/demo/loop.py (/tmp/jitted-2281-7.so)
+\t          2bc5f0 py_trampoline_evaluator (/usr/lib/libpython3.13.so.1.0)
+\t           f01be PyObject_Vectorcall (/usr/lib/libpython3.13.so.1.0)
+{between}\t           8e60a _PyEval_EvalFrameDefault (/usr/lib/libpython3.13.so.1.0)
+\t          2329e4 PyEval_EvalCode (/usr/lib/libpython3.13.so.1.0)
+\t          2949fd run_eval_code_obj (/usr/lib/libpython3.13.so.1.0)
+\t          294c8e run_mod (/usr/lib/libpython3.13.so.1.0)
+\t          2be6e9 Py_RunMain (/usr/lib/libpython3.13.so.1.0)
+\t          2beed6 Py_BytesMain (/usr/lib/libpython3.13.so.1.0)
+\t           27249 __libc_start_call_main (/usr/lib/x86_64-linux-gnu/libc.so.6)
+{root}
+"""
+START = "\t            1080 _start (/usr/bin/python3.13)\n"
+
+
+def test_calls_running_before_activation_are_marked():
+    assert fold_text(ACTIVATED.format(between="", root=START)) == [
+        "python3.13;[python frames before activation];work (loop.py);x_add 1001001"]
+    # frame-pointer stacks end at __libc_start_call_main: complete too
+    assert fold_text(ACTIVATED.format(between="", root="")) == [
+        "python3.13;[python frames before activation];work (loop.py);x_add 1001001"]
+
+
+def test_c_code_called_by_the_newest_old_frame_is_kept():
+    sorted_call = ("\t          22a217 list_sort (/usr/lib/libpython3.13.so.1.0)\n"
+                   "\t          22a217 builtin_sorted (/usr/lib/libpython3.13.so.1.0)\n"
+                   "\t           f01be PyObject_Vectorcall (/usr/lib/libpython3.13.so.1.0)\n")
+    assert fold_text(ACTIVATED.format(between=sorted_call, root=START)) == [
+        "python3.13;[python frames before activation];builtin_sorted;list_sort;work (loop.py);x_add 1001001"]
+
+
+def test_a_stack_cut_short_is_not_marked():
+    # the unwinder stopped inside the old frames: where the stack began is unknown
+    cut = ACTIVATED.format(between="", root=START).split("\t          2329e4")[0] + "\n"
+    assert fold_text(cut) == ["python3.13;work (loop.py);x_add 1001001"]
+
+
+def test_a_thread_running_before_activation_is_marked():
+    thread = ACTIVATED.format(between="", root="").replace(
+        "\t          2329e4 PyEval_EvalCode", "\t          1a0e0 thread_run").split(
+        "\t          2949fd")[0] + (
+        "\t           8ab2c start_thread (/usr/lib/x86_64-linux-gnu/libc.so.6)\n"
+        "\t          10a80c clone3 (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\n")
+    assert fold_text(thread) == ["python3.13;[python frames before activation];work (loop.py);x_add 1001001"]
+
+
+def test_launched_recordings_have_no_mark():
+    for path in (JIT, FP, RECURSION):
+        assert not any("before activation" in line for line in fold(path)), path.name

@@ -17,6 +17,14 @@ interpreter start-up frames above the outermost Python frame are dropped, and
 every other native frame (builtins, extension modules, libc, kernel) is kept.
 Stacks without any Python frame are returned unchanged.
 
+A trampoline turned on in a running process (`record --pid --activate`) only
+serves calls made after that: the calls already running go on in the plain
+interpreter, as `_PyEval_EvalFrameDefault` frames without a `py::` frame. A stack
+unwound to its thread's entry (`_start`, `start_thread`) that has such frames
+root-ward of its outermost Python frame gets `[python frames before activation]`
+there, rather than seeming to start at that Python frame. (A stack cut short by
+the unwinder does not reach an entry and is not marked: its root is unknown.)
+
 This is the one module that holds the merge logic; it is standard library only so
 that perf's embedded Python can run it (perf_scripts/mixedstack-fold.py).
 """
@@ -60,6 +68,17 @@ STARTUP_DSO = re.compile(
     r"|^inlined$|^\[unknown\]$",
     re.ASCII,
 )
+
+# Where a complete stack starts: the process (DWARF: _start; frame pointers stop at
+# glibc's __libc_start_call_main) or a thread.
+THREAD_ENTRY = frozenset({
+    "_start", "__libc_start_main", "__libc_start_call_main",
+    "start_thread", "clone", "__clone", "clone3", "__clone3", "__GI___clone", "__GI___clone3",
+})
+# The interpreter loop running one or more Python calls (3.11+ inline Python-to-Python
+# calls into one C frame when no trampoline is on).
+EVAL_FRAME = re.compile(r"^(?:_PyEval_EvalFrameDefault|PyEval_EvalFrameEx)$", re.ASCII)
+BEFORE_ACTIVATION = "[python frames before activation]"
 
 Item = Union[Frame, str]  # a native frame still to be named, or a finished Python name
 
@@ -152,7 +171,20 @@ class PythonMerge:
         # through ctypes) is kept from its outermost frame on.
         own = next((i for i, f in enumerate(root_first[:first]) if not is_startup(f)), first)
         items: List[Item] = []
-        for frame in root_first[own:]:
+        start = own
+        older = [i for i in range(first) if EVAL_FRAME.match(symbol_name(root_first[i]))]
+        if older and symbol_name(root_first[0]) in THREAD_ENTRY:
+            # Python calls that predate the trampoline: one mark for all of them, then
+            # whatever C code the newest of them called on the way to the first named frame.
+            items.extend(self._merge(root_first[own:older[0]]))
+            items.append(BEFORE_ACTIVATION)
+            start = older[-1] + 1
+        items.extend(self._merge(root_first[start:]))
+        return items
+
+    def _merge(self, root_first: Sequence[Frame]) -> List[Item]:
+        items: List[Item] = []
+        for frame in root_first:
             if is_python(frame):
                 items.append(self.names(frame))
             elif not is_plumbing(frame):
