@@ -1,6 +1,7 @@
 """`mixedstack record`: perf record with the right flags for the target interpreter.
 
-Steps: find the interpreter and pick a mode (target.py) -> start the target with the
+Steps: find the interpreter and pick a mode (target.py; with --pid: attach.py, which may turn
+the running process's trampoline on) -> start the target with the
 mode's environment and attach `perf record` to it (launch.py) -> `perf inject --jit` where the mode needs it -> move what the
 run left in /tmp beside the recording -> one summary line. The target's exit
 status is passed through.

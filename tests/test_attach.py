@@ -21,6 +21,17 @@ from conftest import WORKLOADS, Folded, interpreter, mixedstack, skip_or_fail
 pytestmark = pytest.mark.perf
 
 MARK = "[python frames before activation]"
+
+
+@pytest.fixture
+def gdb_ok() -> None:
+    """A gdb that can call into a process here (`make test` installs one: mixedstack[attach])."""
+    from mixedstack.attach import find_gdb, gdb_problem, ptrace_problem
+
+    gdb = find_gdb()
+    problem = "no gdb found" if gdb is None else gdb_problem(gdb) or ptrace_problem()
+    if problem:
+        skip_or_fail(problem)
 SAMPLE = 1001001  # ns of cpu-clock per sample at 999 Hz
 
 
@@ -67,7 +78,7 @@ def python_for(version):
 @pytest.mark.parametrize("version, mode", [((3, 13), "perf-jit"), ((3, 12), "agent"), ((3, 8), "agent"),
                                            ("fp", "perf-map")],
                          ids=["3.13-perf-jit", "3.12-agent", "3.8-agent", "3.13-fp-perf-map"])
-def test_activate_gives_python_frames_and_marks_older_calls(perf_ok, tmp_path, version, mode):
+def test_activate_gives_python_frames_and_marks_older_calls(perf_ok, gdb_ok, tmp_path, version, mode):
     with running(python_for(version)) as target:
         done, folded, meta = attach(target, tmp_path, "--activate")
     assert "turned" in done.stderr and "mode %s" % mode in done.stderr.splitlines()[-1], done.stderr
@@ -84,7 +95,7 @@ def test_activate_gives_python_frames_and_marks_older_calls(perf_ok, tmp_path, v
     assert not any(x.startswith(("serve (", "<module> (")) for f in folded.stacks for x in f)
 
 
-def test_a_process_started_with_perf_jit_is_flushed_and_unmarked(perf_ok, tmp_path):
+def test_a_process_started_with_perf_jit_is_flushed_and_unmarked(perf_ok, gdb_ok, tmp_path):
     with running(interpreter((3, 13)), env={"PYTHON_PERF_JIT_SUPPORT": "1"}) as target:
         done, folded, meta = attach(target, tmp_path, "--activate")
     assert "already has its trampoline on" in done.stderr, done.stderr
@@ -154,7 +165,7 @@ def test_activate_goes_with_pid():
     assert done.returncode == 2 and "--activate/--no-activate go with --pid" in done.stderr
 
 
-def test_a_stripped_313_gets_the_agent_instead(perf_ok, tmp_path):
+def test_a_stripped_313_gets_the_agent_instead(perf_ok, gdb_ok, tmp_path):
     # CPython's perf_jit functions are internal: found through libpython's symbol table,
     # which `strip` removes (its exported symbols stay). The agent needs exported ones only.
     python = interpreter((3, 13))
