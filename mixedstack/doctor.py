@@ -120,8 +120,11 @@ def attach_checks() -> List[Check]:
     problem = ptrace_problem()
     if problem:
         return [Check("warn", what, problem.split(":")[0], problem.partition(": ")[2] or "")]
-    child = subprocess.Popen([sys.executable, "-S", "-c", "import time\nwhile True: time.sleep(0.01)"],
-                             stdin=subprocess.DEVNULL)
+    try:
+        child = subprocess.Popen([sys.executable, "-S", "-c", "import time\nwhile True: time.sleep(0.01)"],
+                                 stdin=subprocess.DEVNULL)
+    except OSError as error:
+        return [Check("warn", what, "cannot start a trial Python (%s) to try gdb on" % error.strerror)]
     try:
         outcome = run_in(child.pid, "pass", 10.0, gdb)
         finding = None if outcome and outcome.get("ok") else \
