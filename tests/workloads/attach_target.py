@@ -12,10 +12,11 @@ import time
 
 
 def leaf(n):
-    total = 0
-    for i in range(n):
-        total += i * i % 7
-    return total
+    mixed = 0
+    while n:
+        mixed ^= n * 31 % 11
+        n -= 1
+    return mixed
 
 
 def serve(seconds):
