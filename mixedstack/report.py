@@ -25,15 +25,12 @@ from typing import Counter, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import offcpu
 from .model import Frame, Sample
-from .processors.python import PythonMerge, is_python, symbol_name
+from .processors.python import BEFORE_ACTIVATION, ENTRY_POINTS, PythonMerge, is_python, symbol_name
 
 LAYERS = ("Python (bytecode loop)", "interpreter C", "extension and library C", "kernel", "unresolved")
 EVAL_LOOP = re.compile(r"^_?PyEval_EvalFrame(?:Default|Ex)?$", re.ASCII)
 INTERPRETER_DSO = re.compile(r"(?:^|/)(?:lib)?python[\d.]*[dmu]*(?:\.so[\d.]*)?$", re.ASCII)
 KERNEL_DSO = re.compile(r"^\[kernel\.kallsyms\]$|vmlinux$", re.ASCII)
-# Where a healthy user stack starts: the program's or a thread's entry point.
-ENTRY_POINTS = re.compile(r"^(?:_start|__libc_start_main\S*|__libc_start_call_main|start_thread|clone3?)$",
-                          re.ASCII)
 # threading's own frames (qualified names from 3.11; bare ones before)
 THREAD_BOOTSTRAP = re.compile(r"^(?:Thread\.)?_bootstrap(?:_inner)? \(threading\.py", re.ASCII)
 THREAD_RUN = re.compile(r"^(?:Thread\.)?run \(threading\.py", re.ASCII)
@@ -104,7 +101,7 @@ class ReportBuilder:
             frames = frames[1:]
         reason = symbol_name(sample.frames[0])[len("[off-cpu: "):-1] if off else None
         items = self.merge(frames) or []
-        python = [item for item in items if isinstance(item, str)]
+        python = [item for item in items if isinstance(item, str) and item != BEFORE_ACTIVATION]
         innermost = python[-1] if python else None
         gil = reason == "GIL" if off else bool(offcpu.base_names(frames) & offcpu.GIL_FUNCTIONS)
 

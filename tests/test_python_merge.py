@@ -7,6 +7,7 @@ stackcollapse-perf.pl printed for NAME.txt: `--keep-interpreter` must match it.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -248,3 +249,13 @@ def test_a_thread_running_before_activation_is_marked():
 def test_launched_recordings_have_no_mark():
     for path in (JIT, FP, RECURSION):
         assert not any("before activation" in line for line in fold(path)), path.name
+
+
+def test_report_counts_no_time_for_the_mark():
+    from mixedstack.report import ReportBuilder
+
+    lines = io.StringIO(ACTIVATED.format(between="", root=START), newline="\n")
+    figures = ReportBuilder().add_all(parse(lines)).result()
+    names = {row["function"] for rows in figures["functions"].values() if rows for row in rows}
+    assert names == {"work (loop.py)"}
+    assert figures["health"]["broken_stacks"] == 0

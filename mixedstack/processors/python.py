@@ -69,15 +69,15 @@ STARTUP_DSO = re.compile(
     re.ASCII,
 )
 
-# Where a complete stack starts: the process (DWARF: _start; frame pointers stop at
-# glibc's __libc_start_call_main) or a thread.
-THREAD_ENTRY = frozenset({
-    "_start", "__libc_start_main", "__libc_start_call_main",
-    "start_thread", "clone", "__clone", "clone3", "__clone3", "__GI___clone", "__GI___clone3",
-})
-# The interpreter loop running one or more Python calls (3.11+ inline Python-to-Python
-# calls into one C frame when no trampoline is on).
-EVAL_FRAME = re.compile(r"^(?:_PyEval_EvalFrameDefault|PyEval_EvalFrameEx)$", re.ASCII)
+# Where a complete user stack starts: the program's entry (DWARF: _start; frame
+# pointers stop at glibc's __libc_start_call_main) or a thread's.
+ENTRY_POINTS = re.compile(r"^(?:_start|__libc_start_main\S*|__libc_start_call_main|start_thread|clone3?)$",
+                          re.ASCII)
+# The bytecode loop of a Python call that has no trampoline (3.11+ also run the
+# Python calls it makes in it). Root-ward of a trampoline it can only be a call that
+# started before the trampoline was on; its callers (PyEval_EvalCode,
+# _PyEval_EvalFrame, PyEval_EvalFrameEx) precede every trampoline and are no sign.
+UNNAMED_EVAL = "_PyEval_EvalFrameDefault"
 BEFORE_ACTIVATION = "[python frames before activation]"
 
 Item = Union[Frame, str]  # a native frame still to be named, or a finished Python name
@@ -172,8 +172,8 @@ class PythonMerge:
         own = next((i for i, f in enumerate(root_first[:first]) if not is_startup(f)), first)
         items: List[Item] = []
         start = own
-        older = [i for i in range(first) if EVAL_FRAME.match(symbol_name(root_first[i]))]
-        if older and symbol_name(root_first[0]) in THREAD_ENTRY:
+        older = [i for i in range(first) if symbol_name(root_first[i]) == UNNAMED_EVAL]
+        if older and ENTRY_POINTS.match(symbol_name(root_first[0])):
             # Python calls that predate the trampoline: one mark for all of them, then
             # whatever C code the newest of them called on the way to the first named frame.
             items.extend(self._merge(root_first[own:older[0]]))
