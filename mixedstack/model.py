@@ -4,7 +4,7 @@ Standard library only (perf's embedded Python imports it too).
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 
 class Frame(NamedTuple):
@@ -29,3 +29,12 @@ class Sample(NamedTuple):
     # perf's timestamp text ("12345.678901234"), kept only for the events that need
     # it (context switches, whose off-CPU time is measured from it).
     time: str = ""
+
+
+class Stacks(NamedTuple):
+    """What renderers draw: folded stacks (root first, `;`-joined) and their weights."""
+
+    weights: Dict[str, int]  # stack -> total period (what folded output prints)
+    unit: str = "nanoseconds"  # of the weights: "nanoseconds" (cpu-clock), "events" (other periods), "samples"
+    counts: Optional[Dict[str, int]] = None  # stack -> samples, when known (recordings)
+    layers: Optional[Dict[str, Tuple[str, ...]]] = None  # stack -> each frame's layer, from DSOs

@@ -1,14 +1,17 @@
 """Where fold's text comes from: a recording (through `perf script`) or text.
 
 INPUT is told apart by content, not by name: perf.data files start with PERFILE2;
-anything else is read as `perf script` output, so fold drops in for
-stackcollapse-perf.pl in a pipe.
+text whose first lines all read `frame;frame;... COUNT` is folded text (a
+flame graph of a folded file); anything else is read as `perf script` output, so
+fold drops in for stackcollapse-perf.pl in a pipe.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
+import re
 import sys
-from typing import IO, Iterator
+from typing import IO, Dict, Iterable, Iterator, List, Tuple
 
 from . import perf
 from .perfdata import has_call_graphs, truncation
@@ -72,3 +75,48 @@ def is_recording(path: str) -> bool:
             return perf.is_perf_data(f.read(8))
     except OSError:
         return False
+
+
+# `frame;frame;... COUNT`: never starts with a blank (perf script's frame lines
+# do), never ends with `event:` (its sample headers do).
+FOLDED_LINE = re.compile(r"^(\S.*) (\d+)\r?$", re.ASCII | re.DOTALL)
+FOLDED_PROBE_LINES = 50
+
+
+def split_folded(lines: Iterable[str]) -> Tuple[bool, Iterator[str]]:
+    """(whether the text is folded, all its lines again): the first non-blank lines
+    decide, so a perf script text (headers, then indented frames) never passes."""
+    lines = iter(lines)
+    head: List[str] = []
+    for line in lines:
+        head.append(line)
+        if sum(1 for seen in head if seen.strip()) >= FOLDED_PROBE_LINES:
+            break
+    texts = [line.rstrip("\n") for line in head if line.strip()]
+    folded = bool(texts) and all(FOLDED_LINE.match(text) for text in texts)
+    return folded, itertools.chain(head, lines)
+
+
+def parse_folded(lines: Iterable[str]) -> Tuple[Dict[str, int], List[str]]:
+    """Folded lines -> ({stack: total}, the lines that were not `stack COUNT`)."""
+    stacks: Dict[str, int] = {}
+    bad: List[str] = []
+    for line in lines:
+        text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        match = FOLDED_LINE.match(text)
+        if match is None:
+            bad.append(text)
+            continue
+        stack = match.group(1)
+        stacks[stack] = stacks.get(stack, 0) + int(match.group(2))
+    return stacks, bad
+
+
+def folded_unit(weights: Dict[str, int]) -> str:
+    """What a folded file's counts are: "nanoseconds" when the typical stack weighs
+    at least 100 us (fold and stackcollapse-perf.pl write cpu-clock periods, ~1 ms
+    a sample at 999 Hz), else "samples" (py-spy and friends count samples)."""
+    values = sorted(weights.values())
+    return "nanoseconds" if values and values[len(values) // 2] >= 100_000 else "samples"

@@ -1,0 +1,93 @@
+"""Which layer of the program a frame belongs to: Python, C inside the interpreter,
+C in extensions and libraries, the kernel, or an off-CPU wait.
+
+From a recording, a native frame's layer comes from its DSO (`of_native`), which is
+exact. Folded text has names only, so `of_name` guesses from the name (documented
+in the README): `_[k]` -> kernel; `func (file.py)` -> Python; CPython API names
+(`Py*`, `_Py*`, `take_gil`, ...) -> interpreter; anything else -> library C. The
+interpreter's static functions (`list_sort`, `long_add`) therefore count as
+library C in folded input. Standard library only: Folder uses it.
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict, Sequence, Tuple
+
+from .model import Frame
+
+PROCESS = "process"  # the root frame: the process (or thread) label
+PYTHON = "python"
+INTERPRETER = "interpreter"
+LIBRARY = "library"
+KERNEL = "kernel"
+OFF_CPU = "off-cpu"
+GIL = "gil"
+
+# Legend order and wording.
+NAMES: Dict[str, str] = {
+    PYTHON: "Python",
+    INTERPRETER: "C in the interpreter",
+    LIBRARY: "C in extensions and libraries",
+    KERNEL: "kernel",
+    OFF_CPU: "off-CPU",
+    GIL: "GIL wait",
+    PROCESS: "process",
+}
+
+# The python executable or libpython; CPython's own extension modules
+# (lib-dynload/_hashlib.cpython-313-...so) are extensions, not the interpreter.
+INTERPRETER_DSO = re.compile(r"(?:^|/)(?:lib)?python\d[\d.]*[a-z]*(?:\.so[\d.]*)?$", re.ASCII)
+# Code perf learnt from a jitdump or perf map: CPython's trampolines (or our agent's).
+TRAMPOLINE_DSO = re.compile(r"(?:^|/)(?:jitted-\d+-\d+\.so|perf-\d+\.map)$", re.ASCII)
+# Bracketed DSOs that are user space, not the kernel or a kernel module.
+USER_BRACKETS = {"[vdso]", "[vsyscall]", "[unknown]", "[heap]", "[stack]", "[anon]", "[uprobes]"}
+
+# `qualname (file.py)` / `qualname (file.py:LINE)` / `<module> (<frozen x>)`: the
+# merge's Python names. Native names lose everything after "(" in names.py, except
+# "(anonymous namespace)", so a trailing " (...)" is Python's.
+PYTHON_NAME = re.compile(r"^.+ \((?!anonymous namespace\))[^()]+\)$", re.DOTALL)
+CPYTHON_API = re.compile(r"^(?:_?Py[A-Z_]|take_gil|drop_gil|builtin_)", re.ASCII)
+ANNOTATION = re.compile(r"_\[[kji]\]$", re.ASCII)
+
+
+def of_marker(name: str) -> str:
+    """`[off-cpu: GIL]` -> gil, other `[off-cpu...` markers -> off-cpu, else ""."""
+    if name.startswith("[off-cpu"):
+        return GIL if "GIL" in name else OFF_CPU
+    return ""
+
+
+def of_native(frame: Frame, symbol: str) -> str:
+    """A native frame's layer from its DSO (symbol: its name without offset)."""
+    dso = frame.dso
+    if dso.startswith("[kernel.") or dso.endswith("vmlinux") or (
+            dso.startswith("[") and dso.endswith("]") and dso not in USER_BRACKETS):
+        return KERNEL
+    if TRAMPOLINE_DSO.search(dso):  # only left by --keep-interpreter
+        return PYTHON if symbol.startswith("py::") else INTERPRETER
+    if INTERPRETER_DSO.search(dso):
+        return INTERPRETER
+    return LIBRARY
+
+
+def of_name(name: str) -> str:
+    """A frame's layer guessed from its folded name alone (see the module doc)."""
+    marker = of_marker(name)
+    if marker:
+        return marker
+    if name.endswith("_[k]"):
+        return KERNEL
+    bare = ANNOTATION.sub("", name)
+    if bare.startswith("py::") or PYTHON_NAME.match(bare):
+        return PYTHON
+    if CPYTHON_API.match(bare):
+        return INTERPRETER
+    return LIBRARY
+
+
+def of_stack(frames: Sequence[str], known: Tuple[str, ...] = ()) -> Tuple[str, ...]:
+    """Layers of a folded stack's frames (root first): `known` (from DSOs, one per
+    frame) where it fits, else guessed from names; the first frame is the process."""
+    if len(known) == len(frames):
+        return known
+    return tuple(PROCESS if i == 0 else of_name(name) for i, name in enumerate(frames))
