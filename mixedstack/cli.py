@@ -3,8 +3,11 @@
     mixedstack record [-o perf.data] [-F HZ] [--call-graph auto|fp|dwarf] [--off-cpu] -- CMD ARGS...
     mixedstack record --pid PID [-d SECONDS] [--activate|--no-activate] [-o perf.data]
     mixedstack doctor [-- CMD ARGS...]
-    mixedstack fold [INPUT] [-o FILE] [--pid] [--tid] [--kernel] [--jit] [--all] [--addrs]
-                    [--event-filter EV] [--keep-interpreter] [--inline] [--what cpu|off|wall]
+    mixedstack fold [INPUT] [-o FILE] [--format folded|speedscope|pprof] [--pid] [--tid] [--kernel]
+                    [--jit] [--all] [--addrs] [--event-filter EV] [--keep-interpreter] [--inline]
+                    [--what cpu|off|wall]
+    mixedstack flamegraph [INPUT] [-o FILE.svg] [--title T] [--what cpu|off|wall]
+    mixedstack diff BEFORE AFTER [-o diff.svg] [--title T] [--what cpu|off|wall]
 
 Exit status: record passes the target's through (128+N when a signal N ended it);
 1 when mixedstack could not do its job (perf failed, unreadable input); 2 for bad
@@ -16,18 +19,18 @@ import io
 import os
 import sys
 import time
-from typing import Iterable, Iterator, Optional, Tuple
+from typing import IO, Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 import click
 
 from . import __version__, offcpu, perf
 from .agent import AgentError
 from .fold import Folder, FoldOptions
-from .model import Sample
+from .model import Sample, Stacks
 from .perf import PerfError
 from .renderers import folded
 from .samples import EventFilter, ProcessLabel, parse
-from .sources import InputError, is_recording, open_input
+from .sources import InputError, folded_unit, is_recording, open_input, parse_folded, split_folded
 from .target import TargetError
 
 
@@ -129,6 +132,9 @@ def doctor(command) -> None:
 @main.command()
 @click.argument("input", default="perf.data", metavar="[INPUT]")
 @click.option("-o", "--output", default="-", metavar="FILE", help="Write to FILE instead of standard output.")
+@click.option("--format", "format_", type=click.Choice(["folded", "speedscope", "pprof"]), default="folded",
+              show_default=True, help="Folded text, speedscope's JSON (one profile per thread), "
+                                      "or pprof's gzipped profile.proto.")
 @click.option("--pid", is_flag=True, help="Include the PID with process names.")
 @click.option("--tid", is_flag=True, help="Include the PID and TID with process names.")
 @click.option("--kernel", is_flag=True, help="Annotate kernel functions with _[k].")
@@ -144,40 +150,95 @@ def doctor(command) -> None:
 @click.option("--what", type=click.Choice(offcpu.WHATS), default="cpu", show_default=True,
               help="On-CPU samples (cpu), time spent blocked (off), or both on one time scale "
                    "(wall); off and wall need a recording made with `record --off-cpu`.")
-def fold(input, output, pid, tid, kernel, jit, all_, addrs, event_filter, keep_interpreter, inline, what):
+def fold(input, output, format_, pid, tid, kernel, jit, all_, addrs, event_filter, keep_interpreter, inline,
+         what):
     """Fold INPUT into one `frame;frame;... count` line per distinct stack.
 
     INPUT is a recording (default ./perf.data) or `perf script` text in a file or on
     standard input (-). Stacks without Python frames come out exactly as
     FlameGraph's stackcollapse-perf.pl writes them, with the same options.
+    Folded text as INPUT is read as it is (to convert it with --format).
     """
     refuse_to_overwrite_a_recording(output)
-    folder = Folder(FoldOptions(kernel=kernel, jit=jit, all=all_, addrs=addrs,
-                                keep_interpreter=keep_interpreter))
-    warnings = []
-    try:
-        events, switches, _ = select_events(input, what, event_filter)
-        with open_input(input, inline=inline) as lines:
-            samples = parse(lines, ProcessLabel(pid, tid), events, on_unrecognized=warnings.append)
-            folder.add_all(with_progress(offcpu.weigh(samples, what, switches)))
-        if folder.samples == 0:
-            fail("%s holds no samples: it is not `perf script` output%s" % (
-                input, " (first line not understood: %r)" % warnings[0][:60] if warnings else ""))
-        if folder.stackless_samples == folder.samples:
-            # stackcollapse-perf.pl prints the process names alone here: so do we
-            click.echo("mixedstack: warning: no frame lines found in %s (perf script "
-                       "needs the ip, sym and dso fields, and a recording with call graphs)" % input,
-                       err=True)
-        write_output(folder, output)
-    except (InputError, PerfError) as error:
-        fail(str(error))
-    except KeyboardInterrupt:
-        fail("interrupted: nothing was written", 130)
+    if format_ == "pprof" and output == "-" and sys.stdout.isatty():
+        fail("pprof output is binary: write it to a file with -o FILE.pb.gz", 2)
+    if format_ == "speedscope" and not pid:
+        tid = True  # one speedscope profile per thread
+    loaded = read_stacks(input, options=FoldOptions(kernel=kernel, jit=jit, all=all_, addrs=addrs,
+                                                    keep_interpreter=keep_interpreter),
+                         inline=inline, label=ProcessLabel(pid, tid), event_filter=event_filter,
+                         detail=format_ == "pprof", what=what)
+    if format_ == "folded":
+        write_output(output, lambda stream: folded.render(loaded.stacks.weights, stream), "latin-1")
+    elif format_ == "speedscope":
+        from .renderers import speedscope
+        write_output(output, lambda stream: speedscope.render(loaded.stacks, stream, name=input), "utf-8")
+    else:
+        from .renderers import pprof
+        write_output(output, lambda stream: pprof.render(loaded.stacks, stream), None)
     if output != "-" or sys.stderr.isatty():
-        click.echo("mixedstack: %s samples -> %s stacks, %.1f%% with Python frames%s" % (
-            format(folder.samples, ","), format(len(folder.stacks), ","),
-            100.0 * folder.python_samples / folder.samples,
-            "" if output == "-" else ", written to %s" % output), err=True)
+        click.echo("mixedstack: %s%s" % (loaded.summary, "" if output == "-" else ", written to %s" % output),
+                   err=True)
+
+
+@main.command()
+@click.argument("input", default="perf.data", metavar="[INPUT]")
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help="Write the SVG to FILE (default: INPUT's name with .svg; - for standard output).")
+@click.option("--title", default=None, help="The title above the graph (default: from INPUT).")
+@click.option("--what", type=click.Choice(offcpu.WHATS), default=None,
+              help="On-CPU samples, off-CPU waits, or both (default: wall for a recording made with "
+                   "--off-cpu, else cpu; a folded file as it is).")
+def flamegraph(input, output, title, what):
+    """Draw INPUT as an interactive flame graph: one SVG that a browser opens.
+
+    INPUT is a recording (default ./perf.data), `perf script` text, or folded text.
+    Click a frame to zoom, search with a regular expression, hover for numbers;
+    colours tell Python, interpreter C, library C, kernel and off-CPU apart.
+    """
+    if output is None:
+        output = "-" if input == "-" else os.path.splitext(input)[0] + ".svg"
+    refuse_to_overwrite(output, input)
+    loaded = read_stacks(input, what=what, detail=True)
+    from .renderers import flamegraph_svg
+
+    if title is None:
+        title = "Flame graph: %s%s" % (os.path.basename(input) if input != "-" else "standard input",
+                                       " (%s)" % what if what else "")
+    write_output(output, lambda stream: flamegraph_svg.render(loaded.stacks, stream, title), "utf-8")
+    if output != "-":
+        click.echo("mixedstack: %s, flame graph written to %s" % (loaded.summary, output), err=True)
+
+
+@main.command()
+@click.argument("before", metavar="BEFORE")
+@click.argument("after", metavar="AFTER")
+@click.option("-o", "--output", default="diff.svg", show_default=True, metavar="FILE",
+              help="Write the SVG to FILE (- for standard output).")
+@click.option("--title", default=None, help="The title above the graph.")
+@click.option("--what", type=click.Choice(offcpu.WHATS), default=None,
+              help="On-CPU samples, off-CPU waits, or both (default: wall for recordings made with "
+                   "--off-cpu, else cpu; folded files as they are).")
+def diff(before, after, output, title, what):
+    """Draw how AFTER differs from BEFORE: a differential flame graph (SVG).
+
+    BEFORE and AFTER are recordings, `perf script` texts or folded files. Each is
+    normalised by its total; a frame is red where its share grew, blue where it
+    shrank, and its tooltip gives both shares and the change.
+    """
+    if before == "-" and after == "-":
+        fail("only one of BEFORE and AFTER can be standard input", 2)
+    refuse_to_overwrite(output, before, after)
+    first = read_stacks(before, what=what, detail=True)
+    second = read_stacks(after, what=what, detail=True)
+    from .renderers import flamegraph_svg
+
+    title = title or "Differential flame graph: %s -> %s" % (os.path.basename(before), os.path.basename(after))
+    write_output(output, lambda stream: flamegraph_svg.render_diff(first.stacks, second.stacks, stream, title),
+                 "utf-8")
+    if output != "-":
+        click.echo("mixedstack: before %s; after %s; differential flame graph written to %s"
+                   % (first.summary, second.summary, output), err=True)
 
 
 @main.command()
@@ -241,6 +302,76 @@ def select_events(input: str, what: Optional[str], wanted: Optional[str]
     return EventFilter(wanted or offcpu.CPU_EVENT, warn=warn, also=also), switches, what
 
 
+WHAT_LEAF = "[off-cpu"  # off-CPU stacks end in a marker frame: `[off-cpu: sleep]`, ...
+
+
+class Loaded(NamedTuple):
+    """INPUT read into stacks, with what the summary line says about it."""
+
+    stacks: Stacks
+    summary: str
+
+
+def read_stacks(input: str, what: Optional[str] = None, options: Optional[FoldOptions] = None,
+                inline: bool = False, label: Optional[ProcessLabel] = None,
+                event_filter: Optional[str] = None, detail: bool = False) -> Loaded:
+    """INPUT -> stacks, the one way fold, flamegraph and diff read their input.
+
+    INPUT is a recording or `perf script` text (through the parser and the Folder;
+    detail=True adds sample counts and layers from DSOs), or folded text (read as
+    it is). `what` is cpu, off or wall; None means wall for a recording made with
+    --off-cpu, else cpu, and the whole file for folded text. Bad input ends here
+    with a one-line error.
+    """
+    folder = Folder(options or FoldOptions(), detail=detail)
+    warnings: List[str] = []
+    try:
+        recording = input != "-" and is_recording(input)
+        if recording:  # never folded text: pick its events before perf script starts
+            events, switches, chosen = select_events(input, what, event_filter)
+        with open_input(input, inline=inline) as lines:
+            if not recording:
+                is_folded, lines = split_folded(lines)
+                if is_folded:
+                    return read_folded(input, lines, what)
+                events, switches, chosen = select_events(input, what, event_filter)
+            samples = parse(lines, label or ProcessLabel(), events, on_unrecognized=warnings.append)
+            folder.add_all(with_progress(offcpu.weigh(samples, chosen, switches)))
+    except (InputError, PerfError) as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        fail("interrupted: nothing was written", 130)
+    if folder.samples == 0:
+        fail("%s holds no samples: it is not `perf script` output, folded stacks or a recording%s" % (
+            input, " (first line not understood: %r)" % warnings[0][:60] if warnings else ""))
+    if folder.stackless_samples == folder.samples:
+        # stackcollapse-perf.pl prints the process names alone here: so do we
+        click.echo("mixedstack: warning: no frame lines found in %s (perf script "
+                   "needs the ip, sym and dso fields, and a recording with call graphs)" % input,
+                   err=True)
+    unit = "nanoseconds" if events.wanted.startswith(("cpu-clock", "task-clock")) else "events"
+    summary = "%s samples -> %s stacks, %.1f%% with Python frames" % (
+        format(folder.samples, ","), format(len(folder.stacks), ","),
+        100.0 * folder.python_samples / folder.samples)
+    return Loaded(folder.stacks_with_detail(unit), summary)
+
+
+def read_folded(input: str, lines: Iterable[str], what: Optional[str]) -> Loaded:
+    """Folded text -> stacks; --what cpu/off keeps the stacks without/with an off-CPU leaf."""
+    weights, bad = parse_folded(lines)
+    if bad:
+        click.echo("mixedstack: warning: skipped %d lines of %s that are not `stack COUNT` (first: %r)"
+                   % (len(bad), input, bad[0][:60]), err=True)
+    if what in ("cpu", "off"):
+        weights = {stack: value for stack, value in weights.items()
+                   if stack.rpartition(";")[2].startswith(WHAT_LEAF) == (what == "off")}
+        if not weights:
+            fail("%s holds no %s stacks; choose another --what" % (
+                input, "off-CPU (leaf [off-cpu: ...])" if what == "off" else "on-CPU"))
+    return Loaded(Stacks(weights, folded_unit(weights)),
+                  "%s stacks of folded text" % format(len(weights), ","))
+
+
 def with_progress(samples: Iterable[Sample]) -> Iterator[Sample]:
     """Pass samples through; on a terminal, show a count every second."""
     if not sys.stderr.isatty():
@@ -257,7 +388,7 @@ def with_progress(samples: Iterable[Sample]) -> Iterator[Sample]:
 
 
 def refuse_to_overwrite_a_recording(output: str) -> None:
-    """Folded text never replaces a perf.data file (`fold x.data -o x.data`)."""
+    """Output never replaces a perf.data file (`fold x.data -o x.data`)."""
     if output == "-" or not os.path.isfile(output):
         return
     try:
@@ -266,47 +397,52 @@ def refuse_to_overwrite_a_recording(output: str) -> None:
     except OSError:
         return
     if recorded:
-        fail("%s is a perf recording: fold does not write over it; choose another -o" % output)
+        fail("%s is a perf recording: mixedstack does not write over it; choose another -o" % output)
+
+
+def refuse_to_overwrite(output: str, *inputs: str) -> None:
+    """Neither a recording nor an input file (a folded file, say) is written over."""
+    refuse_to_overwrite_a_recording(output)
+    for name in inputs:
+        if output != "-" and name != "-" and os.path.exists(output) and os.path.exists(name) \
+                and os.path.samefile(output, name):
+            fail("%s is an input: mixedstack does not write over it; choose another -o" % output)
 
 
 def write_text(text: str, output: str) -> None:
     """Write TEXT to standard output or, all or nothing, to a file."""
-    if output == "-":
-        try:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return
-    partial = output + ".partial"
-    try:
-        with open(partial, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(partial, output)
-    except OSError as error:
-        if os.path.exists(partial):
-            os.remove(partial)
-        raise InputError("cannot write %s: %s" % (output, error.strerror))
+    write_output(output, lambda stream: stream.write(text), "utf-8")
 
 
-def write_output(folder: Folder, output: str) -> None:
-    if output == "-":
-        stream = open(sys.stdout.fileno(), "w", encoding="latin-1", closefd=False, newline="\n")
-        try:
-            folded.render(folder.stacks, stream)
-            stream.flush()
-        except BrokenPipeError:  # `mixedstack fold | head` is fine
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return
+def write_output(output: str, render: Callable[[IO], None], encoding: Optional[str]) -> None:
+    """render(stream) into FILE (through FILE.partial, renamed when complete) or
+    standard output ("-"); encoding None writes bytes."""
+    mode = "wb" if encoding is None else "w"
+    text = {} if encoding is None else {"encoding": encoding, "newline": "\n"}
     partial = output + ".partial"
     try:
-        with open(partial, "w", encoding="latin-1", newline="\n") as stream:
-            folded.render(folder.stacks, stream)
+        if output == "-":
+            stream = open(sys.stdout.fileno(), mode, closefd=False, **text)
+            try:
+                render(stream)
+                stream.flush()
+            except BrokenPipeError:  # `mixedstack fold | head` is fine
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return
+        with open(partial, mode, **text) as stream:
+            render(stream)
         os.replace(partial, output)  # never leave a half-written file under the real name
     except OSError as error:
-        if os.path.exists(partial):
-            os.remove(partial)
-        raise InputError("cannot write %s: %s" % (output, error.strerror))
+        remove_partial(output, partial)
+        fail("cannot write %s: %s; choose another -o" % (output, error.strerror or error))
+    except KeyboardInterrupt:
+        remove_partial(output, partial)
+        fail("interrupted: nothing was written", 130)
+
+
+def remove_partial(output: str, partial: str) -> None:
+    if output != "-" and os.path.exists(partial):
+        os.remove(partial)
 
 
 if __name__ == "__main__":  # pragma: no cover
