@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := demo-output
 
-.PHONY: install demo test test-agent bench fp-python clean
+.PHONY: install demo test test-agent bench fp-python browser clean
 
 install: $(STAMP)
 
@@ -33,6 +33,8 @@ demo: install
 	@echo "Hottest stacks (samples weighted by time, ns):"
 	@awk '{print $$NF "\t" $$0}' $(DEMO_DIR)/app.folded | sort -rn | head -8 | cut -f2- | cut -c1-220
 	@echo "Files: $(DEMO_DIR)/perf.data (recording), $(DEMO_DIR)/perf.data.d/ (its jitted code and maps), $(DEMO_DIR)/app.folded (folded stacks)"
+	$(BIN)/mixedstack flamegraph $(DEMO_DIR)/perf.data -o $(DEMO_DIR)/app.svg --title "mixedstack demo: examples/app.py"
+	@echo "Flame graph (open it in a browser): $(abspath $(DEMO_DIR)/app.svg)"
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -50,6 +52,14 @@ fp-python:
 # Speed and overhead, side by side in one run; FLAMEGRAPH_DIR=checkout adds stackcollapse-perf.pl.
 bench: $(VENV)/.test-installed
 	$(BIN)/python bench/run.py
+
+# Debian's Chromium for the browser test (tests/test_flamegraph_browser.py, which
+# skips without it outside CI); CI runs this before make test. Needs root.
+browser:
+	@if command -v chromium >/dev/null; then chromium --version; else \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium chromium-driver || { apt-get update -q && apt-get install -y -q chromium chromium-driver; }; \
+	fi
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info
