@@ -134,6 +134,9 @@ def test_frames_are_drawn_in_the_layer_colours(recorded, browser):
     fills: Dict[str, set] = collections.defaultdict(set)
     for frame in frames:
         fills[frame["layer"]].add(rgb(frame["fill"]))
+    for layer in ON_CPU_LAYERS:  # each layer's colours are its own
+        others = set().union(*(colours for other, colours in fills.items() if other != layer))
+        assert not fills[layer] & others, layer
     pixels = page.pixels()
     drawn = {layer: sum(count for colour, count in pixels.items() if colour in colours)
              for layer, colours in fills.items()}
@@ -167,7 +170,12 @@ def test_click_zooms_into_a_frame_and_back_out(recorded, browser):
     assert page.frame("c_heavy (phases.py)")["width"] < 1000
     assert page.frame("sys_heavy (phases.py)")["shown"]
 
-    page.page.click("#unzoom")  # and "Reset zoom" to the whole graph
+    page.page.mouse.click(c_heavy["x"] + c_heavy["w"] / 2, c_heavy["y"] + c_heavy["h"] / 2)
+    page.page.keyboard.press("Escape")  # Esc zooms out to the whole graph
+    assert page.frame("c_heavy (phases.py)")["width"] == pytest.approx(c_heavy["width"], abs=0.01)
+
+    page.page.mouse.click(c_heavy["x"] + c_heavy["w"] / 2, c_heavy["y"] + c_heavy["h"] / 2)
+    page.page.click("#unzoom")  # and so does "Reset zoom"
     assert page.frame("c_heavy (phases.py)")["width"] == pytest.approx(c_heavy["width"], abs=0.01)
     assert all(frame["shown"] for frame in page.frames() if frame["width"] >= 1)
     assert not page.page.is_visible("#unzoom")
@@ -181,7 +189,7 @@ def test_typing_a_search_highlights_matches_and_shows_their_share(recorded, brow
     assert page.pixels()[rgb(highlight)] == 0
 
     term = "deflate|SHA256|sha256"
-    page.page.click("#search")
+    page.page.keyboard.press("Control+f")  # focuses the search box
     page.page.keyboard.type(term)
     matches = [frame for frame in page.frames() if "match" in frame["cls"].split()]
     assert matches and all(re.search(term, frame["name"]) for frame in matches)

@@ -470,3 +470,21 @@ def test_diff_needs_two_inputs(tmp_path):
 def test_fold_format_choices():
     done = mixedstack("fold", "--format", "png", str(RECORDING_TEXT))
     assert done.returncode == 2 and "folded" in done.stderr and "pprof" in done.stderr
+
+
+def test_go_tool_pprof_reads_it(tmp_path):
+    """pprof's own reader, where Go happens to be installed (not a project dependency)."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("Go is not installed: go tool pprof is an optional extra check")
+    out = tmp_path / "profile.pb.gz"
+    assert mixedstack("fold", "--format", "pprof", str(RECORDING_TEXT), "-o", str(out)).returncode == 0
+    env = dict(os.environ, GOCACHE=str(tmp_path / "gocache"), PPROF_TMPDIR=str(tmp_path), HOME=str(tmp_path))
+    totals = {}
+    for index in ("samples", "cpu"):
+        done = subprocess.run([go, "tool", "pprof", "-sample_index=" + index, "-top", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stdout
+        totals[index] = done.stdout.split(" of ", 1)[1].split(" total", 1)[0]
+        assert "main" in done.stdout and "_PyLong_Multiply" in done.stdout
+    assert totals == {"samples": "5", "cpu": "5.01ms"}  # 5 x 1,001,001 ns

@@ -14,12 +14,14 @@ share, red where it grew, blue where it shrank.
 """
 from __future__ import annotations
 
+import bisect
 import colorsys
 import html
+import itertools
 import os
 import re
 import zlib
-from typing import IO, Dict, Iterator, List, Optional, Tuple
+from typing import IO, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .. import layers
 from ..model import Stacks
@@ -51,41 +53,120 @@ NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 class Node:
-    __slots__ = ("name", "layer", "value", "count", "before", "weight", "children")
+    """One frame to draw, with its totals over the stacks that pass through it."""
 
-    def __init__(self, name: str, layer: str):
+    __slots__ = ("name", "layer", "value", "count", "before", "weight")
+
+    def __init__(self, name: str, layer: str, value: int = 0, count: int = 0, before: int = 0,
+                 weight: float = 0.0):
         self.name = name
         self.layer = layer
-        self.value = 0  # weight in the profile (after, in a diff)
-        self.count = 0  # samples, where known
-        self.before = 0  # weight in the first profile of a diff
-        self.weight = 0.0  # what sets the width
-        self.children: Dict[str, "Node"] = {}
+        self.value = value  # weight in the profile (in the second one, in a diff)
+        self.count = count  # samples, where known
+        self.before = before  # weight in the first profile of a diff
+        self.weight = weight  # what sets the width
 
 
-def build_tree(stacks: Stacks, root: Optional[Node] = None, before: bool = False) -> Node:
-    """Fold `stacks` into a tree under an `all` root (into `root` if given; with
-    before=True into each node's `before` value, for a diff)."""
-    root = root or Node("all", layers.PROCESS)
-    known = stacks.layers or {}
-    counts = stacks.counts or {}
-    for stack, value in stacks.weights.items():
-        frames = stack.split(";")
-        kinds = layers.of_stack(frames, known.get(stack, ()))
-        path = [root]
-        for name, kind in zip(frames, kinds):
-            child = path[-1].children.get(name)
-            if child is None:
-                child = path[-1].children[name] = Node(name, kind)
-            path.append(child)
-        count = counts.get(stack, 0)
-        for node in path:
-            if before:
-                node.before += value
-            else:
-                node.value += value
-                node.count += count
-    return root
+class Profile:
+    """The stacks as sorted frame tuples with running totals: the frames under any
+    frame are one contiguous range, so a frame's totals are two subtractions and
+    subtrees too narrow to draw are never visited (no tree is built)."""
+
+    def __init__(self, after: Stacks, before: Optional[Stacks] = None):
+        names: Dict[str, str] = {}  # one string per distinct name, not one per occurrence
+        rows: Dict[str, List] = {}
+        for index, stacks in enumerate((after, before) if before is not None else (after,)):
+            known = stacks.layers or {}
+            counts = stacks.counts or {}
+            for stack, value in stacks.weights.items():
+                row = rows.get(stack)
+                if row is None:
+                    path = tuple(names.setdefault(name, name) for name in stack.split(";"))
+                    row = rows[stack] = [path, 0, 0, 0, known.get(stack, ())]
+                row[1 + index] += value
+                if index == 0:
+                    row[3] += counts.get(stack, 0)
+        ordered = sorted(rows.values(), key=lambda row: row[0])
+        self.paths = [row[0] for row in ordered]
+        self.known = [row[4] for row in ordered]
+        self.values = running([row[1] for row in ordered])
+        self.befores = running([row[2] for row in ordered])
+        self.counts = running([row[3] for row in ordered])
+        total_after, total_before = self.values[-1] or 1, self.befores[-1] or 1
+        if before is None:
+            self.weights = self.values
+        else:  # a diff: the mean of both normalised shares
+            self.weights = running([(row[1] / total_after + row[2] / total_before) / 2 for row in ordered])
+        self._layers: Dict[str, str] = {}
+
+    def node(self, name: str, layer: str, lo: int, hi: int) -> Node:
+        return Node(name, layer, self.values[hi] - self.values[lo], self.counts[hi] - self.counts[lo],
+                    self.befores[hi] - self.befores[lo], self.weights[hi] - self.weights[lo])
+
+    def layer(self, index: int, depth: int) -> str:
+        """The layer of frame `depth` (0: the process) of stack `index`."""
+        known = self.known[index]
+        if len(known) == len(self.paths[index]):
+            return known[depth]
+        if depth == 0:
+            return layers.PROCESS
+        name = self.paths[index][depth]
+        layer = self._layers.get(name)
+        if layer is None:
+            layer = self._layers[name] = layers.of_name(name)
+        return layer
+
+    def children(self, lo: int, hi: int, depth: int) -> Iterator[Tuple[int, int]]:
+        """The ranges of the frames at `depth` under the frame whose stacks are
+        lo..hi, in name order (a stack that ends above `depth` sorts first)."""
+        paths = self.paths
+        while lo < hi and len(paths[lo]) <= depth:
+            lo += 1
+        while lo < hi:
+            end = bisect.bisect_left(paths, paths[lo][:depth + 1] + (LAST,), lo, hi)
+            yield lo, end
+            lo = end
+
+
+LAST = "\U0010ffff"  # sorts after every frame name
+
+
+def running(values: List) -> List:
+    """[0, v0, v0+v1, ...]: the total of values[lo:hi] is sums[hi] - sums[lo]."""
+    return [0] + list(itertools.accumulate(values))
+
+
+def layout(profile: Profile) -> Iterator[Tuple[Node, float, int]]:
+    """(frame, x offset in weight units, depth) for every frame drawn. Siblings
+    narrower than MIN_WIDTH px are merged into one frame and not descended into.
+    Iterative: stacks can be thousands of frames deep."""
+    everything = len(profile.paths)
+    root = profile.node("all", layers.PROCESS, 0, everything)
+    smallest = root.weight * MIN_WIDTH / (WIDTH - 2 * PAD)
+    todo = [(root, 0.0, 0, 0, everything)]
+    while todo:
+        node, x, depth, lo, hi = todo.pop()
+        yield node, x, depth
+        offset, narrow = x, []
+        for start, end in profile.children(lo, hi, depth):
+            weight = profile.weights[end] - profile.weights[start]
+            if weight < smallest:
+                narrow.append((start, end))
+                continue
+            child = profile.node(profile.paths[start][depth], profile.layer(start, depth), start, end)
+            todo.append((child, offset, depth + 1, start, end))
+            offset += weight
+        merged = sum(profile.weights[end] - profile.weights[start] for start, end in narrow)
+        if len(narrow) > 1 and merged >= smallest:
+            largest = max(narrow, key=lambda span: profile.weights[span[1]] - profile.weights[span[0]])
+            node = Node("[%d narrow frames]" % len(narrow), profile.layer(largest[0], depth))
+            for start, end in narrow:
+                part = profile.node("", "", start, end)
+                node.value += part.value
+                node.count += part.count
+                node.before += part.before
+                node.weight += part.weight
+            todo.append((node, offset, depth + 1, 0, 0))  # an empty range: nothing above it
 
 
 def display(name: str) -> str:
@@ -112,39 +193,6 @@ def diff_colour(change: float, largest: float) -> str:
 def hex_colour(hue: float, lightness: float, saturation: float) -> str:
     red, green, blue = colorsys.hls_to_rgb((hue % 360) / 360.0, lightness, saturation)
     return "#%02x%02x%02x" % (round(red * 255), round(green * 255), round(blue * 255))
-
-
-def merge_narrow(parent: Node, smallest: float) -> List[Node]:
-    """The children to draw, by name: siblings under `smallest` become one frame."""
-    wide, narrow = [], []
-    for child in parent.children.values():
-        (narrow if child.weight < smallest else wide).append(child)
-    wide.sort(key=lambda node: node.name)
-    merged = sum(node.weight for node in narrow)
-    if len(narrow) > 1 and merged >= smallest:
-        largest = max(narrow, key=lambda node: node.weight)
-        node = Node("[%d narrow frames]" % len(narrow), largest.layer)
-        for small in narrow:
-            node.value += small.value
-            node.count += small.count
-            node.before += small.before
-        node.weight = merged
-        wide.append(node)
-    return wide
-
-
-def layout(root: Node) -> Iterator[Tuple[Node, float, int]]:
-    """(node, x offset in weight units, depth) for every frame drawn; iterative,
-    since stacks can be thousands of frames deep."""
-    smallest = root.weight * MIN_WIDTH / (WIDTH - 2 * PAD)
-    todo = [(root, 0.0, 0)]
-    while todo:
-        node, x, depth = todo.pop()
-        yield node, x, depth
-        offset = x
-        for child in merge_narrow(node, smallest):
-            todo.append((child, offset, depth + 1))
-            offset += child.weight
 
 
 def fit(name: str, width: float) -> str:
@@ -184,13 +232,10 @@ def tooltip(node: Node, total: int, unit: str, counted: bool) -> str:
 
 def render(stacks: Stacks, out: IO[str], title: str = "Flame graph", subtitle: str = "") -> None:
     """Write the flame graph of `stacks` as SVG."""
-    root = build_tree(stacks)
-    total = root.value
+    frames = list(layout(Profile(stacks)))
+    total = frames[0][0].value
     counted = stacks.counts is not None
-    for node in walk(root):
-        node.weight = node.value
-    present = sorted({node.layer for node in walk(root)} - {layers.PROCESS},
-                     key=list(layers.NAMES).index)
+    present = sorted({node.layer for node, _, _ in frames} - {layers.PROCESS}, key=list(layers.NAMES).index)
     legend = [(layers.NAMES[kind], layer_colour(kind, "")) for kind in present]
     if not subtitle:
         subtitle = "%s in %s stacks%s" % (
@@ -200,19 +245,20 @@ def render(stacks: Stacks, out: IO[str], title: str = "Flame graph", subtitle: s
     def frame(node: Node) -> Tuple[str, str]:
         return layer_colour(node.layer, node.name), tooltip(node, total, stacks.unit, counted)
 
-    draw(root, out, title, subtitle, legend, frame)
+    draw(frames, out, title, subtitle, legend, frame)
 
 
 def render_diff(before: Stacks, after: Stacks, out: IO[str], title: str = "Differential flame graph",
                 subtitle: str = "") -> None:
     """Write the differential flame graph of two profiles as SVG."""
-    root = build_tree(after, build_tree(before, before=True))
+    frames = list(layout(Profile(after, before)))
+    root = frames[0][0]
     total_before, total_after = root.before or 1, root.value or 1
-    largest = 0.0
-    for node in walk(root):
-        share_before, share_after = node.before / total_before, node.value / total_after
-        node.weight = (share_before + share_after) / 2
-        largest = max(largest, abs(share_after - share_before))
+
+    def change(node: Node) -> float:
+        return node.value / total_after - node.before / total_before
+
+    largest = max(abs(change(node)) for node, _, _ in frames)
     legend = [("grew", diff_colour(1, 1)), ("shrank", diff_colour(-1, 1)), ("same share", diff_colour(0, 1))]
     if not subtitle:
         subtitle = "before: %s, after: %s; each normalised by its total; width: mean share" % (
@@ -220,29 +266,21 @@ def render_diff(before: Stacks, after: Stacks, out: IO[str], title: str = "Diffe
 
     def frame(node: Node) -> Tuple[str, str]:
         share_before, share_after = node.before / total_before, node.value / total_after
-        change = share_after - share_before
         text = "before %.2f%%, after %.2f%%, change %+.2f points" % (
-            100 * share_before, 100 * share_after, 100 * change)
+            100 * share_before, 100 * share_after, 100 * change(node))
         if share_before and share_after:
             text += " (x%.2f)" % (share_after / share_before)
-        return diff_colour(change, largest), text
+        return diff_colour(change(node), largest), text
 
-    draw(root, out, title, subtitle, legend, frame, diff=True)
-
-
-def walk(root: Node) -> Iterator[Node]:
-    todo = [root]
-    while todo:
-        node = todo.pop()
-        yield node
-        todo.extend(node.children.values())
+    draw(frames, out, title, subtitle, legend, frame, diff=True)
 
 
-def draw(root: Node, out: IO[str], title: str, subtitle: str, legend: List[Tuple[str, str]],
-         frame, diff: bool = False) -> None:
-    """The SVG document; `frame(node)` gives a frame's fill and its tooltip's numbers."""
+def draw(frames: List[Tuple[Node, float, int]], out: IO[str], title: str, subtitle: str,
+         legend: List[Tuple[str, str]], frame: Callable[[Node], Tuple[str, str]], diff: bool = False) -> None:
+    """The SVG document of the laid-out frames (the root first); `frame(node)`
+    gives a frame's fill and its tooltip's numbers."""
+    root = frames[0][0]
     inner = WIDTH - 2 * PAD
-    frames = list(layout(root))
     deepest = max(depth for _, _, depth in frames)
     bottom = HEADER + (deepest + 1) * FRAME_HEIGHT  # the root's lower edge
     height = bottom + FOOTER
