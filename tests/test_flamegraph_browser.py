@@ -17,7 +17,7 @@ from typing import Dict, List
 
 import pytest
 
-from conftest import WORKLOADS, Folded, interpreter, mixedstack, perf_problem, skip_or_fail
+from conftest import WORKLOADS, interpreter, mixedstack, perf_problem, record_and_fold, skip_or_fail
 
 pytestmark = pytest.mark.perf
 
@@ -34,25 +34,22 @@ def recorded(tmp_path_factory):
     """A fresh recording of phases.py, its flame graph and diff SVGs, and its folded stacks."""
     if perf_problem():
         skip_or_fail(perf_problem())
-    python = interpreter((3, 13))
     tmp = tmp_path_factory.mktemp("browser")
-    data = tmp / "perf.data"
-    done = mixedstack("record", "-o", str(data), "--", python, str(WORKLOADS / "phases.py"),
-                      str(tmp / "timings.json"), "0.6")
-    assert done.returncode == 0, done.stderr
+    recording, folded = record_and_fold(  # folded as the flame graph names frames
+        tmp, [interpreter((3, 13)), str(WORKLOADS / "phases.py"), str(tmp / "timings.json"), "0.6"])
+    assert recording.returncode == 0, recording.stderr
     svg = tmp / "phases.svg"
-    done = mixedstack("flamegraph", str(data), "-o", str(svg))
+    done = mixedstack("flamegraph", str(tmp / "perf.data"), "-o", str(svg))
     assert done.returncode == 0, done.stderr
-    folded = mixedstack("fold", str(data))  # the names the flame graph shows
-    assert folded.returncode == 0, folded.stderr
-    (tmp / "phases.folded").write_text(folded.stdout)
-    half = tmp / "half.folded"  # c_heavy's stacks at half weight: it must shrink
-    half.write_text("".join(line.rsplit(" ", 1)[0] + " %d\n" % (int(line.rsplit(" ", 1)[1]) // (2 if "c_heavy" in line else 1))
-                            for line in folded.stdout.splitlines()))
+    # the diff: c_heavy's stacks at half weight after, so it shrinks
+    for name, halve in (("before.folded", False), ("after.folded", True)):
+        (tmp / name).write_text("".join("%s %d\n" % (";".join(frames), count // 2 if halve and
+                                                      "c_heavy (phases.py)" in frames else count)
+                                        for frames, count in folded.stacks.items()))
     diff = tmp / "diff.svg"
-    done = mixedstack("diff", str(tmp / "phases.folded"), str(half), "-o", str(diff))
+    done = mixedstack("diff", str(tmp / "before.folded"), str(tmp / "after.folded"), "-o", str(diff))
     assert done.returncode == 0, done.stderr
-    return svg, Folded(folded.stdout), diff
+    return svg, folded, diff
 
 
 @pytest.fixture(scope="module")

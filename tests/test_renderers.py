@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import xml.etree.ElementTree as ET
@@ -318,29 +317,30 @@ def test_speedscope_invalid_document_is_caught(speedscope_schema):
 # --- pprof ----------------------------------------------------------------------------
 
 
+def varint(data: bytes, i: int) -> Tuple[int, int]:
+    """The base-128 number at data[i:], and where the next field starts."""
+    shift = result = 0
+    while True:
+        byte = data[i]
+        i += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return result, i
+
+
 def wire_fields(data: bytes) -> List[Tuple[int, object]]:
     """A protocol buffer's (field number, value) pairs, decoded by hand: a check
     independent of the protobuf library that wrote them."""
     fields, i = [], 0
-
-    def varint() -> int:
-        nonlocal i
-        shift = result = 0
-        while True:
-            byte = data[i]
-            i += 1
-            result |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return result
-
     while i < len(data):
-        key = varint()
+        key, i = varint(data, i)
         number, kind = key >> 3, key & 7
         if kind == 0:
-            fields.append((number, varint()))
+            value, i = varint(data, i)
+            fields.append((number, value))
         elif kind == 2:
-            length = varint()
+            length, i = varint(data, i)
             fields.append((number, data[i:i + length]))
             i += length
         else:
@@ -353,15 +353,8 @@ def packed(value) -> List[int]:
         return [value]
     numbers, i = [], 0
     while i < len(value):
-        shift = result = 0
-        while True:
-            byte = value[i]
-            i += 1
-            result |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        numbers.append(result)
+        number, i = varint(value, i)
+        numbers.append(number)
     return numbers
 
 

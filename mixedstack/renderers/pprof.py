@@ -1,10 +1,9 @@
 """pprof's profile format: a gzipped `perftools.profiles.Profile` protocol buffer,
 read by `go tool pprof`, Pyroscope and Parca.
 
-The message classes are built at run time from a descriptor written below with
-the field numbers of pprof's proto/profile.proto (only the messages and fields we
-write, plus Mapping for readers that look for it). That needs no protoc and no
-generated code to keep in step with the installed protobuf runtime, and
+The message classes are built at run time (descriptor_pb2) from the messages of
+pprof's proto/profile.proto restated below: no protoc at build time and no
+generated code to keep in step with the installed protobuf runtime, while
 protobuf's own serializer does the wire encoding.
 
 Values: `samples/count` and `cpu/nanoseconds` for a recording; a folded file
@@ -17,98 +16,76 @@ from __future__ import annotations
 
 import functools
 import gzip
+import re
 from typing import IO, Dict, List, Tuple
 
 from .. import layers
 from ..model import Stacks
 from . import python_parts, readable
 
-# message -> [(field, number, type, repeated, message type)]
-INT64, UINT64, BOOL, STRING, MESSAGE = "int64", "uint64", "bool", "string", "message"
-MESSAGES: Dict[str, List[Tuple[str, int, str, bool, str]]] = {
-    "Profile": [
-        ("sample_type", 1, MESSAGE, True, "ValueType"),
-        ("sample", 2, MESSAGE, True, "Sample"),
-        ("mapping", 3, MESSAGE, True, "Mapping"),
-        ("location", 4, MESSAGE, True, "Location"),
-        ("function", 5, MESSAGE, True, "Function"),
-        ("string_table", 6, STRING, True, ""),
-        ("drop_frames", 7, INT64, False, ""),
-        ("keep_frames", 8, INT64, False, ""),
-        ("time_nanos", 9, INT64, False, ""),
-        ("duration_nanos", 10, INT64, False, ""),
-        ("period_type", 11, MESSAGE, False, "ValueType"),
-        ("period", 12, INT64, False, ""),
-        ("comment", 13, INT64, True, ""),
-        ("default_sample_type", 14, INT64, False, ""),
-    ],
-    "ValueType": [("type", 1, INT64, False, ""), ("unit", 2, INT64, False, "")],
-    "Sample": [
-        ("location_id", 1, UINT64, True, ""),
-        ("value", 2, INT64, True, ""),
-        ("label", 3, MESSAGE, True, "Label"),
-    ],
-    "Label": [
-        ("key", 1, INT64, False, ""),
-        ("str", 2, INT64, False, ""),
-        ("num", 3, INT64, False, ""),
-        ("num_unit", 4, INT64, False, ""),
-    ],
-    "Mapping": [
-        ("id", 1, UINT64, False, ""),
-        ("memory_start", 2, UINT64, False, ""),
-        ("memory_limit", 3, UINT64, False, ""),
-        ("file_offset", 4, UINT64, False, ""),
-        ("filename", 5, INT64, False, ""),
-        ("build_id", 6, INT64, False, ""),
-        ("has_functions", 7, BOOL, False, ""),
-        ("has_filenames", 8, BOOL, False, ""),
-        ("has_line_numbers", 9, BOOL, False, ""),
-        ("has_inline_frames", 10, BOOL, False, ""),
-    ],
-    "Location": [
-        ("id", 1, UINT64, False, ""),
-        ("mapping_id", 2, UINT64, False, ""),
-        ("address", 3, UINT64, False, ""),
-        ("line", 4, MESSAGE, True, "Line"),
-        ("is_folded", 5, BOOL, False, ""),
-    ],
-    "Line": [("function_id", 1, UINT64, False, ""), ("line", 2, INT64, False, "")],
-    "Function": [
-        ("id", 1, UINT64, False, ""),
-        ("name", 2, INT64, False, ""),
-        ("system_name", 3, INT64, False, ""),
-        ("filename", 4, INT64, False, ""),
-        ("start_line", 5, INT64, False, ""),
-    ],
+# The messages of pprof's proto/profile.proto that are written (plus Mapping, which
+# readers look for), in protobuf's own notation; `message_classes` reads this.
+PROFILE_PROTO = """
+message Profile {
+  repeated ValueType sample_type = 1;
+  repeated Sample sample = 2;
+  repeated Mapping mapping = 3;
+  repeated Location location = 4;
+  repeated Function function = 5;
+  repeated string string_table = 6;
+  int64 drop_frames = 7;
+  int64 keep_frames = 8;
+  int64 time_nanos = 9;
+  int64 duration_nanos = 10;
+  ValueType period_type = 11;
+  int64 period = 12;
+  repeated int64 comment = 13;
+  int64 default_sample_type = 14;
 }
+message ValueType { int64 type = 1; int64 unit = 2; }
+message Sample { repeated uint64 location_id = 1; repeated int64 value = 2; repeated Label label = 3; }
+message Label { int64 key = 1; int64 str = 2; int64 num = 3; int64 num_unit = 4; }
+message Mapping {
+  uint64 id = 1; uint64 memory_start = 2; uint64 memory_limit = 3; uint64 file_offset = 4;
+  int64 filename = 5; int64 build_id = 6; bool has_functions = 7; bool has_filenames = 8;
+  bool has_line_numbers = 9; bool has_inline_frames = 10;
+}
+message Location { uint64 id = 1; uint64 mapping_id = 2; uint64 address = 3; repeated Line line = 4; bool is_folded = 5; }
+message Line { uint64 function_id = 1; int64 line = 2; }
+message Function { uint64 id = 1; int64 name = 2; int64 system_name = 3; int64 filename = 4; int64 start_line = 5; }
+"""
+MESSAGE = re.compile(r"message (\w+) \{(.*?)\}", re.DOTALL)
+FIELD = re.compile(r"(repeated )?(\w+) (\w+) = (\d+);")
 PACKAGE = "perftools.profiles"
 
 
 @functools.lru_cache(maxsize=None)
 def message_classes() -> Dict[str, type]:
-    """{message name: protobuf message class}, built from MESSAGES once."""
+    """{message name: protobuf message class}, built from PROFILE_PROTO once."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     field = descriptor_pb2.FieldDescriptorProto
-    types = {INT64: field.TYPE_INT64, UINT64: field.TYPE_UINT64, BOOL: field.TYPE_BOOL,
-             STRING: field.TYPE_STRING, MESSAGE: field.TYPE_MESSAGE}
+    scalars = {"int64": field.TYPE_INT64, "uint64": field.TYPE_UINT64, "bool": field.TYPE_BOOL,
+               "string": field.TYPE_STRING}
     # proto3: repeated numbers are packed, as pprof's own writer packs them
     source = descriptor_pb2.FileDescriptorProto(name="mixedstack/pprof_profile.proto",
                                                 package=PACKAGE, syntax="proto3")
-    for message, fields in MESSAGES.items():
+    for message, body in MESSAGE.findall(PROFILE_PROTO):
         described = source.message_type.add(name=message)
-        for name, number, kind, repeated, message_type in fields:
-            entry = described.field.add(name=name, number=number, type=types[kind],
+        for repeated, kind, name, number in FIELD.findall(body):
+            entry = described.field.add(name=name, number=int(number),
                                         label=field.LABEL_REPEATED if repeated else field.LABEL_OPTIONAL)
-            if message_type:
-                entry.type_name = ".%s.%s" % (PACKAGE, message_type)
+            if kind in scalars:
+                entry.type = scalars[kind]
+            else:
+                entry.type, entry.type_name = field.TYPE_MESSAGE, ".%s.%s" % (PACKAGE, kind)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(source)
     make = getattr(message_factory, "GetMessageClass", None)
     if make is None:  # protobuf < 4.22
         make = message_factory.MessageFactory(pool).GetPrototype
-    return {name: make(pool.FindMessageTypeByName("%s.%s" % (PACKAGE, name))) for name in MESSAGES}
+    return {name: make(pool.FindMessageTypeByName("%s.%s" % (PACKAGE, name)))
+            for name, _ in MESSAGE.findall(PROFILE_PROTO)}
 
 
 def value_types(stacks: Stacks) -> List[Tuple[str, str]]:
