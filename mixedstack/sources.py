@@ -88,9 +88,11 @@ def split_folded(lines: Iterable[str]) -> Tuple[bool, Iterator[str]]:
     decide, so a perf script text (headers, then indented frames) never passes."""
     lines = iter(lines)
     head: List[str] = []
+    filled = 0
     for line in lines:
         head.append(line)
-        if sum(1 for seen in head if seen.strip()) >= FOLDED_PROBE_LINES:
+        filled += bool(line.strip())
+        if filled >= FOLDED_PROBE_LINES:
             break
     texts = [line.rstrip("\n") for line in head if line.strip()]
     folded = bool(texts) and all(FOLDED_LINE.match(text) for text in texts)

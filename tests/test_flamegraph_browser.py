@@ -17,7 +17,7 @@ from typing import Dict, List
 
 import pytest
 
-from conftest import WORKLOADS, interpreter, mixedstack, perf_problem, record_and_fold, skip_or_fail
+from conftest import WORKLOADS, Folded, interpreter, mixedstack, perf_problem, record_and_fold, skip_or_fail
 
 pytestmark = pytest.mark.perf
 
@@ -214,3 +214,53 @@ def test_diff_opens_and_zooms(recorded, browser):
     page.page.mouse.click(c_heavy["x"] + c_heavy["w"] / 2, c_heavy["y"] + c_heavy["h"] / 2)
     assert abs(page.frame("c_heavy (phases.py)")["width"] - 1180) < 0.01
     page.close()
+
+
+@pytest.fixture(scope="module")
+def off_cpu_svg(tmp_path_factory):
+    """The flame graph of a `record --off-cpu` run of threads contending for the GIL
+    and a sleeper: by default it shows wall time, on- and off-CPU together."""
+    if perf_problem():
+        skip_or_fail(perf_problem())
+    tmp = tmp_path_factory.mktemp("offcpu")
+    data = tmp / "perf.data"
+    done = mixedstack("record", "--off-cpu", "-o", str(data), "--", interpreter((3, 13)),
+                      str(WORKLOADS / "offcpu.py"), "gil", str(tmp / "truth.json"))
+    assert done.returncode == 0, done.stderr
+    svg = tmp / "wall.svg"
+    done = mixedstack("flamegraph", str(data), "-o", str(svg))
+    assert done.returncode == 0, done.stderr
+    return data, svg
+
+
+def test_off_cpu_and_gil_waits_are_drawn_in_their_own_colours(off_cpu_svg, browser):
+    data, svg = off_cpu_svg
+    page = Page(browser, svg)
+    frames = page.frames()
+    layers = {frame["layer"] for frame in frames}
+    assert {"gil", "off-cpu", "python"} <= layers, layers
+    assert all(frame["layer"] == "gil" for frame in frames if frame["name"] == "[off-cpu: GIL]")
+    assert any(frame["name"] == "[off-cpu: sleep]" and frame["layer"] == "off-cpu" for frame in frames)
+    legend = page.page.evaluate("Array.from(document.querySelectorAll('#legend text')).map(t => t.textContent)")
+    assert "off-CPU" in legend and "GIL wait" in legend
+    pixels = page.pixels()
+    for layer in ("gil", "off-cpu"):
+        colours = {rgb(frame["fill"]) for frame in frames if frame["layer"] == layer}
+        assert sum(pixels[colour] for colour in colours) > 200, layer  # drawn, not just listed
+    page.close()
+
+
+def test_what_cpu_leaves_the_waits_out(off_cpu_svg, tmp_path):
+    data, _ = off_cpu_svg
+    out = tmp_path / "cpu.svg"
+    done = mixedstack("flamegraph", str(data), "--what", "cpu", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "[off-cpu" not in out.read_text() and "spinner (offcpu.py)" in out.read_text()
+    done = mixedstack("flamegraph", str(data), "--what", "off", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "[off-cpu: GIL]" in text and "[off-cpu: sleep]" in text
+    # the whole graph is the off-CPU time fold --what off counts
+    total = sum(Folded(mixedstack("fold", "--what", "off", str(data)).stdout).stacks.values())
+    all_frame = re.search(r"<title>all\n([^<]*)</title>", text).group(1)
+    assert all_frame.endswith(", %.3f s" % (total / 1e9)), (all_frame, total)
