@@ -429,6 +429,10 @@ def write_output(output: str, render: Callable[[IO], None], encoding: Optional[s
             except BrokenPipeError:  # `mixedstack fold | head` is fine
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return
+        if os.path.exists(output) and not os.path.isfile(output):  # /dev/null, a FIFO: never renamed over
+            with open(output, mode, **text) as stream:
+                render(stream)
+            return
         with open(partial, mode, **text) as stream:
             render(stream)
         os.replace(partial, output)  # never leave a half-written file under the real name

@@ -481,3 +481,13 @@ def test_go_tool_pprof_reads_it(tmp_path):
         totals[index] = done.stdout.split(" of ", 1)[1].split(" total", 1)[0]
         assert "main" in done.stdout and "_PyLong_Multiply" in done.stdout
     assert totals == {"samples": "5", "cpu": "5.01ms"}  # 5 x 1,001,001 ns
+
+
+def test_output_to_a_device_is_written_not_replaced(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    done = mixedstack("flamegraph", str(RECORDING_TEXT), "-o", str(fifo))
+    assert done.returncode == 0, done.stderr
+    assert reader.communicate(timeout=60)[0].startswith(b"<?xml")
+    assert fifo.is_fifo() and not (tmp_path / "pipe.partial").exists()
