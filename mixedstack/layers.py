@@ -6,7 +6,8 @@ exact. Folded text has names only, so `of_name` guesses from the name (documente
 in the README): `_[k]` -> kernel; `func (file.py)` -> Python; CPython API names
 (`Py*`, `_Py*`, `take_gil`, ...) -> interpreter; anything else -> library C. The
 interpreter's static functions (`list_sort`, `long_add`) therefore count as
-library C in folded input. Standard library only: Folder uses it.
+library C in folded input. The merge's `[python frames before activation]`
+stands for Python frames. Standard library only: Folder uses it.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import re
 from typing import Dict, Sequence, Tuple
 
 from .model import Frame
+from .processors.python import BEFORE_ACTIVATION
 
 PROCESS = "process"  # the root frame: the process (or thread) label
 PYTHON = "python"
@@ -78,7 +80,7 @@ def of_name(name: str) -> str:
     if name.endswith("_[k]"):
         return KERNEL
     bare = ANNOTATION.sub("", name)
-    if bare.startswith("py::") or PYTHON_NAME.match(bare):
+    if bare.startswith("py::") or bare == BEFORE_ACTIVATION or PYTHON_NAME.match(bare):
         return PYTHON
     if CPYTHON_API.match(bare):
         return INTERPRETER

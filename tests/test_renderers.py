@@ -90,6 +90,7 @@ def test_layers_of_folded_text_follow_the_documented_heuristic(tmp_path):
     ("_find_and_load (<frozen importlib._bootstrap>)", layers.PYTHON),
     ("outer.<locals>.inner (a.py)", layers.PYTHON),
     ("py::main:/srv/app.py", layers.PYTHON),
+    ("[python frames before activation]", layers.PYTHON),
     ("PyObject_GetAttr", layers.INTERPRETER),
     ("_PyEval_EvalFrameDefault", layers.INTERPRETER),
     ("take_gil", layers.INTERPRETER),
