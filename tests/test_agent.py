@@ -361,6 +361,13 @@ threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
 for t in threads: t.start()
 for t in threads: t.join()
 out["threads"] = results
+# join() returns before the OS thread is gone; 3.12 warns about fork() in a process
+# with several OS threads, so wait for them to end (a timing race, not the agent's).
+import time
+for _ in range(2000):
+    if len(os.listdir("/proc/self/task")) == 1:
+        break
+    time.sleep(0.001)
 
 def child_only():
     return sum(range(1000))

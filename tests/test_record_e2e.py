@@ -203,7 +203,7 @@ def test_older_interpreters_get_python_frames_from_the_agent(perf_ok, tmp_path, 
     python = interpreter((3, minor))
     timings = tmp_path / "t.json"
     recorded, folded = record_and_fold(
-        tmp_path, [python, str(WORKLOADS / "phases.py"), str(timings), "0.5"], "--kernel")
+        tmp_path, [python, str(WORKLOADS / "phases.py"), str(timings), "1.0"], "--kernel")
     assert recorded.returncode == 0, recorded.stderr
     assert "mode agent" in recorded.stderr.splitlines()[-1]
     rooted = folded.total(lambda f: f[1].startswith("<module> (phases.py"))
