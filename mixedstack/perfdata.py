@@ -146,7 +146,7 @@ def sample_layouts(buf) -> Optional[Callable[[int], Optional[Layout]]]:
             by_id[struct.unpack_from("<Q", buf, at)[0]] = layout
     if not any(layouts):
         return None
-    if len(layouts) == 1:
+    if len(set(layouts)) == 1:  # one event, or several alike (perf's dummy tracking event)
         return lambda position: layouts[0]
     if not all(layout and layout[0] & SAMPLE["IDENTIFIER"] for layout in layouts if layout):
         return None
