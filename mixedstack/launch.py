@@ -72,9 +72,8 @@ def run_attached(perf_command: List[str], command: List[str], env: dict) -> Tupl
         os.write(go_write, b"g")
         os.close(go_write)
         status = _wait_for(target)
-        try:
-            perf_status = perf.wait(timeout=PERF_GRACE)
-        except subprocess.TimeoutExpired:  # children that outlive the target keep perf going
+        perf_status = _wait_at_most(perf, PERF_GRACE)
+        if perf_status is None:  # children that outlive the target keep perf going
             perf.send_signal(signal.SIGINT)
             perf_status = perf.wait()
         return status, bool(interrupted), perf_status
@@ -104,6 +103,23 @@ def _wait_for_ack(ack: int, perf: subprocess.Popen) -> bool:
             if b"ack" in received:
                 return True
     return False
+
+
+def _wait_at_most(process: subprocess.Popen, timeout: float) -> Optional[int]:
+    """process.wait(timeout), or None when it times out. Popen.wait polls with
+    sleeps of up to 50 ms; a pidfd wakes us the moment perf exits."""
+    try:
+        fd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # Python < 3.9 or Linux < 5.3
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+    return process.wait() if ready else None
 
 
 def _wait_for(pid: int) -> int:

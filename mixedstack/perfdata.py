@@ -1,39 +1,52 @@
-"""A fix-up of perf.data records that perf 6.1 mis-reads: maps from before an exec.
-
-perf keeps the maps a task had before exec() after the exec, so the new program's
-samples are unwound against the old address space: measured here, 97% of a
-`subprocess`-started Python child's samples stopped after their first frame. That
-hits every process mixedstack records: the target is attached while held before
-exec (launch.py), and its children are forked then exec'd.
-
-A process starts with a fresh address space at exec, so everything perf was told
-about its memory before its last exec is made invisible: a FORK record of such a
-process becomes an EXIT record of the same size (perf ignores the exit of a task it
-does not know yet), and its earlier MMAP records are moved to a pid that does not
-exist. perf then builds the process from its own mmaps, as it does for a program
-it starts itself. Forks without exec (multiprocessing's fork workers) are left
-alone: they do run in their parent's trampolines and maps.
+"""perf.data read and rewritten directly: what record fixes up, what fold asks first.
 
 Layout (tools/perf/Documentation/perf.data-file-format.txt): a header whose data
-section is a run of records, each `u32 type, u16 misc, u16 size` then a body.
+section is a run of records, each `u32 type, u16 misc, u16 size` then a body; the
+feature sections follow the data section.
+
+`tidy(path)` is record's one pass over a fresh recording (before `perf inject`):
+
+- Memory from before an exec is forgotten. perf 6.1 keeps the maps a task had
+  before exec() after the exec, so the new program's samples are unwound against
+  the old address space: measured here, 97% of a `subprocess`-started Python
+  child's samples stopped after their first frame. That hits every process
+  mixedstack records: the target is attached while held before exec (launch.py),
+  and its children are forked then exec'd. A FORK record of such a process becomes
+  an EXIT record of the same size (perf ignores the exit of a task it does not know
+  yet), and its earlier MMAP records are moved to a pid that does not exist; perf
+  then builds the process from its own mmaps. Forks without exec (multiprocessing's
+  fork workers) are left alone: they do run in their parent's trampolines and maps.
+- Each sample's user stack copy is cut where the stack ends (see below) and the
+  file is compacted to the bytes copied: perf records --stack-size bytes a sample
+  whatever the kernel could copy, ~6x what a Python stack uses here.
+- It counts what record reports (samples, lost samples, the pids seen), so that no
+  second perf process is needed for that.
+
+`sample_times`, `event_names` and `has_call_graphs` read what fold needs to know
+before it starts `perf script`.
 """
 from __future__ import annotations
 
 import bisect
-import contextlib
 import mmap
 import os
 import struct
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from array import array
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 PERF_RECORD_MMAP = 1
+PERF_RECORD_LOST = 2
 PERF_RECORD_COMM = 3
 PERF_RECORD_EXIT = 4
 PERF_RECORD_FORK = 7
 PERF_RECORD_MMAP2 = 10
+PERF_RECORD_LOST_SAMPLES = 13
+PERF_RECORD_AUXTRACE = 71  # its payload follows the record: never moved
 MISC_COMM_EXEC = 1 << 13
 NO_SUCH_PID = 0x7FFFFFF0  # above any pid_max Linux allows (4194304)
 ATTR_SIZE, ATTRS_SECTION, DATA_SECTION = 16, 24, 40  # offsets in the file header
+FEATURES, FEATURE_BITS = 72, 256  # the header's bitmap of feature sections after the data
+HEADER_EVENT_DESC, HEADER_AUXTRACE = 12, 18  # feature bits
 SAMPLE_TIME = 1 << 2
 # sample_id_all trailer fields after TIME, each a u64: ID, CPU (u32+pad), STREAM_ID, IDENTIFIER
 AFTER_TIME = (1 << 6, 1 << 7, 1 << 9, 1 << 16)
@@ -63,47 +76,6 @@ def time_reader(buf) -> Callable[[int, int], int]:
         return lambda position, size: position
     back = 8 + 8 * sum(1 for bit in AFTER_TIME if sample_type & bit)
     return lambda position, size: struct.unpack_from("<Q", buf, position + size - back)[0]
-
-
-@contextlib.contextmanager
-def rewritable(path: str) -> Iterator[Optional[Tuple[mmap.mmap, int, int]]]:
-    """perf.data mapped for rewriting in place, with its data section's bounds
-    (None for a file that is not perf.data)."""
-    with open(path, "r+b") as f:
-        if f.read(8) != b"PERFILE2":
-            yield None
-            return
-        with mmap.mmap(f.fileno(), 0) as buf:
-            offset, size = struct.unpack_from("<QQ", buf, DATA_SECTION)
-            yield buf, offset, min(offset + size, len(buf))
-            buf.flush()
-
-
-def forget_memory_before_exec(path: str) -> int:
-    """Rewrite in place; returns how many records were changed."""
-    with rewritable(path) as mapped:
-        if mapped is None:
-            return 0
-        buf, offset, end = mapped
-        when = time_reader(buf)
-        last_exec = {}  # pid -> when it last exec'd
-        for position, record_type, misc, size in records(buf, offset, end):
-            if record_type == PERF_RECORD_COMM and misc & MISC_COMM_EXEC:
-                pid = struct.unpack_from("<I", buf, position + 8)[0]
-                last_exec[pid] = max(last_exec.get(pid, 0), when(position, size))
-        changed = 0
-        for position, record_type, _, size in records(buf, offset, end):
-            if record_type in (PERF_RECORD_MMAP, PERF_RECORD_MMAP2):
-                pid = struct.unpack_from("<I", buf, position + 8)[0]
-                if pid in last_exec and when(position, size) < last_exec[pid]:
-                    struct.pack_into("<II", buf, position + 8, NO_SUCH_PID, NO_SUCH_PID)
-                    changed += 1
-            elif record_type == PERF_RECORD_FORK:
-                pid, ppid, tid, _ = struct.unpack_from("<IIII", buf, position + 8)
-                if pid in last_exec and pid == tid and pid != ppid:
-                    struct.pack_into("<I", buf, position, PERF_RECORD_EXIT)
-                    changed += 1
-    return changed
 
 
 # -- Thread stacks: cut each sample's stack copy at the end of the stack --------
@@ -153,8 +125,16 @@ def sample_layouts(buf) -> Optional[Callable[[int], Optional[Layout]]]:
     return lambda position: by_id.get(struct.unpack_from("<Q", buf, position + 8)[0])
 
 
-def user_stack(buf, position: int, sample_type: int, regs: int) -> Optional[Tuple[int, int, int, int]]:
-    """(pid, stack pointer, offset of dyn_size, dyn_size) of one sample record."""
+class UserStack(NamedTuple):
+    pid: int
+    sp: int  # the stack pointer when the sample was taken
+    size_at: int  # where the copy's u64 size is; the copy follows, then its u64 dyn_size
+    size: int  # bytes reserved for the copy (--stack-size)
+    dyn_size: int  # bytes the kernel could copy
+
+
+def user_stack(buf, position: int, sample_type: int, regs: int) -> Optional[UserStack]:
+    """The user stack copy of one sample record, if it has one."""
     at = position + 8
     pid = None
     for name, size in (("IDENTIFIER", 8), ("IP", 8), ("TID", 8), ("TIME", 8), ("ADDR", 8),
@@ -176,48 +156,7 @@ def user_stack(buf, position: int, sample_type: int, regs: int) -> Optional[Tupl
     size = struct.unpack_from("<Q", buf, at)[0]
     if not size or pid is None:
         return None
-    dyn_at = at + 8 + size
-    return pid, sp, dyn_at, struct.unpack_from("<Q", buf, dyn_at)[0]
-
-
-def clip_stacks_at_next_mapping(path: str) -> int:
-    """Rewrite in place; returns how many samples had their stack copy cut."""
-    with rewritable(path) as mapped:
-        if mapped is None:
-            return 0
-        buf, offset, end = mapped
-        layout_of = sample_layouts(buf)
-        if layout_of is None:
-            return 0
-        starts: Dict[int, List[int]] = {}
-        parent: Dict[int, int] = {}
-        for position, record_type, _, _ in records(buf, offset, end):
-            if record_type in (PERF_RECORD_MMAP, PERF_RECORD_MMAP2):
-                pid, _, start = struct.unpack_from("<IIQ", buf, position + 8)
-                name_at = position + (40 if record_type == PERF_RECORD_MMAP else 72)
-                # the main stack grows down past where its first mmap said it began
-                if buf[name_at:name_at + 6] != b"[stack":
-                    starts.setdefault(pid, []).append(start)
-            elif record_type == PERF_RECORD_FORK:
-                pid, ppid = struct.unpack_from("<II", buf, position + 8)
-                if pid != ppid:
-                    parent[pid] = ppid  # a forked process runs in its parent's mappings too
-        for pid in starts:
-            starts[pid].sort()
-        clipped = 0
-        for position, record_type, _, _ in records(buf, offset, end):
-            if record_type != PERF_RECORD_SAMPLE:
-                continue
-            layout = layout_of(position)
-            stack = user_stack(buf, position, *layout) if layout else None
-            if stack is None:
-                continue
-            pid, sp, dyn_at, dyn_size = stack
-            limit = next_mapping_above(sp, pid, starts, parent)
-            if limit is not None and sp + dyn_size > limit:
-                struct.pack_into("<Q", buf, dyn_at, limit - sp)
-                clipped += 1
-    return clipped
+    return UserStack(pid, sp, at, size, struct.unpack_from("<Q", buf, at + 8 + size)[0])
 
 
 def next_mapping_above(sp: int, pid: int, starts: Dict[int, List[int]], parent: Dict[int, int]) -> Optional[int]:
@@ -233,26 +172,319 @@ def next_mapping_above(sp: int, pid: int, starts: Dict[int, List[int]], parent: 
     return best
 
 
+class Tidied(NamedTuple):
+    """What tidy() did and saw."""
+
+    samples: int
+    lost: int  # samples the kernel could not write (perf's LOST / LOST_SAMPLES records)
+    pids: set  # every process with a COMM, FORK or EXIT record
+    forgotten: int  # MMAP and FORK records of memory from before an exec
+    clipped: int  # stack copies cut at the next mapping
+    saved: int  # bytes the compaction removed
+    times: Optional[array] = None  # each sample's time (ns, file order), if samples carry it
+
+
+def tidy(path: str) -> Tidied:
+    """Rewrite a fresh recording in place (see the module's docstring); the file
+    shrinks to the stack bytes the kernel copied. Not perf.data: nothing is done."""
+    with open(path, "r+b") as f:
+        if f.read(8) != b"PERFILE2":
+            return Tidied(0, 0, set(), 0, 0, 0)
+        with mmap.mmap(f.fileno(), 0) as buf:
+            offset, size = struct.unpack_from("<QQ", buf, DATA_SECTION)
+            end = min(offset + size, len(buf))
+            scan = _scan(buf, offset, end)
+            scan.movable &= offset + size <= len(buf)  # a cut file has no feature sections to move
+            forgotten = _forget_memory_before_exec(buf, scan)
+            clipped, write = _clip_and_compact(buf, offset, end, scan)
+            saved = end - write if write is not None else 0
+            if saved:
+                _close_gap(buf, write, end)
+            buf.flush()
+        if saved:
+            f.truncate(os.fstat(f.fileno()).st_size - saved)
+    # LOST (ring buffer full) and LOST_SAMPLES (the event's own count) see the same losses
+    lost = max(scan.lost_records, scan.lost_samples)
+    return Tidied(scan.samples, lost, scan.pids, forgotten, clipped, saved, scan.times)
+
+
+def survey(path: str) -> Optional[Tidied]:
+    """tidy()'s counts for any recording, read only (None: not perf.data)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"PERFILE2":
+                return None
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                offset, size = struct.unpack_from("<QQ", buf, DATA_SECTION)
+                scan = _scan(buf, offset, min(offset + size, len(buf)))
+    except (OSError, ValueError, struct.error):
+        return None
+    return Tidied(scan.samples, max(scan.lost_records, scan.lost_samples), scan.pids, 0, 0, 0)
+
+
+class _Scan:
+    """Pass 1: what the rewrite needs to know before it starts."""
+
+    def __init__(self) -> None:
+        self.samples = self.lost_records = self.lost_samples = 0
+        self.pids: set = set()
+        self.last_exec: Dict[int, int] = {}  # pid -> when it last exec'd
+        self.mmaps: List[Tuple[int, int, int, int, bool]] = []  # position, pid, start, when, is [stack]
+        self.forks: List[Tuple[int, int, int, int]] = []  # position, pid, ppid, tid
+        self.movable = True  # every record walked to the end, none with a payload outside it
+        self.times = array("Q")  # each sample's time (ns), when samples carry it
+
+
+def _scan(buf, offset: int, end: int) -> _Scan:
+    scan = _Scan()
+    when = time_reader(buf)
+    attrs_at, attrs_size = struct.unpack_from("<QQ", buf, ATTRS_SECTION)
+    attr_size = struct.unpack_from("<Q", buf, ATTR_SIZE)[0]
+    time_at = _time_offset(struct.unpack_from("<Q", buf, at + 24)[0]
+                           for at in range(attrs_at, attrs_at + attrs_size, attr_size)) if attr_size else None
+    reached = offset
+    for position, record_type, misc, size in records(buf, offset, end):
+        reached = position + size
+        if record_type == PERF_RECORD_SAMPLE:
+            scan.samples += 1
+            if time_at is not None and time_at + 8 <= size:
+                scan.times.append(struct.unpack_from("<Q", buf, position + time_at)[0])
+        elif record_type in (PERF_RECORD_MMAP, PERF_RECORD_MMAP2):
+            pid, _, start = struct.unpack_from("<IIQ", buf, position + 8)
+            name_at = position + (40 if record_type == PERF_RECORD_MMAP else 72)
+            scan.mmaps.append((position, pid, start, when(position, size), buf[name_at:name_at + 6] == b"[stack"))
+        elif record_type == PERF_RECORD_COMM:
+            pid = struct.unpack_from("<I", buf, position + 8)[0]
+            scan.pids.add(pid)
+            if misc & MISC_COMM_EXEC:
+                scan.last_exec[pid] = max(scan.last_exec.get(pid, 0), when(position, size))
+        elif record_type == PERF_RECORD_FORK:
+            pid, ppid, tid = struct.unpack_from("<III", buf, position + 8)
+            scan.pids.add(pid)
+            scan.forks.append((position, pid, ppid, tid))
+        elif record_type == PERF_RECORD_EXIT:
+            scan.pids.add(struct.unpack_from("<I", buf, position + 8)[0])
+        elif record_type == PERF_RECORD_LOST:
+            scan.lost_records += struct.unpack_from("<Q", buf, position + 16)[0]
+        elif record_type == PERF_RECORD_LOST_SAMPLES:
+            scan.lost_samples += struct.unpack_from("<Q", buf, position + 8)[0]
+        elif record_type == PERF_RECORD_AUXTRACE:
+            scan.movable = False
+    features = int.from_bytes(buf[FEATURES:FEATURES + FEATURE_BITS // 8], "little")
+    if reached != end or features >> HEADER_AUXTRACE & 1:
+        scan.movable = False
+    return scan
+
+
+def _forget_memory_before_exec(buf, scan: _Scan) -> int:
+    changed = 0
+    for position, pid, _, when, _ in scan.mmaps:
+        if pid in scan.last_exec and when < scan.last_exec[pid]:
+            struct.pack_into("<II", buf, position + 8, NO_SUCH_PID, NO_SUCH_PID)
+            changed += 1
+    for position, pid, ppid, tid in scan.forks:
+        if pid in scan.last_exec and pid == tid and pid != ppid:
+            struct.pack_into("<I", buf, position, PERF_RECORD_EXIT)
+            changed += 1
+    return changed
+
+
+def _clip_and_compact(buf, offset: int, end: int, scan: _Scan) -> Tuple[int, Optional[int]]:
+    """Pass 2: cut each stack copy at the next mapping above its stack pointer, and
+    (when the file allows) move every record down over the bytes no copy used.
+    Returns (samples clipped, new end of the data section or None)."""
+    layout_of = sample_layouts(buf)
+    if layout_of is None:
+        return 0, None
+    starts: Dict[int, List[int]] = {}
+    for _, pid, start, when, is_stack in scan.mmaps:
+        forgotten = pid in scan.last_exec and when < scan.last_exec[pid]
+        # the main stack grows down past where its first mmap said it began
+        if not is_stack and not forgotten:
+            starts.setdefault(pid, []).append(start)
+    for pid in starts:
+        starts[pid].sort()
+    # a forked process (not exec'd) runs in its parent's mappings too
+    parent = {pid: ppid for _, pid, ppid, tid in scan.forks
+              if pid != ppid and not (pid in scan.last_exec and pid == tid)}
+    clipped = 0
+    write = offset
+    for position, record_type, _, size in records(buf, offset, end):
+        stack = None
+        if record_type == PERF_RECORD_SAMPLE:
+            layout = layout_of(position)
+            stack = user_stack(buf, position, *layout) if layout else None
+        if stack is not None:
+            dyn_size = stack.dyn_size
+            limit = next_mapping_above(stack.sp, stack.pid, starts, parent)
+            if limit is not None and stack.sp + dyn_size > limit:
+                dyn_size = limit - stack.sp
+                struct.pack_into("<Q", buf, stack.size_at + 8 + stack.size, dyn_size)
+                clipped += 1
+            if scan.movable and dyn_size <= stack.size and stack.size_at + 16 + stack.size <= position + size:
+                write += _compact_sample(buf, position, size, write, stack, dyn_size)
+                continue
+        if scan.movable and write != position:
+            buf.move(write, position, size)
+        write += size
+    return clipped, write if scan.movable else None
+
+
+def _compact_sample(buf, position: int, size: int, write: int, stack: UserStack, dyn_size: int) -> int:
+    """Move one sample record to `write` with its stack copy cut to `dyn_size`
+    bytes (rounded up to u64, as the kernel writes it); returns its new size. perf
+    reads the copy's size from the record itself, so a shorter copy is a valid one."""
+    keep = (dyn_size + 7) & ~7
+    head = stack.size_at - position  # everything before the copy's size field
+    tail_at = stack.size_at + 8 + stack.size + 8  # what follows dyn_size (weight, data_src...)
+    tail = position + size - tail_at
+    # every destination below is at or before its source: memmove order is safe
+    buf.move(write, position, head)
+    struct.pack_into("<Q", buf, write + head, keep)
+    at = write + head + 8
+    if keep:  # a copy of 0 bytes has no dyn_size, as the kernel writes it
+        buf.move(at, stack.size_at + 8, keep)
+        struct.pack_into("<Q", buf, at + keep, dyn_size)
+        at += keep + 8
+    buf.move(at, tail_at, tail)
+    new_size = at + tail - write
+    struct.pack_into("<H", buf, write + 6, new_size)
+    return new_size
+
+
+def _close_gap(buf, write: int, end: int) -> None:
+    """Move the feature sections (after the data) down to the new end of the data."""
+    offset = struct.unpack_from("<Q", buf, DATA_SECTION)[0]
+    struct.pack_into("<Q", buf, DATA_SECTION + 8, write - offset)
+    saved = end - write
+    buf.move(write, end, len(buf) - end)
+    features = int.from_bytes(buf[FEATURES:FEATURES + FEATURE_BITS // 8], "little")
+    for index in range(bin(features).count("1")):
+        at = write + 16 * index
+        struct.pack_into("<Q", buf, at, struct.unpack_from("<Q", buf, at)[0] - saved)
+
+
+def _read_attrs(f) -> Optional[Tuple[bytes, List[bytes]]]:
+    """(file header, each event's perf_event_attr with its ids section) of an open
+    perf.data, or None when it is not readable as one."""
+    header = f.read(104)
+    if len(header) < 104 or not header.startswith(b"PERFILE2"):
+        return None
+    attr_size, offset, size = struct.unpack_from("<QQQ", header, ATTR_SIZE)
+    if attr_size < 32 or size % attr_size:
+        return None
+    f.seek(offset)
+    attrs = f.read(size)
+    if len(attrs) < size:
+        return None  # truncated: let perf say what it can
+    return header, [attrs[at:at + attr_size] for at in range(0, size, attr_size)]
+
+
 def has_call_graphs(path: str) -> Optional[bool]:
     """Whether any event of a recording carries call chains or user stacks
     (None when the file cannot be read as perf.data)."""
     try:
         with open(path, "rb") as f:
-            header = f.read(40)
-            if len(header) < 40 or not header.startswith(b"PERFILE2"):
-                return None
-            attr_size, offset, size = struct.unpack_from("<QQQ", header, ATTR_SIZE)
-            if attr_size < 32 or size % attr_size:
-                return None
-            f.seek(offset)
-            attrs = f.read(size)
+            read = _read_attrs(f)
     except OSError:
         return None
-    if len(attrs) < size:
-        return None  # truncated: let perf say what it can
+    if read is None:
+        return None
     wanted = SAMPLE["CALLCHAIN"] | SAMPLE["STACK_USER"]
-    return any(struct.unpack_from("<Q", attrs, at + 24)[0] & wanted
-               for at in range(0, len(attrs) - 31, attr_size))
+    return any(struct.unpack_from("<Q", attr, 24)[0] & wanted for attr in read[1])
+
+
+def event_names(path: str) -> Optional[List[str]]:
+    """The recording's event names as perf evlist prints them (from the EVENT_DESC
+    feature section), or None when the file does not say."""
+    try:
+        with open(path, "rb") as f:
+            read = _read_attrs(f)
+            if read is None:
+                return None
+            header = read[0]
+            features = int.from_bytes(header[FEATURES:FEATURES + FEATURE_BITS // 8], "little")
+            if not features >> HEADER_EVENT_DESC & 1:
+                return None
+            offset, size = struct.unpack_from("<QQ", header, DATA_SECTION)
+            f.seek(offset + size + 16 * bin(features & ((1 << HEADER_EVENT_DESC) - 1)).count("1"))
+            at, length = struct.unpack("<QQ", f.read(16))
+            f.seek(at)
+            desc = f.read(length)
+    except (OSError, struct.error):
+        return None
+    names = []
+    try:
+        count, attr_size = struct.unpack_from("<II", desc, 0)
+        at = 8
+        for _ in range(count):
+            ids = struct.unpack_from("<I", desc, at + attr_size)[0]
+            length = struct.unpack_from("<I", desc, at + attr_size + 4)[0]
+            name_at = at + attr_size + 8
+            names.append(desc[name_at:name_at + length].split(b"\0", 1)[0].decode("latin-1"))
+            at = name_at + length + 8 * ids
+    except struct.error:
+        return None
+    return names
+
+
+def time_quantiles(times: Optional[Iterable[int]], steps: int = 64) -> List[int]:
+    """steps+1 sample times of evenly spaced rank (first, ..., median, ..., last)."""
+    ranked = sorted(times or ())
+    if not ranked:
+        return []
+    return [ranked[round((len(ranked) - 1) * step / steps)] for step in range(steps + 1)]
+
+
+def _time_offset(sample_types: Iterable[int]) -> Optional[int]:
+    """Where a sample record holds its time, if every event puts it at the same place."""
+    leading = {sample_type & (SAMPLE["IDENTIFIER"] | SAMPLE["IP"] | SAMPLE["TID"] | SAMPLE["TIME"])
+               for sample_type in sample_types}
+    if len(leading) != 1:
+        return None
+    sample_type = leading.pop()
+    if not sample_type & SAMPLE["TIME"]:
+        return None
+    return 8 + 8 * bin(sample_type & ~SAMPLE["TIME"]).count("1")  # IDENTIFIER, IP, TID come first
+
+
+def sample_times(path: str) -> Optional[List[int]]:
+    """Every sample's timestamp (ns, in file order), read with small buffered
+    reads; None when the recording's samples carry no time or differ in layout."""
+    try:
+        with open(path, "rb") as f:
+            read = _read_attrs(f)
+            if read is None:
+                return None
+            header, attrs = read
+            time_at = _time_offset(struct.unpack_from("<Q", attr, 24)[0] for attr in attrs)
+            if time_at is None:
+                return None
+            offset, size = struct.unpack_from("<QQ", header, DATA_SECTION)
+            return _times(f, offset, offset + size, time_at)
+    except OSError:
+        return None
+
+
+def _times(f, start: int, end: int, time_at: int) -> List[int]:
+    times = []
+    window, window_at = b"", start
+    position = start
+    chunk = 1 << 20
+    while position + 8 <= end:
+        if position + time_at + 8 > window_at + len(window):  # a record's head is past the window
+            f.seek(position)
+            window, window_at = f.read(min(chunk, end - position)), position
+            if len(window) < 8:
+                break
+        at = position - window_at
+        record_type, _, size = struct.unpack_from("<IHH", window, at)
+        if size < 8:
+            break
+        if record_type == PERF_RECORD_SAMPLE and at + time_at + 8 <= len(window):
+            times.append(struct.unpack_from("<Q", window, at + time_at)[0])
+        position += size
+    return times
 
 
 def truncation(path: str) -> Optional[str]:

@@ -19,7 +19,7 @@ from typing import Callable, List, Optional
 from . import offcpu, perf
 from .attach import attach
 from .launch import attach_to, run_attached
-from .perfdata import clip_stacks_at_next_mapping, forget_memory_before_exec
+from .perfdata import tidy, time_quantiles
 from .recording import Recording
 from .target import find_interpreter, perf_mode
 
@@ -70,6 +70,9 @@ def perf_record_command(options: RecordOptions, mode, recording: Recording) -> L
     command += ["-o", recording.raw, "-q"]
     # perf record waits ~1 s at exit for its BPF side-band thread; we need no BPF symbols.
     command.append("--no-bpf-event")
+    # no build-id cache: copying the kernel's symbols into it costs perf ~0.07 s at
+    # exit; Recording.cache_system_files puts what fold needs there meanwhile
+    command.append("-N")
     if mode.call_graph == "dwarf":
         command += ["--call-graph", "dwarf,%d" % options.stack_size]
     else:
@@ -104,6 +107,7 @@ def record(options: RecordOptions, say: Callable[[str], None],
 
     os.mkdir(recording.folder)
     command = perf_record_command(options, mode, recording)
+    system_files = recording.cache_system_files()
     started = time.time()
     try:
         if options.pid is None:
@@ -111,10 +115,12 @@ def record(options: RecordOptions, say: Callable[[str], None],
         else:
             status, interrupted, perf_status = attach_to(command, options.pid, options.duration)
     except BaseException:
+        system_files.join()
         if not os.path.exists(recording.raw):
             recording.remove()  # nothing was recorded: leave no empty folder behind
         raise
     seconds = time.time() - started
+    system_files.join()
     if options.pid is not None:
         attached.before_inject(say)
 
@@ -124,8 +130,7 @@ def record(options: RecordOptions, say: Callable[[str], None],
             "perf record wrote no data (perf's exit status %d): see perf's message above; "
             "`perf record -- true` shows whether perf works here" % shell_status(perf_status)
         )
-    forget_memory_before_exec(recording.raw)
-    clip_stacks_at_next_mapping(recording.raw)
+    tidied = tidy(recording.raw)  # before inject: it then reads and writes the smaller file
     if mode.needs_inject:
         inject = perf.perf_command("inject", recording.buildid_dir) + [
             "--jit", "-i", recording.raw, "-o", recording.data,
@@ -140,12 +145,11 @@ def record(options: RecordOptions, say: Callable[[str], None],
     else:
         os.replace(recording.raw, recording.data)
 
-    pids = perf.task_pids(recording.data) | ({options.pid} if options.pid else set())
+    pids = tidied.pids | ({options.pid} if options.pid else set())
     # a process we attached to goes on running: its map and jitdump are copied, not moved
     recording.adopt_tmp_files(pids, since=started - 1 if options.pid is None else 0,
                               move=options.pid is None)
     recording.prune_buildid_cache()
-    stats = perf.sample_stats(recording.data)
     # After Ctrl-C, exit as the shell expects (130), whatever perf did to the target.
     exit_status = 128 + signal.SIGINT if interrupted else shell_status(status)
     recording.write_meta({
@@ -160,12 +164,15 @@ def record(options: RecordOptions, say: Callable[[str], None],
         "stack_size": options.stack_size if mode.call_graph == "dwarf" else None,
         "exit_status": exit_status,
         "seconds": round(seconds, 3),
-        "samples": stats["samples"],
-        "lost": stats["lost"],
+        "samples": tidied.samples,
+        "lost": tidied.lost,
+        # for fold's split of the recording into time slices (and to know it is this file)
+        "sample_times": time_quantiles(tidied.times),
+        "bytes": os.path.getsize(recording.data),
     })
     summary = "mixedstack: %s samples%s in %.1f s, mode %s%s, exit status %d -> %s (+ %s%s); next: mixedstack fold %s" % (
-        format(stats["samples"], ","),
-        " (%s lost)" % format(stats["lost"], ",") if stats["lost"] else "",
+        format(tidied.samples, ","),
+        " (%s lost)" % format(tidied.lost, ",") if tidied.lost else "",
         seconds,
         mode.name,
         " (%s)" % interp.describe() if interp else "",
@@ -174,4 +181,4 @@ def record(options: RecordOptions, say: Callable[[str], None],
         recording.folder, os.sep,
         shlex.quote(recording.data),
     )
-    return RecordResult(exit_status, stats["samples"], stats["lost"], seconds, mode.name, summary)
+    return RecordResult(exit_status, tidied.samples, tidied.lost, seconds, mode.name, summary)
