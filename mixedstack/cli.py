@@ -24,14 +24,12 @@ from typing import IO, Callable, Iterable, Iterator, List, NamedTuple, Optional,
 import click
 
 from . import __version__, offcpu, perf
-from .agent import AgentError
 from .fold import Folder, FoldOptions
 from .model import Sample, Stacks
 from .perf import PerfError
 from .renderers import folded
 from .samples import EventFilter, ProcessLabel, parse
 from .sources import InputError, folded_unit, is_recording, open_input, parse_folded, split_folded
-from .target import TargetError
 
 
 def fail(message: str, status: int = 1) -> None:
@@ -82,8 +80,10 @@ def record(output, frequency, call_graph, stack_size, force, agent, pid, duratio
         fail("--duration goes with --pid; a COMMAND is recorded until it ends", 2)
     if activate is not None and pid is None:
         fail("--activate/--no-activate go with --pid; a COMMAND is started with its trampoline on", 2)
+    from .agent import AgentError  # record's modules: fold and report start without them
     from .record import RecordOptions, record as run_record
     from .recording import Recording
+    from .target import TargetError
 
     existing = Recording(output)
     problem = existing.unusable_output()

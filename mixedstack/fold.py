@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from . import layers
-from .model import Frame, Sample, Stacks
+from .model import Sample, Stacks
 from .processors.names import NativeNames
 from .processors.python import PythonMerge
+from .samples import Frames
 
 CACHE_LIMIT = 200_000  # distinct raw stacks remembered; identical stacks are the norm
 
@@ -47,32 +48,53 @@ class Folder:
         self.samples = 0
         self.python_samples = 0
         self.stackless_samples = 0  # samples that carried no call chain at all
-        self._cache: Dict[Tuple[str, Tuple[Frame, ...]], Tuple[str, bool]] = {}
+        self.addrs = options.addrs  # addresses are part of names: no two pcs fold alike
+        self._cache: Dict[Tuple[str, object], Tuple[str, bool]] = {}
+        self._named: Dict[Tuple[str, tuple], Tuple[str, bool]] = {}  # by (symbol, dso) of each frame
         self.counts: Optional[Dict[str, int]] = {} if detail else None
         self.layers: Optional[Dict[str, Tuple[str, ...]]] = {} if detail else None
 
     def add(self, sample: Sample) -> None:
-        key = (sample.label, tuple(sample.frames))
-        cached = self._cache.get(key)
-        if cached is None:
-            if len(self._cache) >= CACHE_LIMIT:
-                self._cache.clear()
-            cached = self._cache[key] = self._fold(sample)
-        stack, has_python = cached
-        self.stacks[stack] = self.stacks.get(stack, 0) + sample.period
-        if self.counts is not None:
-            self.counts[stack] = self.counts.get(stack, 0) + 1
-        self.samples += 1
-        self.python_samples += has_python
-        self.stackless_samples += not sample.frames
+        self.add_all((sample,))
 
     def add_all(self, samples: Iterable[Sample]) -> "Folder":
+        cache, stacks, counts = self._cache, self.stacks, self.counts
+        count = python = stackless = 0
         for sample in samples:
-            self.add(sample)
+            frames = sample.frames
+            # frames from a block of text seen before carry its key: no need to hash them
+            key = (sample.label, frames.key if type(frames) is Frames else tuple(frames))
+            cached = cache.get(key)
+            if cached is None:
+                cached = self._miss(key, sample)
+            stack = cached[0]
+            stacks[stack] = stacks.get(stack, 0) + sample.period
+            if counts is not None:
+                counts[stack] = counts.get(stack, 0) + 1
+            count += 1
+            python += cached[1]
+            stackless += not frames
+        self.samples += count
+        self.python_samples += python
+        self.stackless_samples += stackless
         return self
 
     def stacks_with_detail(self, unit: str) -> Stacks:
         return Stacks(self.stacks, unit, self.counts, self.layers)
+
+    def _miss(self, key: Tuple[str, object], sample: Sample) -> Tuple[str, bool]:
+        if len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()
+            self._named.clear()
+        # the same functions at other addresses (a leaf's exact pc) fold alike
+        named = None if self.addrs else (sample.label, tuple([frame[1:] for frame in sample.frames]))
+        cached = self._named.get(named) if named else None
+        if cached is None:
+            cached = self._fold(sample)
+            if named:
+                self._named[named] = cached
+        self._cache[key] = cached
+        return cached
 
     def _fold(self, sample: Sample) -> Tuple[str, bool]:
         parts: List[str] = [sample.label]

@@ -5,11 +5,17 @@ and `perf inject` are record's. Errors become UsageError-style one-liners.
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import select
 import shutil
 import subprocess
 import threading
-from typing import IO, Iterator, List, Optional, Sequence
+from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from . import perfdata
+from .samples import Text
 
 PERF_MAGIC = b"PERFILE2"  # first bytes of every perf.data file (file and pipe mode)
 
@@ -17,6 +23,8 @@ PERF_MAGIC = b"PERFILE2"  # first bytes of every perf.data file (file and pipe m
 SCRIPT_FIELDS = "comm,pid,tid,time,period,event,ip,sym,dso"
 # perf cuts call chains at 127 frames by default; a Python level costs 3-5 frames.
 MAX_STACK = "4096"
+CHUNK = 1 << 20  # bytes read from perf script at a time (and its pipe's size)
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Python < 3.10 lacks the name
 
 # perf 6.1 on newer kernels warns about record types it does not know: harmless.
 NOISE = re.compile(
@@ -71,27 +79,67 @@ class StderrCollector:
         return self.lines
 
 
-def script_lines(
+def script_command(data: str, buildid_dir: Optional[str] = None, inline: bool = False,
+                   fields: str = SCRIPT_FIELDS, extra: Sequence[str] = (),
+                   kallsyms: Optional[str] = None) -> List[str]:
+    """`perf script` for fold; `kallsyms`: the kernel's symbols saved with the recording."""
+    return perf_command("script", buildid_dir) + [
+        "-i", data, "-F", fields, "--max-stack", MAX_STACK, "--inline" if inline else "--no-inline",
+    ] + (["--kallsyms", kallsyms] if kallsyms else []) + list(extra)
+
+
+def script_chunks(
     data: str,
+    ready: Callable[[int], bool] = lambda index: True,
     buildid_dir: Optional[str] = None,
     inline: bool = False,
+    fields: str = SCRIPT_FIELDS,
+    spans: Sequence[Optional[str]] = (None,),
     extra: Sequence[str] = (),
-) -> Iterator[str]:
-    """Stream `perf script` text for a recording, line by line (latin-1 text)."""
-    command = perf_command("script", buildid_dir) + [
-        "-i", data, "-F", SCRIPT_FIELDS, "--max-stack", MAX_STACK,
-    ]
-    command.append("--inline" if inline else "--no-inline")
-    command += list(extra)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    errors = StderrCollector(process.stderr)
+    kallsyms: Optional[str] = None,
+) -> Iterator[Tuple[int, bytes]]:
+    """Run one `perf script` per time span (perf's --time START,END; None: all) at
+    once and yield (span index, bytes) as their output arrives, (index, b"") when
+    one ends; a span's output is read only while `ready(index)` says so."""
+    runs: List[Tuple[subprocess.Popen, StderrCollector]] = []
+    reading: Dict[int, int] = {}  # pipe -> span index
     try:
-        for raw in process.stdout:
-            yield raw.decode("latin-1")
+        for index, span in enumerate(spans):
+            command = script_command(data, buildid_dir, inline, fields, extra, kallsyms)
+            process = subprocess.Popen(command + (["--time", span] if span else []),
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            runs.append((process, StderrCollector(process.stderr)))
+            _widen(process.stdout.fileno())
+            reading[process.stdout.fileno()] = index
+        while reading:
+            wanted = [fd for fd, index in reading.items() if ready(index)] or list(reading)
+            for fd in select.select(wanted, [], [])[0]:
+                chunk = os.read(fd, CHUNK)
+                index = reading[fd]
+                if not chunk:
+                    del reading[fd]
+                    _finished(*runs[index], data)
+                yield index, chunk
     finally:
-        process.stdout.close()
-        status = process.wait()
-        messages = errors.join()
+        for process, errors in runs:
+            process.stdout.close()
+            if process.returncode is None:  # stopped early (an error, Ctrl-C): stop it too
+                process.terminate()
+                process.wait()
+                errors.join()
+
+
+def _widen(pipe: int) -> None:
+    """A bigger pipe (1 MB instead of 64 KB): fewer wake-ups for both sides."""
+    try:
+        fcntl.fcntl(pipe, F_SETPIPE_SZ, CHUNK)
+    except OSError:
+        pass  # the limit in /proc/sys/fs/pipe-max-size: the default size works too
+
+
+def _finished(process: subprocess.Popen, errors: StderrCollector, data: str) -> None:
+    status = process.wait()
+    messages = errors.join()
     if status < 0:
         raise PerfError("perf script crashed (signal %d) on %s: the file is corrupt or cut short; "
                         "record it again" % (-status, data))
@@ -100,38 +148,27 @@ def script_lines(
         raise PerfError("perf script failed on %s: %s" % (data, reason))
 
 
-def task_pids(data: str) -> set:
-    """PIDs of every process the recording saw (COMM and FORK events)."""
-    output = subprocess.run(
-        [perf_binary(), "script", "-i", data, "--show-task-events", "-F", "pid,event"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False,
-    ).stdout.decode("latin-1")
-    pids = set()
-    for line in output.splitlines():
-        head = line.split(None, 1)  # "PID PERF_RECORD_COMM exec: ..."
-        if len(head) == 2 and head[0].isdigit() and "PERF_RECORD_" in head[1]:
-            pids.add(int(head[0]))
-    return pids
+def script_lines(
+    data: str,
+    buildid_dir: Optional[str] = None,
+    inline: bool = False,
+    extra: Sequence[str] = (),
+) -> Iterator[str]:
+    """Stream `perf script` text for a recording, line by line (latin-1 text)."""
+    return iter(Text(lambda ready: script_chunks(data, ready, buildid_dir, inline, extra=extra)))
 
 
 def sample_stats(data: str) -> dict:
-    """Sample and lost-sample counts from `perf report --stats`."""
-    output = subprocess.run(
-        [perf_binary(), "report", "-i", data, "--stats"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False,
-    ).stdout.decode("latin-1")
-    stats = {"samples": 0, "lost": 0}
-    total = re.search(r"^\s*SAMPLE events:\s*(\d+)", output, re.M)
-    lost = re.search(r"^\s*LOST_SAMPLES events:\s*(\d+)|^\s*LOST events:\s*(\d+)", output, re.M)
-    if total:
-        stats["samples"] = int(total.group(1))
-    if lost:
-        stats["lost"] = int(lost.group(1) or lost.group(2))
-    return stats
+    """Sample and lost-sample counts, read from the file (no perf process needed)."""
+    counts = perfdata.survey(data)
+    return {"samples": counts.samples if counts else 0, "lost": counts.lost if counts else 0}
 
 
 def event_names(data: str) -> List[str]:
     """The events a recording holds, as `perf evlist` names them."""
+    names = perfdata.event_names(data)
+    if names is not None:
+        return names
     output = subprocess.run(
         [perf_binary(), "evlist", "-i", data],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False,

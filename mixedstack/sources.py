@@ -4,18 +4,33 @@ INPUT is told apart by content, not by name: perf.data files start with PERFILE2
 text whose first lines all read `frame;frame;... COUNT` is folded text (a
 flame graph of a folded file); anything else is read as `perf script` output, so
 fold drops in for stackcollapse-perf.pl in a pipe.
+
+Text comes as a samples.Text: byte chunks, which parse() reads fastest. A large
+recording is read by one `perf script` per core, each over its own slice of the
+recording's time (perf script is single-threaded and the slowest step); the
+slices' texts are read at once and parsed in time order, so the samples are the
+same as from one perf script.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
+import os
 import re
 import sys
-from typing import IO, Dict, Iterable, Iterator, List, Tuple
+from typing import IO, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from . import perf
+from . import perf, perfdata
 from .perfdata import has_call_graphs, truncation
 from .recording import Recording
+from .samples import Text
+
+# A slice's perf script reads the whole file and loads every symbol table again
+# (~0.05 s here) before it unwinds its own samples (~25 us each, twice that with
+# inline frames): below this many samples a slice does not pay for itself.
+SLICE_SAMPLES = 4000
+CHUNK = 1 << 20
 
 
 class InputError(Exception):
@@ -23,8 +38,9 @@ class InputError(Exception):
 
 
 @contextlib.contextmanager
-def open_input(path: str, inline: bool = False) -> Iterator[Iterator[str]]:
-    """Yield the lines of `perf script` text for INPUT ("-" is standard input)."""
+def open_input(path: str, inline: bool = False, slices: Optional[int] = None) -> Iterator[Text]:
+    """Yield the `perf script` text of INPUT ("-" is standard input); a recording is
+    read in `slices` time slices at once (None: as many as pay off on this machine)."""
     if path == "-":
         stream = sys.stdin.buffer
         head = stream.peek(8)[:8] if hasattr(stream, "peek") else b""
@@ -33,7 +49,7 @@ def open_input(path: str, inline: bool = False) -> Iterator[Iterator[str]]:
                 "standard input holds perf.data, not perf script text: "
                 "give the file name instead of '-'"
             )
-        yield text_lines(stream)
+        yield Text(lambda ready: byte_chunks(stream))
         return
     try:
         with open(path, "rb") as f:
@@ -53,19 +69,56 @@ def open_input(path: str, inline: bool = False) -> Iterator[Iterator[str]]:
             raise InputError("%s was recorded without call graphs: record with `mixedstack record` "
                              "(or perf record -g / --call-graph dwarf)" % path)
         recording = Recording(path)
+        spans = script_spans(recording, inline, slices)
         with recording.perf_maps_in_tmp():
-            yield perf.script_lines(path, recording.buildid_dir_if_any(), inline=inline)
+            yield Text(functools.partial(perf.script_chunks, path, buildid_dir=recording.buildid_dir_if_any(),
+                                         inline=inline, spans=spans, kallsyms=recording.kallsyms()),
+                       len(spans))
     else:
         if not head:
             raise InputError("%s is empty: nothing to fold" % path)
         with open(path, "rb") as f:
-            yield text_lines(f)
+            yield Text(lambda ready: byte_chunks(f))
 
 
-def text_lines(stream: IO[bytes]) -> Iterator[str]:
-    """Lines split on \\n only and decoded byte for byte, as Perl reads them."""
-    for raw in stream:  # binary iteration splits on b"\n" only
-        yield raw.decode("latin-1")
+def byte_chunks(stream: IO[bytes]) -> Iterator[Tuple[int, bytes]]:
+    """A file or pipe as Text chunks: big reads, then the end mark."""
+    read = getattr(stream, "read1", stream.read)  # a pipe: what is there, without waiting for more
+    while True:
+        chunk = read(CHUNK)
+        if not chunk:
+            break
+        yield 0, chunk
+    yield 0, b""
+
+
+def script_spans(recording: Recording, inline: bool, slices: Optional[int] = None) -> List[Optional[str]]:
+    """The time spans (perf's --time START,END) to read the recording in, at once."""
+    if slices == 1:
+        return [None]
+    meta = recording.meta()
+    if meta.get("sample_times") and meta.get("bytes") == os.path.getsize(recording.data):
+        count, ranked = meta.get("samples", 0), meta["sample_times"]  # record's summary of them
+    else:
+        times = perfdata.sample_times(recording.data) or []
+        count, ranked = len(times), sorted(times)
+    if slices is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        per_sample = 2 if inline else 1
+        slices = min(cores, count * per_sample // SLICE_SAMPLES)
+    return time_spans(ranked, slices)
+
+
+def time_spans(ranked: List[int], slices: int) -> List[Optional[str]]:
+    """Spans of about the same number of samples that hold each sample once, from
+    sorted sample times (all of them, or evenly ranked ones). perf's --time
+    bounds are inclusive: a span starts 1 ns after the one before it ends."""
+    ends = sorted({ranked[round((len(ranked) - 1) * k / slices)] for k in range(1, slices)}) if ranked else []
+    if slices < 2 or not ends:
+        return [None]
+    stamp = lambda ns: "%d.%09d" % divmod(ns, 1000000000)  # noqa: E731
+    starts = [""] + [stamp(end + 1) for end in ends]
+    return ["%s,%s" % span for span in zip(starts, [stamp(end) for end in ends] + [""])]
 
 
 def is_recording(path: str) -> bool:
