@@ -177,18 +177,18 @@ def _header(line: str) -> Optional[Header]:
     header = None if line[0] in " \t" else HEADER.match(line)
     if not header:
         return None
-    comm, pid, tid = header.group(1), header.group(2), header.group(3)
-    if not perl_true(tid):
+    comm, pid, tid = header.groups()
+    if tid is None or tid == "" or tid == "0":  # perl_true(tid), inline: this runs per sample
         tid, pid = pid, "?"
-    period, event, stamp = "", None, ""
     tail = HEADER_EVENT.search(line)
-    if tail:
-        period = tail.group(1) or ""
-        event = tail.group(2)
-        if event == TIMED_EVENT:
-            timed = HEADER_TIME.search(line)
-            stamp = timed.group(1) if timed else ""
-    return comm, pid, tid, period, event, stamp
+    if not tail:
+        return comm, pid, tid, "", None, ""
+    period, event = tail.groups()
+    stamp = ""
+    if event == TIMED_EVENT:
+        timed = HEADER_TIME.search(line)
+        stamp = timed.group(1) if timed else ""
+    return comm, pid, tid, period or "", event, stamp
 
 
 def _parse_lines(

@@ -103,10 +103,22 @@ def script_spans(recording: Recording, inline: bool, slices: Optional[int] = Non
         times = perfdata.sample_times(recording.data) or []
         count, ranked = len(times), sorted(times)
     if slices is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         per_sample = 2 if inline else 1
-        slices = min(cores, count * per_sample // SLICE_SAMPLES)
+        slices = min(free_cores(), count * per_sample // SLICE_SAMPLES)
     return time_spans(ranked, slices)
+
+
+def free_cores() -> int:
+    """Cores this process may use that nothing else is running on right now: a
+    slice's perf script only helps on a free core (on a busy one it costs its
+    start-up twice). /proc/loadavg counts the runnable tasks, this one included."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return cores
+    return max(1, min(cores, cores - (running - 1)))
 
 
 def time_spans(ranked: List[int], slices: int) -> List[Optional[str]]:
