@@ -1,48 +1,102 @@
 """`make bench`: mixedstack side by side with its contenders, in one run.
 
 Builds its own recordings (a small and a large one of tests/workloads/phases.py on
-the newest CPython 3.13+ found), runs each contender in turn (median of REPEAT
-runs), prints a table of absolute figures and ratios, and writes it to
-bench/results.md. FLAMEGRAPH_DIR may name a FlameGraph checkout for the
-stackcollapse-perf.pl comparison ("n/a" otherwise).
+the newest CPython 3.13+ found), runs the contenders of each comparison in turn,
+REPEAT rounds (each round in a new order, so that the machine's noise falls on
+all of them alike), takes medians, prints a table of absolute figures and ratios,
+and writes it to bench/results.md. FLAMEGRAPH_DIR may name a FlameGraph checkout
+for the stackcollapse-perf.pl comparison ("n/a" otherwise).
+
+Memory is the peak, over the run, of the summed resident memory of fold and its
+perf script processes (sampled every 5 ms from /proc), with the part that is
+perf.data itself, mapped by perf script (page cache: RssFile), told apart.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
-import shutil
+import random
 import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 from conftest import pyenv_interpreters  # noqa: E402  (interpreter discovery, shared with the tests)
+from mixedstack import perf  # noqa: E402  (perf script's command line, as fold runs it)
 
-REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
+REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
 MIXEDSTACK = [sys.executable, "-m", "mixedstack"]
-SCRIPT_FIELDS = ["-F", "comm,pid,tid,time,period,event,ip,sym,dso", "--max-stack", "4096", "--no-inline"]
+Row = Tuple[str, str, str]
 
 
-def run(command: List[str], stdout=subprocess.DEVNULL, **kwargs) -> Tuple[float, int, str]:
-    """(wall seconds, peak RSS in KB of the command and its children, stdout text)."""
+def run(command: List[str], stdout=subprocess.DEVNULL, **kwargs) -> Tuple[float, str]:
+    """(wall seconds, stdout text when asked for) of a command that must succeed."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE if stdout is None else stdout,
-                               stderr=subprocess.DEVNULL, **kwargs)
-    out = process.stdout.read().decode() if stdout is None else ""
-    _, status, usage = os.wait4(process.pid, 0)
+    done = subprocess.run(command, stdout=subprocess.PIPE if stdout is None else stdout,
+                          stderr=subprocess.DEVNULL, **kwargs)
     seconds = time.perf_counter() - started
-    if status != 0:
-        raise SystemExit("bench: %s failed (wait status %d)" % (" ".join(command[:4]), status))
-    return seconds, usage.ru_maxrss, out
+    if done.returncode != 0:
+        raise SystemExit("bench: %s failed (exit status %d)" % (" ".join(command[:4]), done.returncode))
+    return seconds, done.stdout.decode() if stdout is None else ""
 
 
-def median(measure: Callable[[], float]) -> float:
-    return statistics.median(measure() for _ in range(REPEAT))
+def medians(contenders: Dict[str, Callable[[], float]]) -> Dict[str, float]:
+    """Each contender's median over REPEAT rounds, run in a new order each round."""
+    figures: Dict[str, List[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    for _ in range(REPEAT):
+        random.shuffle(names)
+        for name in names:
+            figures[name].append(contenders[name]())
+    return {name: statistics.median(values) for name, values in figures.items()}
+
+
+def tree_memory(command: List[str]) -> Tuple[int, int]:
+    """(peak summed RSS, the RssFile part at that peak), KB, of a command and its
+    descendants, sampled every 5 ms."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = (0, 0)
+    while process.poll() is None:
+        total = file_backed = 0
+        for pid in [process.pid] + descendants(process.pid):
+            status = proc_status(pid)
+            total += status.get("VmRSS", 0)
+            file_backed += status.get("RssFile", 0)
+        peak = max(peak, (total, file_backed))
+        time.sleep(0.005)
+    if process.returncode != 0:
+        raise SystemExit("bench: %s failed" % " ".join(command[:4]))
+    return peak
+
+
+def descendants(pid: int) -> List[int]:
+    found, todo = [], [pid]
+    while todo:
+        try:
+            with open("/proc/%d/task/%d/children" % (todo[0], todo[0])) as f:
+                children = [int(child) for child in f.read().split()]
+        except OSError:
+            children = []
+        found += children
+        todo = todo[1:] + children
+    return found
+
+
+def proc_status(pid: int) -> Dict[str, int]:
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            return {key: int(value.split()[0]) for key, _, value in
+                    (line.partition(":") for line in f) if value.strip().endswith("kB")}
+    except OSError:
+        return {}
 
 
 def record(tmp: Path, name: str, python: str, seconds: float) -> Path:
@@ -52,48 +106,71 @@ def record(tmp: Path, name: str, python: str, seconds: float) -> Path:
     return data
 
 
-def script_command(data: Path) -> List[str]:
-    return ["perf", "--buildid-dir", str(data) + ".d/buildid", "script", "-i", str(data)] + SCRIPT_FIELDS
+def script_alone(data: Path, inline: bool = False) -> List[str]:
+    """perf script as a user runs it: the recording's build-id cache, fold's fields."""
+    return perf.script_command(str(data), str(data) + ".d/buildid", inline=inline)
 
 
-def fold_figures(data: Path, tmp: Path, flamegraph: Optional[Path]) -> List[Tuple[str, str, str]]:
-    rows = []
-    perf_alone = median(lambda: run(script_command(data))[0])
-    fold = median(lambda: run(MIXEDSTACK + ["fold", str(data)])[0])
-    rows.append(("fold end-to-end vs perf script alone", "%.2f s vs %.2f s" % (fold, perf_alone),
-                 "%.2fx" % (fold / perf_alone)))
+def ratio(ours: float, theirs: float) -> str:
+    return "%.2fx" % (ours / theirs)
+
+
+def fold_figures(data: Path, tmp: Path, flamegraph: Optional[Path], inline: bool) -> List[Row]:
     text = tmp / (data.name + ".txt")
     with open(text, "wb") as out:
-        subprocess.run(script_command(data), stdout=out, stderr=subprocess.DEVNULL, check=True)
-    on_text = median(lambda: run(MIXEDSTACK + ["fold", str(text)])[0])
-    if flamegraph:
-        perl = median(lambda: run(["perl", str(flamegraph / "stackcollapse-perf.pl"), str(text)])[0])
-        rows.append(("fold on text vs stackcollapse-perf.pl (%d MB)" % (text.stat().st_size >> 20),
-                     "%.2f s vs %.2f s" % (on_text, perl), "%.2fx" % (on_text / perl)))
+        subprocess.run(script_alone(data), stdout=out, stderr=subprocess.DEVNULL, check=True)
+    option = ["--inline"] if inline else []
+    contenders = {
+        "perf": lambda: run(script_alone(data, inline))[0],
+        "fold": lambda: run(MIXEDSTACK + ["fold", *option, str(data)])[0],
+        "text": lambda: run(MIXEDSTACK + ["fold", str(text)])[0],
+        "perf_scripts": lambda: run(script_alone(data) + ["-s", str(ROOT / "perf_scripts" / "mixedstack-fold.py")])[0],
+    }
+    if inline:  # the text comparisons do not depend on it: once is enough
+        del contenders["text"], contenders["perf_scripts"]
+    if flamegraph and not inline:
+        contenders["perl"] = lambda: run(["perl", str(flamegraph / "stackcollapse-perf.pl"), str(text)])[0]
+    m = medians(contenders)
+    setting = "--inline" if inline else "--no-inline"
+    rows = [("fold end-to-end vs perf script alone (%s)" % setting,
+             "%.2f s vs %.2f s" % (m["fold"], m["perf"]), ratio(m["fold"], m["perf"]))]
+    if inline:
+        return rows
+    size = text.stat().st_size / 1e6
+    if "perl" in m:
+        rows.append(("fold on text vs stackcollapse-perf.pl (%.0f MB)" % size,
+                     "%.2f s (%.0f MB/s) vs %.2f s (%.0f MB/s)" % (m["text"], size / m["text"], m["perl"],
+                                                                   size / m["perl"]),
+                     "%.2fx the throughput" % (m["perl"] / m["text"])))
     else:
-        rows.append(("fold on text vs stackcollapse-perf.pl", "%.2f s vs n/a" % on_text, "n/a"))
-    script = ROOT / "perf_scripts" / "mixedstack-fold.py"
-    via_perf = median(lambda: run(script_command(data) + ["-s", str(script)])[0])
-    rows.append(("perf_scripts path vs fold end-to-end", "%.2f s vs %.2f s" % (via_perf, fold),
-                 "%.2fx" % (via_perf / fold)))
-    peak = max(run(MIXEDSTACK + ["fold", str(data)])[1] for _ in range(2))
-    rows.append(("fold peak memory (fold and perf script)", "%d MB" % (peak >> 10), ""))
+        rows.append(("fold on text vs stackcollapse-perf.pl (%.0f MB)" % size, "%.2f s vs n/a" % m["text"], "n/a"))
+    rows.append(("perf_scripts path vs text path (fold end-to-end)",
+                 "%.2f s vs %.2f s" % (m["perf_scripts"], m["fold"]), ratio(m["perf_scripts"], m["fold"])))
+    peak, file_backed = max(tree_memory(MIXEDSTACK + ["fold", str(data)]) for _ in range(3))
+    rows.append(("fold peak memory (fold + its perf script processes, summed)",
+                 "%d MB, of which %d MB perf.data mapped by perf script" % (peak >> 10, file_backed >> 10), ""))
     return rows
 
 
-def record_figures(tmp: Path, pythons: dict) -> List[Tuple[str, str, str]]:
-    rows = []
-    ours = median(lambda: run(MIXEDSTACK + ["record", "-f", "-o", str(tmp / "true.data"), "--", "true"])[0])
-    plain = median(lambda: run(["perf", "record", "-q", "-o", str(tmp / "p.data"), "--", "true"])[0])
-    rows.append(("record fixed cost (`-- true`) vs perf record -- true", "%.2f s vs %.2f s" % (ours, plain),
-                 "%.2fx" % (ours / plain)))
+def record_figures(tmp: Path, pythons: Dict[str, Tuple[str, List[str]]]) -> List[Row]:
+    m = medians({
+        "ours": lambda: run(MIXEDSTACK + ["record", "-f", "-o", str(tmp / "true.data"), "--", "true"])[0],
+        "perf": lambda: run(["perf", "record", "-q", "-o", str(tmp / "p.data"), "--", "true"])[0],
+    })
+    rows = [("record fixed cost (`-- true`) vs perf record -- true", "%.2f s vs %.2f s" % (m["ours"], m["perf"]),
+             ratio(m["ours"], m["perf"]))]
     work = str(ROOT / "bench" / "fixed_work.py")
-    for label, python in pythons.items():
-        alone = median(lambda: float(run([python, work, "3"], stdout=None)[2]))
-        under = median(lambda: float(run(MIXEDSTACK + ["record", "-f", "-o", str(tmp / "w.data"), "--",
-                                                       python, work, "3"], stdout=None)[2]))
-        rows.append(("workload slowdown, %s (999 Hz)" % label, "%.2f s vs %.2f s alone" % (under, alone),
-                     "%+.1f%%" % (100 * (under / alone - 1))))
+    for label, (python, flags) in pythons.items():
+        recorded = tmp / "w.data"
+        m = medians({
+            "alone": lambda: float(run([python, work, "3"], stdout=None)[1]),
+            "under": lambda: float(run(MIXEDSTACK + ["record", "-f", *flags, "-o", str(recorded), "--",
+                                                     python, work, "3"], stdout=None)[1]),
+        })
+        meta = json.loads((tmp / "w.data.d" / "meta.json").read_text())
+        rows.append(("workload slowdown, %s mode, %s (%d Hz)" % (meta["mode"], label, meta["frequency"]),
+                     "%.2f s vs %.2f s alone" % (m["under"], m["alone"]),
+                     "%+.1f%%" % (100 * (m["under"] / m["alone"] - 1))))
     return rows
 
 
@@ -101,14 +178,14 @@ def calls_per_second(python: str, pythonpath: str, *flags: str) -> float:
     """One run of bench/calls.py; removes the /tmp files its trampoline (ours or
     CPython's own) wrote, since this runs outside `mixedstack record`."""
     out = run([python, *flags, str(ROOT / "bench" / "calls.py")], stdout=None,
-              env=dict(os.environ, PYTHONPATH=pythonpath))[2].split()
+              env=dict(os.environ, PYTHONPATH=pythonpath))[1].split()
     for name in ("/tmp/perf-%s.map" % out[1], "/tmp/jit-%s.dump" % out[1]):
         if os.path.exists(name):
             os.remove(name)
     return float(out[0])
 
 
-def agent_figures(found: dict) -> List[Tuple[str, str, str]]:
+def agent_figures(found: dict) -> List[Row]:
     """Calls/s without and with the agent (and CPython's own trampoline where it has one)."""
     from mixedstack.agent import agent_path
     from mixedstack.target import find_interpreter
@@ -117,15 +194,17 @@ def agent_figures(found: dict) -> List[Tuple[str, str, str]]:
     for version in sorted(v for v in found if (3, 8) <= v <= (3, 12)):
         python = found[version]
         folder = agent_path(find_interpreter([python]))
-        plain = median(lambda: calls_per_second(python, ""))
-        agent = median(lambda: calls_per_second(python, folder))
-        figures = "%.1f M/s vs %.1f M/s plain" % (agent / 1e6, plain / 1e6)
-        ratio = "%+.0f%%" % (100 * (agent / plain - 1))
+        contenders = {"plain": lambda: calls_per_second(python, ""),
+                      "agent": lambda: calls_per_second(python, folder)}
         if version >= (3, 12):
-            own = median(lambda: calls_per_second(python, "", "-X", "perf"))
-            figures += ", CPython's -X perf %.1f M/s" % (own / 1e6)
-            ratio += " (own: %+.0f%%)" % (100 * (own / plain - 1))
-        rows.append(("agent cost, calls/s, CPython %d.%d" % version, figures, ratio))
+            contenders["own"] = lambda: calls_per_second(python, "", "-X", "perf")
+        m = medians(contenders)
+        figures = "%.1f M/s vs %.1f M/s plain" % (m["agent"] / 1e6, m["plain"] / 1e6)
+        change = "%+.0f%%" % (100 * (m["agent"] / m["plain"] - 1))
+        if "own" in m:
+            figures += ", CPython's -X perf %.1f M/s" % (m["own"] / 1e6)
+            change += " (own: %+.0f%%)" % (100 * (m["own"] / m["plain"] - 1))
+        rows.append(("agent cost, calls/s, CPython %d.%d" % version, figures, change))
     return rows
 
 
@@ -136,25 +215,32 @@ def main() -> None:
     newest = max((v for v in found if v >= (3, 13)), default=None)
     if newest is None:
         raise SystemExit("bench: needs a CPython 3.13+ (pyenv or PATH)")
-    pythons = {"perf-jit mode, CPython %d.%d" % newest: found[newest]}
+    pythons = {"CPython %d.%d" % newest: (found[newest], [])}
     older = max((v for v in found if v < (3, 12)), default=None)
     if older:
-        pythons["native mode, CPython %d.%d" % older] = found[older]
+        pythons["CPython %d.%d" % older] = (found[older], [])
+        pythons["CPython %d.%d, --agent never" % older] = (found[older], ["--agent", "never"])
     flamegraph = Path(os.environ["FLAMEGRAPH_DIR"]) if os.environ.get("FLAMEGRAPH_DIR") else None
-    rows = []
+    rows: List[Row] = []
+    started = time.time()
     with tempfile.TemporaryDirectory(prefix="mixedstack-bench-") as name:
         tmp = Path(name)
         for label, seconds in (("small", 0.5), ("large", 4.0)):
             data = record(tmp, label + ".data", found[newest], seconds)
-            size = data.stat().st_size >> 20
-            rows.append(("%s recording: %.1f s of phases.py, %d MB" % (label, 3 * seconds, size), "", ""))
-            rows += [("  " + a, b, c) for a, b, c in fold_figures(data, tmp, flamegraph)]
+            meta = json.loads(Path(str(data) + ".d", "meta.json").read_text())
+            rows.append(("%s recording: %.1f s of phases.py, %s samples, %d MB" % (
+                label, 3 * seconds, format(meta["samples"], ","), data.stat().st_size >> 20), "", ""))
+            rows += [("  " + a, b, c) for a, b, c in fold_figures(data, tmp, flamegraph, inline=False)]
+            if label == "large":
+                rows += [("  " + a, b, c) for a, b, c in fold_figures(data, tmp, flamegraph, inline=True)]
         rows += record_figures(tmp, pythons)
         rows += agent_figures(found)
     table = ["| measure | figures | ratio |", "| --- | --- | --- |"]
     table += ["| %s | %s | %s |" % row for row in rows]
-    header = "mixedstack bench, %s, %d cores, median of %d, %s" % (
-        time.strftime("%Y-%m-%d"), os.cpu_count() or 1, REPEAT, platform.python_version())
+    load = os.getloadavg()
+    header = "mixedstack bench, %s, %d cores, median of %d, Python %s, %.0f s, load average %.1f at the end" % (
+        time.strftime("%Y-%m-%d %H:%M"), os.cpu_count() or 1, REPEAT, platform.python_version(),
+        time.time() - started, load[0])
     text = "%s\n\n%s\n" % (header, "\n".join(table))
     print(text)
     (ROOT / "bench" / "results.md").write_text(text)
