@@ -93,6 +93,8 @@ SAMPLE = {name: 1 << bit for bit, name in enumerate(
     "IP TID TIME ADDR READ CALLCHAIN ID CPU PERIOD STREAM_ID RAW BRANCH_STACK "
     "REGS_USER STACK_USER WEIGHT DATA_SRC IDENTIFIER".split())}
 SP_REGISTER = 7  # PERF_REG_X86_SP
+AT_PAGESZ = 6  # an auxiliary vector entry every process gets
+ENTRY_TRIES = 8  # main-thread copies looked at, per process, for where its stack began
 
 
 Layout = Tuple[int, int]  # (sample_type, sample_regs_user) of one event
@@ -307,6 +309,8 @@ def _clip_and_compact(buf, offset: int, end: int, scan: _Scan) -> Tuple[int, Opt
     # a forked process (not exec'd) runs in its parent's mappings too
     parent = {pid: ppid for _, pid, ppid, tid in scan.forks
               if pid != ppid and not (pid in scan.last_exec and pid == tid)}
+    entry: Dict[int, Optional[int]] = {}  # pid -> where argc is (None: not found yet)
+    tries: Dict[int, int] = {}
     clipped = 0
     write = offset
     for position, record_type, _, size in records(buf, offset, end):
@@ -321,6 +325,14 @@ def _clip_and_compact(buf, offset: int, end: int, scan: _Scan) -> Tuple[int, Opt
                 dyn_size = limit - stack.sp
                 struct.pack_into("<Q", buf, stack.size_at + 8 + stack.size, dyn_size)
                 clipped += 1
+            argc = entry.get(stack.pid)
+            # a copy that ran to the stack's top ends at a page boundary
+            if argc is None and (stack.sp + dyn_size) % 4096 == 0 and tries.get(stack.pid, 0) < ENTRY_TRIES:
+                tries[stack.pid] = tries.get(stack.pid, 0) + 1
+                argc = entry[stack.pid] = entry_stack_pointer(buf, stack.size_at + 8, dyn_size, stack.sp)
+            if argc is not None and stack.sp < argc < stack.sp + dyn_size - 8:
+                dyn_size = argc + 8 - stack.sp  # frames are below argc: above it, argv, environ, auxv
+                clipped += 1
             if scan.movable and dyn_size <= stack.size and stack.size_at + 16 + stack.size <= position + size:
                 write += _compact_sample(buf, position, size, write, stack, dyn_size)
                 continue
@@ -328,6 +340,37 @@ def _clip_and_compact(buf, offset: int, end: int, scan: _Scan) -> Tuple[int, Opt
             buf.move(write, position, size)
         write += size
     return clipped, write if scan.movable else None
+
+
+def entry_stack_pointer(buf, at: int, length: int, sp: int) -> Optional[int]:
+    """Where argc is, in a copy (at `at`, of `length` bytes from address `sp`) of a
+    main thread's stack that runs to the stack's top: the stack pointer when the
+    process started. Above it (System V ABI) lie argv[] and envp[] (pointers to
+    strings further up, each list ended by NULL), the auxiliary vector (type/value
+    pairs to AT_NULL), then the strings and up to 8 KB of random padding: up to
+    ~10 KB a sample that no unwinder reads. None unless that layout is all there."""
+    words = struct.unpack_from("<%dQ" % (length // 8), buf, at)
+    top = sp + length
+    for pagesz in (i for i, word in enumerate(words[:-1]) if word == AT_PAGESZ):
+        if words[pagesz + 1] not in (4096, 16384, 65536):
+            continue
+        auxv = pagesz
+        while auxv >= 2 and 0 < words[auxv - 2] < 64:  # back over (type, value) pairs
+            auxv -= 2
+        end = next((i for i in range(auxv, len(words) - 1, 2) if words[i] == 0), None)
+        if end is None or end < pagesz or auxv < 2 or words[auxv - 1] != 0:
+            continue
+        at_argv_end = auxv - 2  # envp[] ends at auxv - 1: walk back over its pointers
+        while at_argv_end >= 0 and sp <= words[at_argv_end] < top:
+            at_argv_end -= 1
+        if at_argv_end < 0 or words[at_argv_end] != 0:
+            continue
+        argc = at_argv_end - 1
+        while argc >= 0 and sp <= words[argc] < top:
+            argc -= 1
+        if argc >= 0 and words[argc] == at_argv_end - 1 - argc:
+            return sp + 8 * argc
+    return None
 
 
 def _compact_sample(buf, position: int, size: int, write: int, stack: UserStack, dyn_size: int) -> int:
