@@ -14,6 +14,7 @@ import random
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -115,6 +116,7 @@ def test_tidy_shrinks_a_recording_and_perf_script_prints_the_same(perf_ok, tmp_p
     tidied = perfdata.tidy(str(tidied_path))
     before, after = data.stat().st_size, tidied_path.stat().st_size
     assert tidied.saved == before - after and after * 2 < before, (before, after)
+    assert tidied.clipped > 0.9 * tidied.samples  # at argc: the main thread's copies ran to the stack's top
     text = perf_script_text(data, buildid)
     assert text.count(b"cpu-clock") > 100
     assert perf_script_text(tidied_path, buildid) == text
@@ -161,3 +163,35 @@ def test_stacks_through_the_vdso_unwind(perf_ok, tmp_path, version):
     assert through > 0.05 * folded.total(), (through, folded.total())
     # without the vDSO in the build-id cache, 3% of these were (perf -N alone)
     assert rooted >= 0.95 * through, (rooted, through)
+
+
+def start_of_a_process_stack(argv, environ, sp=0x7ffc0000f000 - 4096):
+    """A copy of a main thread's stack from `sp` to the top: frames, then argc,
+    argv[], envp[], the auxiliary vector, padding and the strings (System V ABI)."""
+    frames = [0x401000, 0x7ffc0000e100, 3] * 20
+    strings = b"".join(text + b"\0" for text in argv + environ)
+    head_words = len(frames) + 1 + len(argv) + 1 + len(environ) + 1 + 8
+    strings_at = sp + 8 * head_words + 64  # after 64 bytes of padding
+    pointers, at = [], strings_at
+    for text in argv + environ:
+        pointers.append(at)
+        at += len(text) + 1
+    words = frames + [len(argv)] + pointers[:len(argv)] + [0] + pointers[len(argv):] + [0]
+    words += [33, 0x7fff1000, 6, 4096, 25, strings_at - 32, 0, 0]  # AT_SYSINFO_EHDR, AT_PAGESZ, AT_RANDOM, AT_NULL
+    data = struct.pack("<%dQ" % len(words), *words) + bytes(64) + strings
+    data += bytes(-len(data) % 4096)
+    return data, sp, sp + 8 * len(frames)
+
+
+def test_where_a_process_stack_began_is_found_only_in_the_full_layout():
+    data, sp, argc = start_of_a_process_stack([b"python3", b"app.py"], [b"HOME=/root", b"LANG=C"])
+    assert perfdata.entry_stack_pointer(data, 0, len(data), sp) == argc
+    no_environ, sp, argc = start_of_a_process_stack([b"true"], [])
+    assert perfdata.entry_stack_pointer(no_environ, 0, len(no_environ), sp) == argc
+    cut = data[:(argc - sp) + 40]  # the copy stopped before the auxiliary vector
+    assert perfdata.entry_stack_pointer(cut, 0, len(cut), sp) is None
+    wrong_count = bytearray(data)
+    struct.pack_into("<Q", wrong_count, argc - sp, 3)  # argc says 3, argv holds 2
+    assert perfdata.entry_stack_pointer(bytes(wrong_count), 0, len(data), sp) is None
+    no_pagesz = data.replace(struct.pack("<QQ", 6, 4096), struct.pack("<QQ", 7, 4096))
+    assert perfdata.entry_stack_pointer(no_pagesz, 0, len(data), sp) is None
