@@ -70,9 +70,11 @@ def perf_record_command(options: RecordOptions, mode, recording: Recording) -> L
     command += ["-o", recording.raw, "-q"]
     # perf record waits ~1 s at exit for its BPF side-band thread; we need no BPF symbols.
     command.append("--no-bpf-event")
-    # no build-id cache: copying the kernel's symbols into it costs perf ~0.07 s at
-    # exit; Recording.cache_system_files puts what fold needs there meanwhile
-    command.append("-N")
+    # At exit perf walks the whole recording to find the files samples hit, loading
+    # the kernel's symbols (/proc/kallsyms, three reads, ~0.06 s here) and copying
+    # them into the build-id cache: --buildid-all names every file instead, and -N
+    # skips the cache (Recording.cache_system_files puts what fold needs there meanwhile)
+    command += ["-N", "--buildid-all"]
     if mode.call_graph == "dwarf":
         command += ["--call-graph", "dwarf,%d" % options.stack_size]
     else:
