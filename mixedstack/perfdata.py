@@ -95,6 +95,7 @@ SAMPLE = {name: 1 << bit for bit, name in enumerate(
 SP_REGISTER = 7  # PERF_REG_X86_SP
 AT_PAGESZ = 6  # an auxiliary vector entry every process gets
 ENTRY_TRIES = 8  # main-thread copies looked at, per process, for where its stack began
+STACK_REACH = 1 << 23  # how far above a pointer array its strings can be (the stack's usual limit)
 
 
 Layout = Tuple[int, int]  # (sample_type, sample_regs_user) of one event
@@ -344,13 +345,13 @@ def _clip_and_compact(buf, offset: int, end: int, scan: _Scan) -> Tuple[int, Opt
 
 def entry_stack_pointer(buf, at: int, length: int, sp: int) -> Optional[int]:
     """Where argc is, in a copy (at `at`, of `length` bytes from address `sp`) of a
-    main thread's stack that runs to the stack's top: the stack pointer when the
-    process started. Above it (System V ABI) lie argv[] and envp[] (pointers to
-    strings further up, each list ended by NULL), the auxiliary vector (type/value
-    pairs to AT_NULL), then the strings and up to 8 KB of random padding: up to
-    ~10 KB a sample that no unwinder reads. None unless that layout is all there."""
+    main thread's stack that runs to the top of what the kernel could copy: the
+    stack pointer when the process started. Above it (System V ABI) lie argv[] and
+    envp[] (pointers, in increasing order, to strings further up; each list ended
+    by NULL), the auxiliary vector (type/value pairs to AT_NULL), then the strings
+    and up to 8 KB of random padding: up to ~10 KB a sample that no unwinder reads.
+    None unless that layout is all there."""
     words = struct.unpack_from("<%dQ" % (length // 8), buf, at)
-    top = sp + length
     for pagesz in (i for i, word in enumerate(words[:-1]) if word == AT_PAGESZ):
         if words[pagesz + 1] not in (4096, 16384, 65536):
             continue
@@ -360,17 +361,23 @@ def entry_stack_pointer(buf, at: int, length: int, sp: int) -> Optional[int]:
         end = next((i for i in range(auxv, len(words) - 1, 2) if words[i] == 0), None)
         if end is None or end < pagesz or auxv < 2 or words[auxv - 1] != 0:
             continue
-        at_argv_end = auxv - 2  # envp[] ends at auxv - 1: walk back over its pointers
-        while at_argv_end >= 0 and sp <= words[at_argv_end] < top:
-            at_argv_end -= 1
-        if at_argv_end < 0 or words[at_argv_end] != 0:
+        # back over envp[] then argv[]: strings above them, each below the next
+        argv_end = _strings_down(words, auxv - 2, sp)
+        if argv_end < 0 or words[argv_end] != 0:
             continue
-        argc = at_argv_end - 1
-        while argc >= 0 and sp <= words[argc] < top:
-            argc -= 1
-        if argc >= 0 and words[argc] == at_argv_end - 1 - argc:
+        argc = _strings_down(words, argv_end - 1, sp, below=words[argv_end + 1] if argv_end + 1 < auxv - 1 else None)
+        if argc >= 0 and words[argc] == argv_end - 1 - argc:
             return sp + 8 * argc
     return None
+
+
+def _strings_down(words, index: int, sp: int, below: Optional[int] = None) -> int:
+    """From `index` down, over pointers to strings above the stack pointer, each
+    lower than the one after it; returns the index of the first other word."""
+    while index >= 0 and sp + 8 * index < words[index] < sp + STACK_REACH and (below is None or words[index] < below):
+        below = words[index]
+        index -= 1
+    return index
 
 
 def _compact_sample(buf, position: int, size: int, write: int, stack: UserStack, dyn_size: int) -> int:

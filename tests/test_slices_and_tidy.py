@@ -188,6 +188,8 @@ def test_where_a_process_stack_began_is_found_only_in_the_full_layout():
     assert perfdata.entry_stack_pointer(data, 0, len(data), sp) == argc
     no_environ, sp, argc = start_of_a_process_stack([b"true"], [])
     assert perfdata.entry_stack_pointer(no_environ, 0, len(no_environ), sp) == argc
+    before_strings = data[:data.index(b"python3\0")]  # the kernel could not copy the strings' page
+    assert perfdata.entry_stack_pointer(before_strings, 0, len(before_strings), sp) == argc
     cut = data[:(argc - sp) + 40]  # the copy stopped before the auxiliary vector
     assert perfdata.entry_stack_pointer(cut, 0, len(cut), sp) is None
     wrong_count = bytearray(data)
