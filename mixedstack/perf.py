@@ -12,6 +12,7 @@ import select
 import shutil
 import subprocess
 import threading
+import time
 from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import perfdata
@@ -24,6 +25,7 @@ SCRIPT_FIELDS = "comm,pid,tid,time,period,event,ip,sym,dso"
 # perf cuts call chains at 127 frames by default; a Python level costs 3-5 frames.
 MAX_STACK = "4096"
 CHUNK = 1 << 20  # bytes read from perf script at a time (and its pipe's size)
+BATCH_WAIT = 0.002  # seconds: ~100 KB of perf script's output
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Python < 3.10 lacks the name
 
 # perf 6.1 on newer kernels warns about record types it does not know: harmless.
@@ -113,13 +115,19 @@ def script_chunks(
             reading[process.stdout.fileno()] = index
         while reading:
             wanted = [fd for fd, index in reading.items() if ready(index)] or list(reading)
+            full = False
             for fd in select.select(wanted, [], [])[0]:
                 chunk = os.read(fd, CHUNK)
                 index = reading[fd]
                 if not chunk:
                     del reading[fd]
                     _finished(*runs[index], data)
+                full |= len(chunk) >= CHUNK // 4
                 yield index, chunk
+            if not full:
+                # perf writes 4 KB at a time: reading each costs more than the parse
+                # of it; let some accumulate (the cores meanwhile go to perf)
+                time.sleep(BATCH_WAIT)
     finally:
         for process, errors in runs:
             process.stdout.close()
