@@ -94,6 +94,8 @@ SAMPLE = {name: 1 << bit for bit, name in enumerate(
     "REGS_USER STACK_USER WEIGHT DATA_SRC IDENTIFIER".split())}
 SP_REGISTER = 7  # PERF_REG_X86_SP
 AT_PAGESZ = 6  # an auxiliary vector entry every process gets
+KERNEL_START = 0xFFFF800000000000  # x86-64: kernel addresses are above this
+PERF_CONTEXT_MAX = (1 << 64) - 4095  # call chain markers (PERF_CONTEXT_KERNEL...) are above this
 ENTRY_TRIES = 8  # main-thread copies looked at, per process, for where its stack began
 STACK_REACH = 1 << 23  # how far above a pointer array its strings can be (the stack's usual limit)
 
@@ -185,6 +187,7 @@ class Tidied(NamedTuple):
     clipped: int  # stack copies cut at the next mapping
     saved: int  # bytes the compaction removed
     times: Optional[array] = None  # each sample's time (ns, file order), if samples carry it
+    kernel_addresses: Optional[set] = None  # every kernel address samples name (None: unknown)
 
 
 def tidy(path: str) -> Tidied:
@@ -208,7 +211,10 @@ def tidy(path: str) -> Tidied:
             f.truncate(os.fstat(f.fileno()).st_size - saved)
     # LOST (ring buffer full) and LOST_SAMPLES (the event's own count) see the same losses
     lost = max(scan.lost_records, scan.lost_samples)
-    return Tidied(scan.samples, lost, scan.pids, forgotten, clipped, saved, scan.times)
+    kernel = None
+    if scan.addresses is not None:  # the kernel's half of the address space, without perf's context markers
+        kernel = {address for address in scan.addresses if KERNEL_START <= address < PERF_CONTEXT_MAX}
+    return Tidied(scan.samples, lost, scan.pids, forgotten, clipped, saved, scan.times, kernel)
 
 
 def survey(path: str) -> Optional[Tidied]:
@@ -236,6 +242,7 @@ class _Scan:
         self.forks: List[Tuple[int, int, int, int]] = []  # position, pid, ppid, tid
         self.movable = True  # every record walked to the end, none with a payload outside it
         self.times = array("Q")  # each sample's time (ns), when samples carry it
+        self.addresses: Optional[set] = set()  # sample IPs and call chain entries (None: not all read)
 
 
 def _scan(buf, offset: int, end: int) -> _Scan:
@@ -243,8 +250,13 @@ def _scan(buf, offset: int, end: int) -> _Scan:
     when = time_reader(buf)
     attrs_at, attrs_size = struct.unpack_from("<QQ", buf, ATTRS_SECTION)
     attr_size = struct.unpack_from("<Q", buf, ATTR_SIZE)[0]
-    time_at = _time_offset(struct.unpack_from("<Q", buf, at + 24)[0]
-                           for at in range(attrs_at, attrs_at + attrs_size, attr_size)) if attr_size else None
+    sample_types = [struct.unpack_from("<Q", buf, at + 24)[0]
+                    for at in range(attrs_at, attrs_at + attrs_size, attr_size)] if attr_size else []
+    time_at = _time_offset(sample_types)
+    chain_at = _chain_offset(sample_types)
+    if chain_at is None:
+        scan.addresses = None
+    addresses = scan.addresses
     reached = offset
     for position, record_type, misc, size in records(buf, offset, end):
         reached = position + size
@@ -252,6 +264,12 @@ def _scan(buf, offset: int, end: int) -> _Scan:
             scan.samples += 1
             if time_at is not None and time_at + 8 <= size:
                 scan.times.append(struct.unpack_from("<Q", buf, position + time_at)[0])
+            if addresses is not None:
+                entries = struct.unpack_from("<Q", buf, position + chain_at)[0] if chain_at + 8 <= size else -1
+                if 0 <= entries and chain_at + 8 + 8 * entries <= size:
+                    addresses.update(struct.unpack_from("<%dQ" % entries, buf, position + chain_at + 8))
+                else:
+                    scan.addresses = addresses = None
         elif record_type in (PERF_RECORD_MMAP, PERF_RECORD_MMAP2):
             pid, _, start = struct.unpack_from("<IIQ", buf, position + 8)
             name_at = position + (40 if record_type == PERF_RECORD_MMAP else 72)
@@ -276,6 +294,7 @@ def _scan(buf, offset: int, end: int) -> _Scan:
     features = int.from_bytes(buf[FEATURES:FEATURES + FEATURE_BITS // 8], "little")
     if reached != end or features >> HEADER_AUXTRACE & 1:
         scan.movable = False
+        scan.addresses = None
     return scan
 
 
@@ -484,6 +503,20 @@ def time_quantiles(times: Optional[Iterable[int]], steps: int = 64) -> List[int]
     if not ranked:
         return []
     return [ranked[round((len(ranked) - 1) * step / steps)] for step in range(steps + 1)]
+
+
+def _chain_offset(sample_types: Iterable[int]) -> Optional[int]:
+    """Where a sample record holds its call chain (u64 count, then addresses; the
+    sample's own IP is its first entry), if every event has one at the same place."""
+    before = (SAMPLE["IDENTIFIER"] | SAMPLE["IP"] | SAMPLE["TID"] | SAMPLE["TIME"] | SAMPLE["ADDR"]
+              | SAMPLE["ID"] | SAMPLE["STREAM_ID"] | SAMPLE["CPU"] | SAMPLE["PERIOD"])
+    leading = {sample_type & (before | SAMPLE["READ"] | SAMPLE["CALLCHAIN"]) for sample_type in sample_types}
+    if len(leading) != 1:
+        return None
+    sample_type = leading.pop()
+    if not sample_type & SAMPLE["CALLCHAIN"] or sample_type & SAMPLE["READ"]:
+        return None
+    return 8 + 8 * bin(sample_type & before).count("1")
 
 
 def _time_offset(sample_types: Iterable[int]) -> Optional[int]:

@@ -133,6 +133,7 @@ def record(options: RecordOptions, say: Callable[[str], None],
             "`perf record -- true` shows whether perf works here" % shell_status(perf_status)
         )
     tidied = tidy(recording.raw)  # before inject: it then reads and writes the smaller file
+    system_files.save(tidied.kernel_addresses)
     if mode.needs_inject:
         inject = perf.perf_command("inject", recording.buildid_dir) + [
             "--jit", "-i", recording.raw, "-o", recording.data,
