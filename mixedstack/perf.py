@@ -166,6 +166,21 @@ def script_lines(
     return iter(Text(lambda ready: script_chunks(data, ready, buildid_dir, inline, extra=extra)))
 
 
+def task_pids(data: str) -> set:
+    """PIDs of every process the recording saw (COMM and FORK events), as perf
+    script lists them (record reads them from the file itself: perfdata.tidy)."""
+    output = subprocess.run(
+        [perf_binary(), "script", "-i", data, "--show-task-events", "-F", "pid,event"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False,
+    ).stdout.decode("latin-1")
+    pids = set()
+    for line in output.splitlines():
+        head = line.split(None, 1)  # "PID PERF_RECORD_COMM exec: ..."
+        if len(head) == 2 and head[0].isdigit() and "PERF_RECORD_" in head[1]:
+            pids.add(int(head[0]))
+    return pids
+
+
 def sample_stats(data: str) -> dict:
     """Sample and lost-sample counts, read from the file (no perf process needed)."""
     counts = perfdata.survey(data)

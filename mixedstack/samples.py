@@ -139,12 +139,12 @@ class Text:
             data = pending[stream] + chunk
             cut = len(data) if not chunk else data.rfind(b"\n") + 1
             pending[stream] = data[cut:]
-            return _split_lines(data[:cut])
+            return split_lines(data[:cut])
 
         return self.in_order(lines)
 
 
-def _split_lines(data: bytes) -> List[str]:
+def split_lines(data: bytes) -> List[str]:
     """Lines ending in \\n (the last one may not), split on \\n only, as Perl reads them."""
     text = data.decode("latin-1")
     lines = text.split("\n")
@@ -286,7 +286,7 @@ class _Blocks:
         entries: List[Entry] = []
         append = entries.append
         if odd_first:
-            append((_split_lines(blocks[0]), END_BLOCK))
+            append((split_lines(blocks[0]), END_BLOCK))
             blocks = blocks[1:]
         stacks, header_of = self.stacks, self._header
         for block in blocks:
@@ -379,14 +379,14 @@ def _parse_text(
         data = pending[stream] + chunk
         if not chunk:  # the stream's end: the rest was never ended by a blank line
             pending[stream], odd[stream] = b"", False
-            return [(_split_lines(data), END_TEXT)]
+            return [(split_lines(data), END_TEXT)]
         # split as the whole text would be: the last piece may go on in the next chunk
         pieces = data.split(b"\n\n")
         last = pieces.pop()
         if len(last) > ODD_BLOCK and pieces == []:  # no blank line for long (e.g. CRLF text)
             cut = last.rfind(b"\n") + 1
             pending[stream], odd[stream] = last[cut:], True
-            return [(_split_lines(last[:cut]), None)]
+            return [(split_lines(last[:cut]), None)]
         pending[stream] = last
         was_odd, odd[stream] = odd[stream], False
         return blocks.read(pieces, odd_first=was_odd) if pieces else []

@@ -24,7 +24,7 @@ from typing import IO, Dict, Iterable, Iterator, List, Optional, Tuple
 from . import perf, perfdata
 from .perfdata import has_call_graphs, truncation
 from .recording import Recording
-from .samples import Text
+from .samples import Text, split_lines
 
 # A slice's perf script reads the whole file and loads every symbol table again
 # (~0.05 s here) before it unwinds its own samples (~25 us each, twice that with
@@ -148,9 +148,12 @@ FOLDED_LINE = re.compile(r"^(\S.*) (\d+)\r?$", re.ASCII | re.DOTALL)
 FOLDED_PROBE_LINES = 50
 
 
-def split_folded(lines: Iterable[str]) -> Tuple[bool, Iterator[str]]:
+def split_folded(lines: Iterable[str]) -> Tuple[bool, Iterable[str]]:
     """(whether the text is folded, all its lines again): the first non-blank lines
-    decide, so a perf script text (headers, then indented frames) never passes."""
+    decide, so a perf script text (headers, then indented frames) never passes. A
+    Text comes back as a Text (parse() reads it fastest)."""
+    if isinstance(lines, Text):
+        return split_folded_text(lines)
     lines = iter(lines)
     head: List[str] = []
     filled = 0
@@ -162,6 +165,21 @@ def split_folded(lines: Iterable[str]) -> Tuple[bool, Iterator[str]]:
     texts = [line.rstrip("\n") for line in head if line.strip()]
     folded = bool(texts) and all(FOLDED_LINE.match(text) for text in texts)
     return folded, itertools.chain(head, lines)
+
+
+def split_folded_text(text: Text) -> Tuple[bool, Text]:
+    """split_folded for a Text: the chunks read to decide come first in the Text returned."""
+    chunks = text.chunks(lambda stream: True)
+    read: List[Tuple[int, bytes]] = []
+    head = b""
+    for stream, chunk in chunks:
+        read.append((stream, chunk))
+        head += chunk
+        complete = head if not chunk else head[:head.rfind(b"\n") + 1]
+        if not chunk or sum(1 for line in complete.split(b"\n") if line.strip()) >= FOLDED_PROBE_LINES:
+            break
+    folded, _ = split_folded(split_lines(complete))
+    return folded, Text(lambda ready: itertools.chain(read, chunks), text.streams)
 
 
 def parse_folded(lines: Iterable[str]) -> Tuple[Dict[str, int], List[str]]:
