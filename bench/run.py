@@ -7,9 +7,10 @@ all of them alike), takes medians, prints a table of absolute figures and ratios
 and writes it to bench/results.md. FLAMEGRAPH_DIR may name a FlameGraph checkout
 for the stackcollapse-perf.pl comparison ("n/a" otherwise).
 
-Memory is the peak, over the run, of the summed resident memory of fold and its
-perf script processes (sampled every 5 ms from /proc), with the part that is
-perf.data itself, mapped by perf script (page cache: RssFile), told apart.
+Memory is the peak, over the run, of the summed proportional set size (PSS) of
+fold and its perf script processes (sampled every 5 ms from /proc/PID/smaps_rollup):
+pages they share (perf.data, mapped by each perf script; libraries) count once.
+The file-backed part and the plain RSS sum are shown beside it.
 """
 from __future__ import annotations
 
@@ -60,18 +61,21 @@ def medians(contenders: Dict[str, Callable[[], float]], rounds: int = REPEAT) ->
     return {name: statistics.median(values) for name, values in figures.items()}
 
 
-def tree_memory(command: List[str]) -> Tuple[int, int]:
-    """(peak summed RSS, the RssFile part at that peak), KB, of a command and its
-    descendants, sampled every 5 ms."""
+def tree_memory(command: List[str]) -> Tuple[int, int, int]:
+    """Peak, in KB, of a command and its descendants (sampled every 5 ms): (summed
+    PSS, the file-backed part of it, summed RSS). PSS counts each shared page once
+    (perf.data mapped by several perf scripts, libraries); RSS counts it in every
+    process that maps it."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak = (0, 0)
+    peak = (0, 0, 0)
     while process.poll() is None:
-        total = file_backed = 0
+        pss = file_backed = rss = 0
         for pid in [process.pid] + descendants(process.pid):
-            status = proc_status(pid)
-            total += status.get("VmRSS", 0)
-            file_backed += status.get("RssFile", 0)
-        peak = max(peak, (total, file_backed))
+            status = proc_status(pid, "smaps_rollup")
+            pss += status.get("Pss", 0)
+            file_backed += status.get("Pss_File", 0)
+            rss += status.get("Rss", 0)
+        peak = max(peak, (pss, file_backed, rss))
         time.sleep(0.005)
     if process.returncode != 0:
         raise SystemExit("bench: %s failed" % " ".join(command[:4]))
@@ -91,9 +95,10 @@ def descendants(pid: int) -> List[int]:
     return found
 
 
-def proc_status(pid: int) -> Dict[str, int]:
+def proc_status(pid: int, name: str = "status") -> Dict[str, int]:
+    """The "Key: N kB" lines of /proc/PID/NAME."""
     try:
-        with open("/proc/%d/status" % pid) as f:
+        with open("/proc/%d/%s" % (pid, name)) as f:
             return {key: int(value.split()[0]) for key, _, value in
                     (line.partition(":") for line in f) if value.strip().endswith("kB")}
     except OSError:
@@ -147,9 +152,10 @@ def fold_figures(data: Path, tmp: Path, flamegraph: Optional[Path], inline: bool
         rows.append(("fold on text vs stackcollapse-perf.pl (%.0f MB)" % size, "%.2f s vs n/a" % m["text"], "n/a"))
     rows.append(("perf_scripts path vs text path (fold end-to-end)",
                  "%.2f s vs %.2f s" % (m["perf_scripts"], m["fold"]), ratio(m["perf_scripts"], m["fold"])))
-    peak, file_backed = max(tree_memory(MIXEDSTACK + ["fold", str(data)]) for _ in range(3))
-    rows.append(("fold peak memory (fold + its perf script processes, summed)",
-                 "%d MB, of which %d MB perf.data mapped by perf script" % (peak >> 10, file_backed >> 10), ""))
+    pss, file_backed, rss = max(tree_memory(MIXEDSTACK + ["fold", str(data)]) for _ in range(3))
+    rows.append(("fold peak memory (fold + its perf script processes: PSS)",
+                 "%d MB, of which %d MB file-backed (perf.data mapped by perf script, libraries); "
+                 "RSS summed: %d MB" % (pss >> 10, file_backed >> 10, rss >> 10), ""))
     return rows
 
 

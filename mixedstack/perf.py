@@ -24,7 +24,7 @@ PERF_MAGIC = b"PERFILE2"  # first bytes of every perf.data file (file and pipe m
 SCRIPT_FIELDS = "comm,pid,tid,time,period,event,ip,sym,dso"
 # perf cuts call chains at 127 frames by default; a Python level costs 3-5 frames.
 MAX_STACK = "4096"
-CHUNK = 1 << 20  # bytes read from perf script at a time (and its pipe's size)
+CHUNK = 1 << 18  # bytes read from perf script at a time (and its pipe's size)
 BATCH_WAIT = 0.002  # seconds: ~100 KB of perf script's output
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Python < 3.10 lacks the name
 

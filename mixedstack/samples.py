@@ -86,9 +86,10 @@ class EventFilter:
 
 
 class Frames(list):
-    """A sample's frames when they came from a block of text seen before: `key`
-    names that text, so Folder can recognise the stack without hashing it. Build a
-    new list to change a stack; never change one of these in place."""
+    """A sample's frames as the Text path reads them: one list, shared by every
+    sample whose frame lines read the same, and `key` names them, so that Folder
+    knows the stack without hashing it. Build a new list to change a stack; never
+    change one of these in place."""
 
     __slots__ = ("key",)
 
@@ -307,13 +308,11 @@ class _Blocks:
                 append((block.decode("latin-1").split("\n"), END_BLOCK))
                 continue
             event, pname, period, comm, pid, tid, stamp = header
-            key, frames, unknown = stack
+            frames, unknown = stack
             if pname is None:
                 append((event, None, unknown))
                 continue
-            shared = Frames(frames)
-            shared.key = key
-            sample = Sample(pname, period, event, shared, comm, pid, tid, stamp)
+            sample = Sample(pname, period, event, frames, comm, pid, tid, stamp)
             append((event, sample, unknown) if unknown else sample)
         return entries
 
@@ -342,9 +341,10 @@ class _Blocks:
         return stack
 
     def _stack(self, rest: bytes) -> Optional[tuple]:
-        """(key, frames, unrecognized lines) of indented frame lines, or None when a
-        line is not indented (a header, a comment...: the state machine's case)."""
-        frames: List[Frame] = []
+        """(frames, unrecognized lines) of indented frame lines, or None when a line
+        is not indented (a header, a comment...: the state machine's case)."""
+        frames = Frames()
+        frames.key = next(_stack_keys)
         unknown: List[str] = []
         if rest:
             cache = self.lines
@@ -362,7 +362,7 @@ class _Blocks:
                     unknown.append(item)
                 else:
                     frames.append(item)
-        return next(_stack_keys), tuple(frames), tuple(unknown)
+        return frames, tuple(unknown)
 
 
 def _parse_text(

@@ -126,11 +126,12 @@ def test_iterating_a_text_gives_its_lines():
     assert "".join(as_text(streams, 7)) == data.decode("latin-1")
 
 
-def test_identical_blocks_share_their_frames_key_but_not_their_list():
+def test_identical_blocks_share_one_frames_list_and_its_key():
     block = b"perf 1/1 1.0: 1 cpu-clock: \n\t1 main (/bin/perf)\n\n"
-    first, second = parse(as_text([block * 2], 4096))
-    assert first.frames == second.frames and first.frames is not second.frames
-    assert first.frames.key == second.frames.key
+    other = b"perf 1/1 2.0: 1 cpu-clock: \n\t2 main (/bin/perf)\n\n"
+    first, second, third = parse(as_text([block * 2 + other], 4096))
+    assert first.frames is second.frames and first.frames.key == second.frames.key
+    assert third.frames != first.frames and third.frames.key != first.frames.key
 
 
 def test_frames_at_other_addresses_fold_alike_unless_addresses_are_shown():
