@@ -262,10 +262,10 @@ def report(input, format_, output, top):
 
     refuse_to_overwrite_a_recording(output)
     try:
-        events, switches, what = select_events(input, None, None)
-        builder = ReportBuilder(switches)
+        selection = select_events(input, None, None)
+        builder = ReportBuilder(selection[1])
         with open_input(input) as lines:
-            builder.add_all(with_progress(offcpu.weigh(parse(lines, ProcessLabel(), events), what, switches)))
+            builder.add_all(weighed_samples(lines, selection))
         if builder.samples == 0:
             fail("%s holds no samples: it is not a recording or `perf script` output" % input)
         lost = perf.sample_stats(input)["lost"] if is_recording(input) else None
@@ -302,6 +302,16 @@ def select_events(input: str, what: Optional[str], wanted: Optional[str]
     return EventFilter(wanted or offcpu.CPU_EVENT, warn=warn, also=also), switches, what
 
 
+def weighed_samples(lines, selection: Tuple[EventFilter, Optional[offcpu.Switches], str],
+                    label: Optional[ProcessLabel] = None,
+                    on_unrecognized: Optional[Callable[[str], None]] = None) -> Iterator[Sample]:
+    """perf script text -> the samples select_events chose, off-CPU ones weighed:
+    what fold, flamegraph, diff and report all read."""
+    events, switches, what = selection
+    samples = parse(lines, label or ProcessLabel(), events, on_unrecognized=on_unrecognized)
+    return with_progress(offcpu.weigh(samples, what, switches))
+
+
 WHAT_LEAF = "[off-cpu"  # off-CPU stacks end in a marker frame: `[off-cpu: sleep]`, ...
 
 
@@ -328,15 +338,14 @@ def read_stacks(input: str, what: Optional[str] = None, options: Optional[FoldOp
     try:
         recording = input != "-" and is_recording(input)
         if recording:  # never folded text: pick its events before perf script starts
-            events, switches, chosen = select_events(input, what, event_filter)
+            selection = select_events(input, what, event_filter)
         with open_input(input, inline=inline) as lines:
             if not recording:
                 is_folded, lines = split_folded(lines)
                 if is_folded:
                     return read_folded(input, lines, what)
-                events, switches, chosen = select_events(input, what, event_filter)
-            samples = parse(lines, label or ProcessLabel(), events, on_unrecognized=warnings.append)
-            folder.add_all(with_progress(offcpu.weigh(samples, chosen, switches)))
+                selection = select_events(input, what, event_filter)
+            folder.add_all(weighed_samples(lines, selection, label, warnings.append))
     except (InputError, PerfError) as error:
         fail(str(error))
     except KeyboardInterrupt:
@@ -349,6 +358,7 @@ def read_stacks(input: str, what: Optional[str] = None, options: Optional[FoldOp
         click.echo("mixedstack: warning: no frame lines found in %s (perf script "
                    "needs the ip, sym and dso fields, and a recording with call graphs)" % input,
                    err=True)
+    events = selection[0]
     unit = "nanoseconds" if events.wanted.startswith(("cpu-clock", "task-clock")) else "events"
     summary = "%s samples -> %s stacks, %.1f%% with Python frames" % (
         format(folder.samples, ","), format(len(folder.stacks), ","),

@@ -59,11 +59,16 @@ def of_marker(name: str) -> str:
     return ""
 
 
+def is_kernel(dso: str) -> bool:
+    """The kernel or a kernel module (`[kernel.kallsyms]`, `[xfs]`, vmlinux)."""
+    return dso.startswith("[kernel.") or dso.endswith("vmlinux") or (
+        dso.startswith("[") and dso.endswith("]") and dso not in USER_BRACKETS)
+
+
 def of_native(frame: Frame, symbol: str) -> str:
     """A native frame's layer from its DSO (symbol: its name without offset)."""
     dso = frame.dso
-    if dso.startswith("[kernel.") or dso.endswith("vmlinux") or (
-            dso.startswith("[") and dso.endswith("]") and dso not in USER_BRACKETS):
+    if is_kernel(dso):
         return KERNEL
     if TRAMPOLINE_DSO.search(dso):  # only left by --keep-interpreter
         return PYTHON if symbol.startswith("py::") else INTERPRETER

@@ -27,7 +27,9 @@ import subprocess
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import perf
+from .layers import is_kernel
 from .model import Frame, Sample
+from .processors.python import symbol_name
 
 SWITCH_EVENT = "sched:sched_switch"
 CPU_EVENT = "cpu-clock"
@@ -41,12 +43,10 @@ SLEEP_FUNCTIONS = frozenset(["time_sleep", "pysleep", "do_nanosleep", "hrtimer_n
 LOCK_FUNCTIONS = frozenset(["futex_wait", "futex_wait_queue", "futex_do_wait", "__futex_wait",
                             "futex_wait_queue_me", "do_futex"])
 CHILD_FUNCTIONS = frozenset(["do_wait", "kernel_wait4", "kernel_waitid"])
-OFFSET = re.compile(r"\+0x[\da-f]+$", re.ASCII)
 # The syscall's own function, just under do_syscall_64: __x64_sys_read, ksys_read, __do_sys_newstat...
 SYSCALL_FUNCTION = re.compile(r"^(?:__x64_sys_|__ia32_sys_|__se_sys_|__do_sys_|__sys_|ksys_|do_sys_)(\w+)$",
                               re.ASCII)
 SYSCALL_ENTRY = frozenset(["do_syscall_64", "x64_sys_call"])
-KERNEL_DSO = "[kernel.kallsyms]"
 
 
 def record_arguments(frequency: int) -> List[str]:
@@ -56,13 +56,9 @@ def record_arguments(frequency: int) -> List[str]:
             "-e", SWITCH_EVENT, "--switch-events"]
 
 
-def symbol(frame: Frame) -> str:
-    return OFFSET.sub("", frame.symbol)
-
-
 def base_names(frames: Sequence[Frame]) -> set:
     """Function names without GCC's clone suffixes (take_gil.constprop.0 -> take_gil)."""
-    return {symbol(frame).split(".", 1)[0] for frame in frames}
+    return {symbol_name(frame).split(".", 1)[0] for frame in frames}
 
 
 def microseconds(stamp: str) -> int:
@@ -143,9 +139,9 @@ def syscall(frames: Sequence[Frame]) -> Optional[str]:
     """The system call a stack (leaf first) is in: the function under do_syscall_64."""
     below = False
     for frame in reversed(frames):  # root first
-        if frame.dso != KERNEL_DSO:
+        if not is_kernel(frame.dso):
             continue
-        name = symbol(frame)
+        name = symbol_name(frame)
         if name in SYSCALL_ENTRY:
             below = True
         elif below:  # not a syscall's function (e.g. a reschedule on the way out): none

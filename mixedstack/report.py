@@ -23,28 +23,28 @@ import os
 import re
 from typing import Counter, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from . import offcpu
+from . import layers, offcpu
 from .model import Frame, Sample
 from .processors.python import BEFORE_ACTIVATION, ENTRY_POINTS, PythonMerge, is_python, symbol_name
 
 LAYERS = ("Python (bytecode loop)", "interpreter C", "extension and library C", "kernel", "unresolved")
 EVAL_LOOP = re.compile(r"^_?PyEval_EvalFrame(?:Default|Ex)?$", re.ASCII)
-INTERPRETER_DSO = re.compile(r"(?:^|/)(?:lib)?python[\d.]*[dmu]*(?:\.so[\d.]*)?$", re.ASCII)
-KERNEL_DSO = re.compile(r"^\[kernel\.kallsyms\]$|vmlinux$", re.ASCII)
 # threading's own frames (qualified names from 3.11; bare ones before)
 THREAD_BOOTSTRAP = re.compile(r"^(?:Thread\.)?_bootstrap(?:_inner)? \(threading\.py", re.ASCII)
 THREAD_RUN = re.compile(r"^(?:Thread\.)?run \(threading\.py", re.ASCII)
 
 
 def layer(frame: Frame) -> str:
-    """The layer of a sample's leaf frame."""
-    if KERNEL_DSO.search(frame.dso):
+    """The layer of a sample's leaf frame: layers.py's, with the bytecode loop and
+    unresolved frames told apart."""
+    name = symbol_name(frame)
+    if layers.is_kernel(frame.dso):
         return "kernel"
-    if is_python(frame) or EVAL_LOOP.match(symbol_name(frame)):
+    if is_python(frame) or EVAL_LOOP.match(name):
         return "Python (bytecode loop)"
     if frame.symbol.startswith("[unknown]") or frame.dso == "[unknown]":
         return "unresolved"
-    if INTERPRETER_DSO.search(frame.dso):
+    if layers.of_native(frame, name) == layers.INTERPRETER:
         return "interpreter C"
     return "extension and library C"
 
@@ -139,7 +139,7 @@ class ReportBuilder:
             self.self_time[innermost] += sample.period
             for frame in set(python):
                 self.total_time[frame] += sample.period
-        user = [frame for frame in frames if not KERNEL_DSO.search(frame.dso)]
+        user = [frame for frame in frames if not layers.is_kernel(frame.dso)]
         if user and not ENTRY_POINTS.match(symbol_name(user[-1])):
             self.broken += 1
             # where the unwind stopped: the outermost frame perf could still name
