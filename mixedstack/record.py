@@ -23,20 +23,14 @@ from .perfdata import tidy, time_quantiles
 from .recording import Recording
 from .target import find_interpreter, perf_mode
 
-# DWARF mode copies this much user stack per sample. perf's default (8 KB) cuts
-# deep Python stacks and forked workers (whose stacks hold the parent's frames)
-# before `<module>`; each Python level costs ~0.5 KB of C stack.
-DEFAULT_STACK_SIZE = 32768
-DEFAULT_FREQUENCY = 999
-
 
 @dataclasses.dataclass
 class RecordOptions:
     command: List[str]  # what to run, or [] with `pid`
     output: str = "perf.data"
-    frequency: int = DEFAULT_FREQUENCY
+    frequency: int = perf.DEFAULT_FREQUENCY
     call_graph: str = "auto"  # auto | fp | dwarf
-    stack_size: int = DEFAULT_STACK_SIZE
+    stack_size: int = perf.DEFAULT_STACK_SIZE
     agent: str = "auto"  # auto | always | never: our trampoline agent (agent/)
     pid: Optional[int] = None  # attach to this running process instead
     duration: Optional[float] = None  # with pid: stop after this many seconds

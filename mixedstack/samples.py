@@ -32,6 +32,10 @@ HEADER_EVENT = re.compile(r":\s*(\d+)*\s+(\S+):\s*$", re.ASCII)
 HEADER_TIME = re.compile(r"\s(\d+\.\d+):\s", re.ASCII)
 # events whose samples keep their timestamp (off-CPU time is measured from it)
 TIMED_EVENT = "sched:sched_switch"
+# The header as perf script prints fold's fields, "comm pid/tid time: period event: ",
+# for a comm of two or more characters without blanks: one match gives what HEADER,
+# HEADER_EVENT and HEADER_TIME would (tests/test_samples.py checks that they agree).
+COMMON_HEADER = re.compile(r"(\S\S+) +(\d+)/(\d+) +(\d+\.\d+): +(\d+) +(\S+): *$", re.ASCII)
 # "\t pc symbol+0xoff (dso)"
 FRAME = re.compile(r"^\s*(\w+)\s*(.+) \((.*)\)", re.ASCII)
 
@@ -175,6 +179,17 @@ Header = Tuple[str, str, str, str, Optional[str], str]  # comm, pid, tid, period
 
 def _header(line: str) -> Optional[Header]:
     """A header line's fields (event None when the line has no `period event:` tail)."""
+    common = COMMON_HEADER.match(line)
+    if common:
+        comm, pid, tid, stamp, period, event = common.groups()
+        if tid == "0":
+            tid, pid = pid, "?"
+        return comm, pid, tid, period, event, stamp if event == TIMED_EVENT else ""
+    return _any_header(line)
+
+
+def _any_header(line: str) -> Optional[Header]:
+    """_header for every form stackcollapse-perf.pl reads (its regexes)."""
     header = None if line[0] in " \t" else HEADER.match(line)
     if not header:
         return None

@@ -32,7 +32,6 @@ def gdb_ok() -> None:
     problem = "no gdb found" if gdb is None else gdb_problem(gdb) or ptrace_problem()
     if problem:
         skip_or_fail(problem)
-SAMPLE = 1001001  # ns of cpu-clock per sample at 999 Hz
 
 
 @contextlib.contextmanager
@@ -83,8 +82,8 @@ def test_activate_gives_python_frames_and_marks_older_calls(perf_ok, gdb_ok, tmp
         done, folded, meta = attach(target, tmp_path, "--activate")
     assert "turned" in done.stderr and "mode %s" % mode in done.stderr.splitlines()[-1], done.stderr
     assert meta["activated"] is True and meta["mode"] == mode
-    samples = folded.total() / SAMPLE
-    assert 900 <= samples <= 3500, samples  # ~3 s at 999 Hz, on a shared 2-core machine
+    seconds = folded.total() / 1e9  # cpu-clock weights are ns
+    assert 0.9 <= seconds <= 3.5, seconds  # ~3 s, on a shared 2-core machine
     # nearly every sample is in `leaf`, named: its jitdump entries were flushed in time
     in_leaf = folded.under("leaf").total()
     assert in_leaf / folded.total() >= 0.9, in_leaf / folded.total()

@@ -55,3 +55,30 @@ def test_mutated_real_input_never_breaks_fold(data):
 @given(st.binary(max_size=2000))
 def test_arbitrary_bytes_never_break_fold(raw):
     fold_text(raw.decode("latin-1"))
+
+
+HEADER_PARTS = st.fixed_dictionaries({
+    "comm": st.text(alphabet=st.sampled_from("ab:/. 0\t-"), min_size=1, max_size=8),
+    "pid": st.from_regex(r"\A\d{1,6}\Z"),
+    "tid": st.from_regex(r"\A\d{1,6}\Z"),
+    "time": st.from_regex(r"\A\d{1,6}\.\d{1,9}\Z"),
+    "period": st.from_regex(r"\A\d{1,8}\Z"),
+    "event": st.sampled_from(["cpu-clock:pppH", "cpu-clock", "sched:sched_switch", "a:b:", ":", "0"]),
+    "gaps": st.lists(st.sampled_from([" ", "  ", "    ", "\t", ""]), min_size=5, max_size=5),
+})
+
+
+@settings(max_examples=500)
+@given(HEADER_PARTS)
+def test_the_fast_header_reads_what_stackcollapses_regexes_read(parts):
+    """samples._header's one-regex path for perf script's usual header gives the
+    fields the three regexes (stackcollapse-perf.pl's) give, on lines near that form."""
+    from mixedstack import samples
+
+    g = parts["gaps"]
+    line = "%s%s%s/%s%s%s:%s%s%s%s:%s" % (parts["comm"], g[0] or " ", parts["pid"], parts["tid"], g[1],
+                                          parts["time"], g[2], parts["period"], g[3], parts["event"], g[4])
+    assert samples._header(line) == samples._any_header(line)
+    if samples.COMMON_HEADER.match(line) is None:
+        return
+    assert samples._header(line) is not None  # the fast path was taken, on a real header

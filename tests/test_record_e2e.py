@@ -111,7 +111,8 @@ def test_summary_line_and_recording_files(phases_313):
     last = recorded.stderr.strip().splitlines()[-1]
     assert "samples" in last and "mode perf-jit" in last and "perf.data" in last, last
     meta = json.loads((tmp / "perf.data.d" / "meta.json").read_text())
-    assert meta["mode"] == "perf-jit" and meta["exit_status"] == 0 and meta["samples"] > 1000
+    assert meta["mode"] == "perf-jit" and meta["exit_status"] == 0
+    assert meta["frequency"] == 499 and meta["samples"] > meta["frequency"]  # the default rate, 3 s of work
     kept = os.listdir(tmp / "perf.data.d" / "tmp")
     assert any(name.startswith("jit-") and name.endswith(".dump") for name in kept), kept
 
@@ -194,8 +195,8 @@ def test_children_have_python_frames(perf_ok, tmp_path, method):
         mine = folded.for_process(child)
         rooted = mine.total(lambda f: f[1].startswith("<module> ("))
         assert rooted / mine.total() >= 0.9, (child, rooted / mine.total())
-    # 0.6 s of child work at least (two tasks of 0.6 s CPU each, 999 Hz)
-    assert workers.total() / 1001001 >= 400, workers.total() / 1001001
+    # 0.4 s of child work at least (two tasks of 0.6 s CPU each; cpu-clock weights are ns)
+    assert workers.total() / 1e9 >= 0.4, workers.total() / 1e9
 
 
 @pytest.mark.parametrize("minor", [8, 9, 10, 11, 12])
@@ -301,7 +302,7 @@ def test_attach_to_a_running_process_and_leave_it_running(perf_ok, tmp_path):
         assert target.poll() is None  # still running
         assert "mode native" in done.stderr.splitlines()[-1]
         folded = Folded(mixedstack("fold", str(tmp_path / "a.data")).stdout)
-        assert 500 <= folded.total() / 1001001 <= 1500  # about 1 s at 999 Hz
+        assert 0.5 <= folded.total() / 1e9 <= 1.5  # about 1 s (cpu-clock weights are ns)
         assert folded.total(lambda f: any("deflate" in x for x in f)) / folded.total() >= 0.5
     finally:
         target.kill()
