@@ -28,10 +28,10 @@ MAX_STACK = "4096"
 # default (8 KB) cuts deep Python stacks and forked workers (whose stacks hold the
 # parent's frames) before `<module>`; each Python level costs ~0.5 KB of C stack.
 DEFAULT_STACK_SIZE = 32768
-# Each cpu-clock sample interrupts the target: on this machine (KVM) perf record at
-# 999 Hz, even without call graphs, slows a CPU-bound Python workload by ~2%, and
-# DWARF copies add ~0.5%; at 499 Hz (2 ms resolution) that halves. py-spy's default
-# is 100 Hz, perf's 4000.
+# Each cpu-clock sample interrupts the target: on the development machine (KVM),
+# perf record at 999 Hz slows a CPU-bound Python workload by ~2% even without call
+# graphs, and DWARF copies add ~0.5%; 499 Hz (2 ms resolution) halves that.
+# py-spy's default is 100 Hz, perf's 4000.
 DEFAULT_FREQUENCY = 499
 CHUNK = 1 << 18  # bytes read from perf script at a time (and its pipe's size)
 BATCH_WAIT = 0.002  # seconds: ~100 KB of perf script's output
