@@ -66,11 +66,11 @@ def medians(contenders: Dict[str, Callable[[], float]], rounds: int = REPEAT) ->
 
 
 def tree_memory(command: List[str], input_file: str) -> Tuple[int, int, int]:
-    """Peak, in KB, of a command and its descendants (sampled every 5 ms): (summed
-    PSS, the part of it that maps `input_file`, summed RSS). PSS counts each shared
-    page once; RSS counts it in every process that maps it."""
+    """Peaks, in KB, of a command and its descendants (sampled every 5 ms): (summed
+    PSS without the pages that map `input_file`, summed PSS, summed RSS). PSS
+    counts each shared page once; RSS counts it in every process that maps it."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak = (0, 0, 0)
+    peaks = [0, 0, 0]
     while process.poll() is None:
         pss = of_input = rss = 0
         for pid in [process.pid] + descendants(process.pid):
@@ -79,11 +79,11 @@ def tree_memory(command: List[str], input_file: str) -> Tuple[int, int, int]:
                 rss += mapped.get("Rss", 0)
                 if path == input_file:
                     of_input += mapped.get("Pss", 0)
-        peak = max(peak, (pss, of_input, rss))
+        peaks = [max(peak, now) for peak, now in zip(peaks, (pss - of_input, pss, rss))]
         time.sleep(0.005)
     if process.returncode != 0:
         raise SystemExit("bench: %s failed" % " ".join(command[:4]))
-    return peak
+    return peaks[0], peaks[1], peaks[2]
 
 
 def mappings(pid: int) -> List[Tuple[str, Dict[str, int]]]:
@@ -165,10 +165,11 @@ def fold_figures(data: Path, tmp: Path, flamegraph: Optional[Path], inline: bool
         rows.append(("fold on text vs stackcollapse-perf.pl (%.0f MB)" % size, "%.2f s vs n/a" % m["text"], "n/a"))
     rows.append(("perf_scripts path vs text path (fold end-to-end)",
                  "%.2f s vs %.2f s" % (m["perf_scripts"], m["fold"]), ratio(m["perf_scripts"], m["fold"])))
-    pss, of_input, rss = max(tree_memory(MIXEDSTACK + ["fold", str(data)], str(data)) for _ in range(3))
+    runs = [tree_memory(MIXEDSTACK + ["fold", str(data)], str(data)) for _ in range(3)]
+    own, pss, rss = (max(peaks) for peaks in zip(*runs))
     rows.append(("fold peak memory (fold + its perf script processes: PSS, without the recording's pages)",
                  "%d MB (with them: %d MB, as perf script maps perf.data whole; RSS summed: %d MB)" % (
-                     (pss - of_input) >> 10, pss >> 10, rss >> 10), ""))
+                     own >> 10, pss >> 10, rss >> 10), ""))
     return rows
 
 
