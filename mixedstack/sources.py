@@ -201,7 +201,7 @@ def parse_folded(lines: Iterable[str]) -> Tuple[Dict[str, int], List[str]]:
 
 def folded_unit(weights: Dict[str, int]) -> str:
     """What a folded file's counts are: "nanoseconds" when the typical stack weighs
-    at least 100 us (fold and stackcollapse-perf.pl write cpu-clock periods, ~1 ms
-    a sample at 999 Hz), else "samples" (py-spy and friends count samples)."""
+    at least 100 us (fold and stackcollapse-perf.pl write cpu-clock periods, ~2 ms
+    a sample at 499 Hz), else "samples" (py-spy and friends count samples)."""
     values = sorted(weights.values())
     return "nanoseconds" if values and values[len(values) // 2] >= 100_000 else "samples"
