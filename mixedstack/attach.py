@@ -50,6 +50,7 @@ from elftools.elf.sections import SymbolTableSection
 from .agent import AgentError
 from .doctor import capabilities, read
 from .perf import PerfError
+from .tmpfiles import owned_mtime, owner_of
 from .target import Interpreter, Mode, TargetError, find_interpreter, perf_mode
 
 GDB_TIMEOUT = 60.0  # seconds for gdb to attach, queue the call and detach
@@ -131,8 +132,11 @@ def trampoline_on(pid: int) -> Optional[str]:
     written since the process started: CPython's perf backend), or None."""
     if "/tmp/jit-%d.dump" % pid in mapped_files(pid):
         return "jit"
+    # a map counts only if the process's own user wrote it: anyone can place one in /tmp
+    owner = owner_of(pid)
+    written = owned_mtime("/tmp/perf-%d.map" % pid, owner) if owner is not None else None
     try:
-        if os.path.getmtime("/tmp/perf-%d.map" % pid) >= started_at(pid):
+        if written is not None and written >= started_at(pid):
             return "map"
     except OSError:
         pass

@@ -20,6 +20,7 @@ import contextlib
 import gc
 import io
 import os
+import signal
 import sys
 import threading
 import time
@@ -72,9 +73,12 @@ def main() -> None:
 @click.option("--activate/--no-activate", default=None,
               help="With --pid: let gdb run code in the process to turn its perf trampoline on "
                    "(it stays on) and flush its jitdump at the end (default: ask on a terminal, else don't).")
+@click.option("-u", "--user", default=None, metavar="USER",
+              help="Run COMMAND as USER, with that user's groups and environment, while perf keeps "
+                   "the privileges it needs (for sudo: --user \"$SUDO_USER\").")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(output, frequency, call_graph, stack_size, force, agent, pid, duration, off_cpu, activate,
-           command) -> None:
+           user, command) -> None:
     """Run COMMAND under perf record, with Python frames where the interpreter allows.
 
     Examples: mixedstack record -o app.data -- python app.py --its-args;
@@ -86,6 +90,8 @@ def record(output, frequency, call_graph, stack_size, force, agent, pid, duratio
         fail("--duration goes with --pid; a COMMAND is recorded until it ends", 2)
     if activate is not None and pid is None:
         fail("--activate/--no-activate go with --pid; a COMMAND is started with its trampoline on", 2)
+    if user is not None and pid is not None:
+        fail("--user goes with a COMMAND; a process attached to with --pid keeps its own user", 2)
     from .agent import AgentError  # record's modules: fold and report start without them
     from .record import RecordOptions, record as run_record
     from .recording import Recording
@@ -108,7 +114,7 @@ def record(output, frequency, call_graph, stack_size, force, agent, pid, duratio
     try:
         result = run_record(
             RecordOptions(list(command), output, frequency, call_graph, stack_size, agent, pid, duration,
-                          off_cpu, activate),
+                          off_cpu, activate, user),
             say=lambda message: click.echo(message, err=True),
             ask=(lambda question: click.confirm(question, err=True)) if on_terminal else None,
         )
@@ -335,6 +341,19 @@ def weighed_samples(lines, selection: Tuple[EventFilter, Optional[offcpu.Switche
 WHAT_LEAF = "[off-cpu"  # off-CPU stacks end in a marker frame: `[off-cpu: sleep]`, ...
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_like_ctrl_c() -> None:
+    """`kill` and a closed terminal end a fold as Ctrl-C does: through its clean-up
+    (the perf processes stopped, any /tmp name lent to perf taken back)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                signal.signal(signum, _interrupt)
+
+
 class Loaded(NamedTuple):
     """INPUT read into stacks, with what the summary line says about it."""
 
@@ -355,6 +374,7 @@ def read_stacks(input: str, what: Optional[str] = None, options: Optional[FoldOp
     """
     folder = Folder(options or FoldOptions(), detail=detail)
     warnings: List[str] = []
+    stop_like_ctrl_c()
     try:
         recording = input != "-" and is_recording(input)
         if recording:  # never folded text: pick its events before perf script starts

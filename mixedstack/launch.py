@@ -12,13 +12,14 @@ We also learn CMD's exit status first-hand.
 from __future__ import annotations
 
 import os
+import pwd
 import select
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from .perf import PerfError
 
@@ -26,7 +27,48 @@ ACK_TIMEOUT = 30.0  # seconds for perf to attach and acknowledge "enable"
 PERF_GRACE = 10.0  # seconds perf may take to notice the target is gone
 
 
-def _hold_then_exec(go: int, path: str, command: List[str], env: dict) -> None:
+class Account(NamedTuple):
+    """Who the target runs as (record --user): perf keeps root, the program does not."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: List[int]
+    home: str
+    shell: str
+
+    @classmethod
+    def named(cls, name: str) -> "Account":
+        """Raises KeyError for an unknown user."""
+        entry = pwd.getpwnam(name)
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, os.getgrouplist(entry.pw_name, entry.pw_gid),
+                   entry.pw_dir, entry.pw_shell)
+
+    def environment(self, env: dict) -> dict:
+        """`env` as this user's login would see it: their name, home and shell."""
+        env = {key: value for key, value in env.items() if not key.startswith("SUDO_")}
+        env.update(HOME=self.home, USER=self.name, LOGNAME=self.name, SHELL=self.shell)
+        return env
+
+    def become(self) -> None:
+        os.setgroups(self.groups)
+        os.setgid(self.gid)
+        os.setuid(self.uid)
+
+    def can(self, path: str, mode: int) -> bool:
+        """Whether this user may access `path` (os.access as them, in a forked child)."""
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child only reports
+            try:
+                self.become()
+                os._exit(0 if os.access(path, mode) else 1)
+            except BaseException:
+                os._exit(1)
+        return os.waitpid(child, 0)[1] == 0
+
+
+def _hold_then_exec(go: int, path: str, command: List[str], env: dict, umask: int,
+                    account: Optional[Account]) -> None:
     """In the forked child: wait for the go byte, then exec; never returns.
 
     Everything is prepared before the fork, so that perf sees (almost) no samples
@@ -34,14 +76,19 @@ def _hold_then_exec(go: int, path: str, command: List[str], env: dict) -> None:
     try:
         if os.read(go, 1) != b"g":
             os._exit(127)  # mixedstack gave up (perf failed to attach)
+        os.umask(umask)  # record's own files are owner-only; the target's are as usual
+        if account is not None:
+            account.become()
         os.execve(path, command, env)
     except OSError as error:
         sys.stderr.write("mixedstack: cannot run %s: %s\n" % (command[0], error.strerror))
     os._exit(127)
 
 
-def run_attached(perf_command: List[str], command: List[str], env: dict) -> Tuple[int, bool, int]:
-    """Run CMD under `perf_command` (a `perf record` line without -p/--).
+def run_attached(perf_command: List[str], command: List[str], env: dict, umask: int = 0o022,
+                 account: Optional[Account] = None) -> Tuple[int, bool, int]:
+    """Run CMD under `perf_command` (a `perf record` line without -p/--), with `umask`,
+    as `account` (None: as we run).
 
     Returns (CMD's raw wait status as returncode: negative for a signal,
     whether Ctrl-C was pressed, perf's exit status)."""
@@ -53,7 +100,7 @@ def run_attached(perf_command: List[str], command: List[str], env: dict) -> Tupl
     if target == 0:  # pragma: no cover - the child execs or exits
         for fd in (go_write, ctl_read, ctl_write, ack_read, ack_write):
             os.close(fd)
-        _hold_then_exec(go_read, path, command, env)
+        _hold_then_exec(go_read, path, command, env, umask, account)
     os.close(go_read)
     interrupted = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))

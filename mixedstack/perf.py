@@ -17,6 +17,7 @@ from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import perfdata
 from .samples import Text
+from .tmpfiles import PerfView
 
 PERF_MAGIC = b"PERFILE2"  # first bytes of every perf.data file (file and pipe mode)
 
@@ -108,17 +109,20 @@ def script_chunks(
     spans: Sequence[Optional[str]] = (None,),
     extra: Sequence[str] = (),
     kallsyms: Optional[str] = None,
+    view: Optional[PerfView] = None,
 ) -> Iterator[Tuple[int, bytes]]:
     """Run one `perf script` per time span (perf's --time START,END; None: all) at
     once and yield (span index, bytes) as their output arrives, (index, b"") when
-    one ends; a span's output is read only while `ready(index)` says so."""
+    one ends; a span's output is read only while `ready(index)` says so. `view`: the
+    perf maps perf is to see (tmpfiles.perf_view)."""
     runs: List[Tuple[subprocess.Popen, StderrCollector]] = []
     reading: Dict[int, int] = {}  # pipe -> span index
     try:
         for index, span in enumerate(spans):
             command = script_command(data, buildid_dir, inline, fields, extra, kallsyms)
             process = subprocess.Popen(command + (["--time", span] if span else []),
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       preexec_fn=view.preexec if view else None)
             runs.append((process, StderrCollector(process.stderr)))
             _widen(process.stdout.fileno())
             reading[process.stdout.fileno()] = index

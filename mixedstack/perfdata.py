@@ -19,6 +19,10 @@ feature sections follow the data section.
 - Each sample's user stack copy is cut where the stack ends (see below) and the
   file is compacted to the bytes copied: perf records --stack-size bytes a sample
   whatever the kernel could copy, ~6x what a Python stack uses here.
+- Jitdumps are named relative to perf inject's folder: a mapped `/tmp/jit-PID.dump`
+  becomes `./jit-PID.dump` (same record size, NUL-padded), and record runs perf
+  inject in the recording's own folder of dumps, so that inject neither reads a
+  dump nor writes its jitted-*.so where another user can place files (tmpfiles.py).
 - It counts what record reports (samples, lost samples, the pids seen), so that no
   second perf process is needed for that.
 
@@ -40,6 +44,7 @@ PERF_RECORD_COMM = 3
 PERF_RECORD_EXIT = 4
 PERF_RECORD_FORK = 7
 PERF_RECORD_MMAP2 = 10
+JITDUMP_FOLDER = b"/tmp/"  # where CPython and the agent write jit-PID.dump
 PERF_RECORD_LOST_SAMPLES = 13
 PERF_RECORD_AUXTRACE = 71  # its payload follows the record: never moved
 MISC_COMM_EXEC = 1 << 13
@@ -202,6 +207,7 @@ def tidy(path: str) -> Tidied:
             scan = _scan(buf, offset, end)
             scan.movable &= offset + size <= len(buf)  # a cut file has no feature sections to move
             forgotten = _forget_memory_before_exec(buf, scan)
+            _jitdumps_relative(buf, scan)
             clipped, write = _clip_and_compact(buf, offset, end, scan)
             saved = end - write if write is not None else 0
             if saved:
@@ -309,6 +315,20 @@ def _forget_memory_before_exec(buf, scan: _Scan) -> int:
             struct.pack_into("<I", buf, position, PERF_RECORD_EXIT)
             changed += 1
     return changed
+
+
+def _jitdumps_relative(buf, scan: "_Scan") -> None:
+    for position, _, _, _, _ in scan.mmaps:
+        record_type = struct.unpack_from("<I", buf, position)[0]
+        size = struct.unpack_from("<H", buf, position + 6)[0]
+        name_at = position + (40 if record_type == PERF_RECORD_MMAP else 72)
+        end = buf.find(b"\0", name_at, position + size)
+        if end < 0:
+            continue
+        name = bytes(buf[name_at:end])
+        if name.startswith(JITDUMP_FOLDER) and name.endswith(b".dump") and name.startswith(b"jit-", len(JITDUMP_FOLDER)):
+            relative = b"./" + name[len(JITDUMP_FOLDER):]
+            buf[name_at:end] = relative + b"\0" * (end - name_at - len(relative))
 
 
 def _clip_and_compact(buf, offset: int, end: int, scan: _Scan) -> Tuple[int, Optional[int]]:

@@ -11,17 +11,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
 from typing import Callable, List, Optional
 
-from . import offcpu, perf
+from . import offcpu, perf, tmpfiles
 from .attach import attach
-from .launch import attach_to, run_attached
+from .agent import readable_copy
+from .launch import Account, attach_to, run_attached
 from .perfdata import tidy, time_quantiles
 from .recording import Recording
-from .target import find_interpreter, perf_mode
+from .target import TargetError, find_interpreter, perf_mode
 
 
 @dataclasses.dataclass
@@ -36,6 +38,7 @@ class RecordOptions:
     duration: Optional[float] = None  # with pid: stop after this many seconds
     off_cpu: bool = False  # also record every context switch, with its stack (offcpu.py)
     activate: Optional[bool] = None  # with pid: may gdb run code in it (None: ask, if `ask`)
+    user: Optional[str] = None  # run the command as this user (perf keeps our privileges)
 
 
 @dataclasses.dataclass
@@ -82,17 +85,40 @@ def shell_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def run_as(user: Optional[str], say: Callable[[str], None]) -> Optional[Account]:
+    """The account `record --user` names (None: our own), checked before anything runs."""
+    if user is None:
+        if os.geteuid() == 0 and os.environ.get("SUDO_USER") not in (None, "", "root"):
+            say("mixedstack: note: the target runs as root; add --user %s to run it as you "
+                "(perf keeps root either way)" % shlex.quote(os.environ["SUDO_USER"]))
+        return None
+    try:
+        account = Account.named(user)
+    except KeyError:
+        raise TargetError("no user %s on this machine: give --user an existing login name" % user)
+    if account.uid != os.geteuid() and os.geteuid() != 0:
+        raise TargetError("--user %s needs root: run mixedstack record with sudo" % user)
+    return account
+
+
 def record(options: RecordOptions, say: Callable[[str], None],
            ask: Optional[Callable[[str], bool]] = None) -> RecordResult:
     perf.perf_binary()  # fail first, and only once, when perf is missing
     recording = Recording(options.output)
+    account = run_as(options.user, say) if options.pid is None else None
+    agent_folder = attached = None
     if options.pid is None:
         interp = find_interpreter(options.command)
+        programs = [shutil.which(options.command[0]) or options.command[0]] + ([interp.executable] if interp else [])
+        if account is not None and not all(account.can(program, os.X_OK) for program in programs):
+            raise TargetError("%s cannot run %s (no permission on it or a folder above it): "
+                              "give a program that user can run" % (account.name, options.command[0]))
         mode = perf_mode(interp, options.call_graph, options.agent)
         if mode.name == "agent":
             from .agent import agent_path  # builds it for the target on first use
 
             path = agent_path(interp)
+            agent_folder = path
             mode = dataclasses.replace(mode, env={"PYTHONPATH": os.pathsep.join(
                 p for p in (path, os.environ.get("PYTHONPATH")) if p)})
     else:
@@ -100,14 +126,37 @@ def record(options: RecordOptions, say: Callable[[str], None],
         interp, mode = attached.interp, attached.mode
     if mode.name in ("native", "agent") or options.call_graph != "auto" or options.pid is not None:
         say("mixedstack: %s" % mode.reason)
+    # what we write is the owner's only: perf.data holds copies of the target's stack memory
+    umask = os.umask(0o077)
+    try:
+        return _record(options, say, recording, interp, mode, account, umask, attached, agent_folder)
+    finally:
+        os.umask(umask)
 
-    os.mkdir(recording.folder)
+
+def _record(options: RecordOptions, say: Callable[[str], None], recording: Recording, interp, mode,
+            account: Optional[Account], umask: int, attached, agent_folder: Optional[str]) -> RecordResult:
+    os.mkdir(recording.folder, 0o700)
+    if account is not None and agent_folder is not None:
+        # our cache may sit in a home the target cannot enter: the target loads a copy
+        # kept with the recording (perf reads it there later); the recording's folder
+        # lets others pass through to it, not list or read anything else
+        os.chmod(recording.folder, 0o711)
+        agent_folder = readable_copy(agent_folder, recording.agent_dir)
+        if not account.can(agent_folder, os.R_OK | os.X_OK):
+            recording.remove()
+            raise TargetError("%s cannot enter %s, where the agent it loads is kept: record to a folder "
+                              "that user can reach (e.g. -o /tmp/NAME.data)" % (account.name, recording.folder))
+        mode = dataclasses.replace(mode, env=dict(mode.env, PYTHONPATH=os.pathsep.join(
+            p for p in (agent_folder, os.environ.get("PYTHONPATH")) if p)))
     command = perf_record_command(options, mode, recording)
     system_files = recording.cache_system_files()
     started = time.time()
     try:
         if options.pid is None:
-            status, interrupted, perf_status = run_attached(command, options.command, target_environment(mode))
+            env = target_environment(mode)
+            status, interrupted, perf_status = run_attached(
+                command, options.command, account.environment(env) if account else env, umask, account)
         else:
             status, interrupted, perf_status = attach_to(command, options.pid, options.duration)
     except BaseException:
@@ -115,6 +164,10 @@ def record(options: RecordOptions, say: Callable[[str], None],
         if not os.path.exists(recording.raw):
             recording.remove()  # nothing was recorded: leave no empty folder behind
         raise
+    if options.pid is not None:
+        target_uid = tmpfiles.owner_of(options.pid)
+    else:
+        target_uid = account.uid if account else os.getuid()
     seconds = time.time() - started
     system_files.join()
     if options.pid is not None:
@@ -128,24 +181,27 @@ def record(options: RecordOptions, say: Callable[[str], None],
         )
     tidied = tidy(recording.raw)  # before inject: it then reads and writes the smaller file
     system_files.save(tidied.kernel_addresses)
+    pids = tidied.pids | ({options.pid} if options.pid else set())
+    # a process we attached to goes on running: its map and jitdump are copied, not moved
+    recording.adopt_tmp_files(pids, target_uid, since=started - 1 if options.pid is None else 0,
+                              move=options.pid is None, warn=lambda message: say("mixedstack: warning: " + message))
     if mode.needs_inject:
+        # tidy named each jitdump ./jit-PID.dump: inject reads the copies adopted above
+        # and writes its jitted-*.so there too, never in /tmp
         inject = perf.perf_command("inject", recording.buildid_dir) + [
-            "--jit", "-i", recording.raw, "-o", recording.data,
+            "--jit", "-i", os.path.abspath(recording.raw), "-o", os.path.abspath(recording.data),
         ]
-        done = subprocess.run(inject, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        done = subprocess.run(inject, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=recording.tmp_dir)
         if done.returncode != 0:
             os.replace(recording.raw, recording.data)
             last = (done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
             say("mixedstack: perf inject --jit failed (%s); Python frames will be missing" % last)
         else:
             os.remove(recording.raw)
+        recording.remove_jitted_code()
     else:
         os.replace(recording.raw, recording.data)
 
-    pids = tidied.pids | ({options.pid} if options.pid else set())
-    # a process we attached to goes on running: its map and jitdump are copied, not moved
-    recording.adopt_tmp_files(pids, since=started - 1 if options.pid is None else 0,
-                              move=options.pid is None)
     recording.prune_buildid_cache()
     # After Ctrl-C, exit as the shell expects (130), whatever perf did to the target.
     exit_status = 128 + signal.SIGINT if interrupted else shell_status(status)

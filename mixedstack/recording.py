@@ -5,6 +5,10 @@
                            files that `perf inject --jit` made, the vDSO and the
                            kernel's symbols
     perf.data.d/tmp/       the perf maps and jitdumps the run wrote to /tmp
+
+The folder is its owner's only (0700, files 0600): in DWARF mode perf.data holds
+copies of the target's stack memory, as a core dump would.
+    perf.data.d/agent/     with record --user: the agent the target loaded
     perf.data.d/meta.json  how it was recorded (mode, interpreter, command, status)
 
 Keeping the build-id cache here (perf --buildid-dir) instead of ~/.debug means fold
@@ -21,12 +25,14 @@ import re
 import shutil
 import struct
 import threading
-from typing import Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
+
+from . import tmpfiles
 
 MAP_FILE = re.compile(r"^perf-(\d+)\.map$")
 DUMP_FILE = re.compile(r"^jit-(\d+)\.dump$")
-JITTED_FILE = re.compile(r"^jitted-(\d+)-\d+\.so$")
-TMP = "/tmp"
+JITTED_FILE = re.compile(r"^jitted-\d+-\d+\.so$")
+TMP = tmpfiles.TMP
 KERNEL_SYMBOLS = "[kernel.kallsyms]"  # perf's build-id cache folders for them...
 VDSO = "[vdso]"  # ... and for the vDSO
 NT_GNU_BUILD_ID = 3
@@ -42,6 +48,7 @@ class Recording:
         self.tmp_dir = os.path.join(self.folder, "tmp")
         self.meta_path = os.path.join(self.folder, "meta.json")
         self.raw = os.path.join(self.folder, "raw.data")
+        self.agent_dir = os.path.join(self.folder, "agent")  # record --user: the agent the target loaded
 
     def exists(self) -> bool:
         return os.path.exists(self.data) or os.path.exists(self.folder)
@@ -82,48 +89,63 @@ class Recording:
             json.dump(meta, f, indent=2, sort_keys=True)
             f.write("\n")
 
-    def adopt_tmp_files(self, pids: set, since: float, move: bool = True) -> List[str]:
-        """Move the perf maps and jitdumps of `pids` written since `since` out of /tmp.
-
-        CPython never deletes them, and perf inject leaves its jitted-*.so beside
-        the dump (they are already copied into our build-id cache): all of it goes.
-        """
-        moved = []
-        os.makedirs(self.tmp_dir, exist_ok=True)
-        for name in os.listdir(TMP):
-            match = MAP_FILE.match(name) or DUMP_FILE.match(name) or JITTED_FILE.match(name)
+    def adopt_tmp_files(self, pids: set, uid: int, since: float, move: bool = True,
+                        warn: Callable[[str], None] = lambda message: None) -> List[str]:
+        """Take the perf maps and jitdumps of `pids` written since `since` out of /tmp,
+        into the recording's own folder (CPython never deletes them). Only regular files
+        owned by `uid`, the user the target ran as, are taken (tmpfiles.copy_owned);
+        `warn` hears of the rest. `move`: remove them from /tmp too."""
+        taken = []
+        os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
+        for name in sorted(os.listdir(TMP)):
+            match = MAP_FILE.match(name) or DUMP_FILE.match(name)
             if not match or int(match.group(1)) not in pids:
                 continue
             path = os.path.join(TMP, name)
+            mtime = tmpfiles.owned_mtime(path, uid)
+            if mtime is not None and mtime < since:
+                continue  # an older process that happened to have the same pid
             try:
-                if os.path.getmtime(path) < since:
-                    continue  # an older process that happened to have the same pid
-                if JITTED_FILE.match(name):
-                    os.remove(path)
-                elif move:
-                    shutil.move(path, os.path.join(self.tmp_dir, name))
-                else:
-                    shutil.copyfile(path, os.path.join(self.tmp_dir, name))
-                    moved.append(name)
+                tmpfiles.copy_owned(path, os.path.join(self.tmp_dir, name), uid)
+            except tmpfiles.Refused as refused:
+                warn("%s: not taken into the recording" % refused)
+                continue
             except OSError:
-                pass
-        return moved
+                continue
+            if move:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+            taken.append(name)
+        return taken
+
+    def remove_jitted_code(self) -> None:
+        """perf inject writes jitted-*.so beside the dumps it reads, and also into the
+        build-id cache, where perf script finds them: the first copies go."""
+        for path in glob.glob(os.path.join(glob.escape(self.tmp_dir), "jitted-*.so")):
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
     def prune_buildid_cache(self) -> None:
-        """Keep only what this run created (jitted code), the vDSO and the kernel's
-        symbols (5 MB: fold hands them to perf script, which otherwise reads
-        /proc/kallsyms three times, ~0.03 s each here, and which may since have changed).
+        """Keep only what this run created (jitted code), the vDSO and the kernel's symbols (fold hands them to perf
+        script, which otherwise reads /proc/kallsyms three times, and which may since
+        have changed).
 
         perf also copies every DSO with samples (libpython, libc: ~50 MB); those
-        exist on the machine, and perf falls back to them.
+        exist on the machine, and perf falls back to them. The cache's layout is
+        DSO-PATH/BUILD-ID/FILE, where DSO-PATH is the DSO's absolute path.
         """
         if not os.path.isdir(self.buildid_dir):
             return
         for entry in os.listdir(self.buildid_dir):
-            if entry in ("tmp", "[vdso]", ".build-id", KERNEL_SYMBOLS):
+            if entry in ("[vdso]", ".build-id", KERNEL_SYMBOLS):
                 continue
-            path = os.path.join(self.buildid_dir, entry)
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+            for folder, _, files in os.walk(os.path.join(self.buildid_dir, entry), topdown=False):
+                dso = os.path.basename(os.path.dirname(folder))
+                if files and not JITTED_FILE.match(dso):
+                    for name in files:
+                        os.remove(os.path.join(folder, name))
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)  # once empty
         links = os.path.join(self.buildid_dir, ".build-id")
         for link in glob.glob(os.path.join(links, "*", "*")):
             if os.path.islink(link) and not os.path.exists(link):
@@ -156,25 +178,6 @@ class Recording:
         """The kernel's symbols as perf record saved them, if it did (once)."""
         found = glob.glob(os.path.join(glob.escape(self.buildid_dir), KERNEL_SYMBOLS, "*", "kallsyms"))
         return found[0] if len(found) == 1 else None
-
-    @contextlib.contextmanager
-    def perf_maps_in_tmp(self) -> Iterator[None]:
-        """perf reads perf maps only from /tmp/perf-PID.map: lend ours while folding.
-
-        Only names that are free in /tmp are lent, and they are removed afterwards.
-        """
-        lent = []
-        try:
-            for path in glob.glob(os.path.join(self.tmp_dir, "perf-*.map")):
-                target = os.path.join(TMP, os.path.basename(path))
-                if not os.path.exists(target):
-                    shutil.copyfile(path, target)
-                    lent.append(target)
-            yield
-        finally:
-            for target in lent:
-                with contextlib.suppress(OSError):
-                    os.remove(target)
 
 
 class SystemFiles(threading.Thread):

@@ -25,6 +25,7 @@ from . import perf, perfdata
 from .perfdata import has_call_graphs, truncation
 from .recording import Recording
 from .samples import Text, split_lines
+from .tmpfiles import perf_view
 
 # A slice's perf script reads the whole file and loads every symbol table again
 # (~0.05 s here) before it unwinds its own samples (~25 us each, twice that with
@@ -70,9 +71,12 @@ def open_input(path: str, inline: bool = False, slices: Optional[int] = None) ->
                              "(or perf record -g / --call-graph dwarf)" % path)
         recording = Recording(path)
         spans = script_spans(recording, inline, slices)
-        with recording.perf_maps_in_tmp():
+        # perf script reads /tmp/perf-PID.map for every process with anonymous code:
+        # it is to see the recording's own maps there, not whatever /tmp holds now
+        with perf_view(recording.tmp_dir) as view:
             yield Text(functools.partial(perf.script_chunks, path, buildid_dir=recording.buildid_dir_if_any(),
-                                         inline=inline, spans=spans, kallsyms=recording.kallsyms()),
+                                         inline=inline, spans=spans, kallsyms=recording.kallsyms(),
+                                         view=view),
                        len(spans))
     else:
         if not head:

@@ -115,6 +115,17 @@ def remove_tmp_files(pids_file: str) -> int:
     return len(pids)
 
 
+def readable_copy(folder: str, copy: str) -> str:
+    """Copy a built agent to a new folder `copy` that another user's target can read
+    but not change (record --user: our cache may lie in a home only we can enter)."""
+    os.mkdir(copy, 0o755)
+    os.chmod(copy, 0o755)  # whatever the umask
+    for name in os.listdir(folder):
+        shutil.copyfile(os.path.join(folder, name), os.path.join(copy, name))
+        os.chmod(os.path.join(copy, name), 0o644)
+    return copy
+
+
 class AgentError(Exception):
     """One-line message: what is missing and how to get it."""
 

@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -255,6 +256,23 @@ close_files(void)
     st.dump_fd = st.map_fd = -1;
 }
 
+/* A file of ours, made now: /tmp is everyone's, so never through a link another
+ * user placed there, and never someone else's file. A stale file of our own from
+ * an earlier process with this pid is replaced. Owner-only: perf reads as root. */
+static int
+open_new(const char *path, int flags)
+{
+    struct stat info;
+    int fd = open(path, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0 || errno != EEXIST)
+        return fd;
+    if (lstat(path, &info) != 0 || !S_ISREG(info.st_mode) || info.st_uid != geteuid())
+        return -1;
+    if (unlink(path) != 0)
+        return -1;
+    return open(path, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+}
+
 /* /tmp/jit-PID.dump (header + first page mapped executable, which is how perf
  * record notices it and perf inject --jit finds it) and /tmp/perf-PID.map. */
 static const char *
@@ -266,7 +284,7 @@ open_files(void)
 
     close_files();
     snprintf(path, sizeof path, "/tmp/jit-%d.dump", (int)pid);
-    st.dump_fd = open(path, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0666);
+    st.dump_fd = open_new(path, O_RDWR);
     if (st.dump_fd < 0)
         return "cannot create /tmp/jit-PID.dump";
     memset(&h, 0, sizeof h);
@@ -285,7 +303,7 @@ open_files(void)
         return "cannot map /tmp/jit-PID.dump executable (noexec /tmp?)";
     }
     snprintf(path, sizeof path, "/tmp/perf-%d.map", (int)pid);
-    st.map_fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_APPEND | O_CLOEXEC, 0666);
+    st.map_fd = open_new(path, O_WRONLY | O_APPEND);
     if (st.map_fd < 0)
         return "cannot create /tmp/perf-PID.map";
     st.pid = pid;
@@ -294,7 +312,7 @@ open_files(void)
      * whoever started the run (record, tests) can find forked children's files. */
     const char *log = getenv("MIXEDSTACK_AGENT_PIDS");
     if (log != NULL && log[0] != '\0') {
-        int fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+        int fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd >= 0) {
             char line[24];
             int n = snprintf(line, sizeof line, "%d\n", (int)pid);
