@@ -50,7 +50,7 @@ from elftools.elf.sections import SymbolTableSection
 from .agent import AgentError
 from .doctor import capabilities, read
 from .perf import PerfError
-from .tmpfiles import owned_mtime, owner_of
+from .tmpfiles import Refused, open_owned, owned_mtime, owner_of
 from .target import Interpreter, Mode, TargetError, find_interpreter, perf_mode
 
 GDB_TIMEOUT = 60.0  # seconds for gdb to attach, queue the call and detach
@@ -275,9 +275,11 @@ def run_in(pid: int, body: str, wait: float, gdb: Optional[str] = None) -> Optio
         while time.monotonic() < deadline:
             if os.path.exists(status):
                 time.sleep(0.05)  # written in one go, but let the writer close it
-                try:
-                    with open(status) as f:
+                try:  # the process's user owns the folder: never follow a link it placed
+                    with os.fdopen(open_owned(status, uid)) as f:
                         return json.load(f)
+                except Refused as refused:
+                    raise ActivationError("%s: not read" % refused)
                 except (OSError, ValueError):
                     pass
             if not os.path.exists("/proc/%d" % pid):
