@@ -102,6 +102,9 @@ def record(output, frequency, call_graph, stack_size, force, agent, pid, duratio
     if problem:
         fail(problem)
     on_terminal = sys.stdin.isatty() and sys.stderr.isatty()
+    if existing.unfinished():
+        click.echo("mixedstack: replacing %s, left unfinished by an interrupted record" % existing.folder, err=True)
+        existing.remove()
     if existing.exists() and not force:
         if on_terminal:
             if not click.confirm("mixedstack: %s exists: replace that recording?" % output, err=True):

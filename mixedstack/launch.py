@@ -85,56 +85,134 @@ def _hold_then_exec(go: int, path: str, command: List[str], env: dict, umask: in
     os._exit(127)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopper:
+    """While installed, SIGINT, SIGTERM and SIGHUP sent to record (`kill`, `timeout`, a
+    closed terminal) stop the target as Ctrl-C would: SIGINT to its process group, so
+    that CPython exits normally and flushes its jitdump; a second request sends
+    SIGTERM, a third SIGKILL. `received` lists what came, first first."""
+
+    ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+
+    def __init__(self) -> None:
+        self.received: List[int] = []
+        self.group: Optional[int] = None  # the target's process group, once it has one
+        self._previous: dict = {}
+
+    def __enter__(self) -> "Stopper":
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.received.append(signum)
+        if self.group is not None:
+            try:
+                os.killpg(self.group, self.ESCALATION[min(len(self.received), 3) - 1])
+            except OSError:
+                pass  # gone already
+
+
+def _foreground_terminal() -> Optional[int]:
+    """Our controlling terminal, if our process group is its foreground group."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if os.tcgetpgrp(fd) == os.getpgrp():
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _give_terminal(fd: Optional[int], group: int) -> None:
+    """Make `group` the terminal's foreground group (from the background: SIGTTOU ignored)."""
+    if fd is None:
+        return
+    previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(fd, group)
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGTTOU, previous)
+
+
 def run_attached(perf_command: List[str], command: List[str], env: dict, umask: int = 0o022,
-                 account: Optional[Account] = None) -> Tuple[int, bool, int]:
+                 account: Optional[Account] = None) -> Tuple[int, List[int], int]:
     """Run CMD under `perf_command` (a `perf record` line without -p/--), with `umask`,
     as `account` (None: as we run).
 
+    CMD runs in a process group of its own, which is the terminal's foreground group
+    while it runs: Ctrl-C and the terminal's other signals reach CMD (and its
+    children) only, and a signal to mixedstack's own group (`timeout`) does not kill
+    CMD before it could flush its jitdump: mixedstack passes it on (Stopper).
+
     Returns (CMD's raw wait status as returncode: negative for a signal,
-    whether Ctrl-C was pressed, perf's exit status)."""
+    the stop signals mixedstack received, perf's exit status)."""
     path = command[0] if "/" in command[0] else shutil.which(command[0], path=env.get("PATH")) or command[0]
     go_read, go_write = os.pipe()
     ctl_read, ctl_write = os.pipe()
     ack_read, ack_write = os.pipe()
+    terminal = _foreground_terminal()
     target = os.fork()
     if target == 0:  # pragma: no cover - the child execs or exits
+        os.setpgid(0, 0)
         for fd in (go_write, ctl_read, ctl_write, ack_read, ack_write):
             os.close(fd)
         _hold_then_exec(go_read, path, command, env, umask, account)
     os.close(go_read)
-    interrupted = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
-    perf = None
     try:
-        perf = subprocess.Popen(
-            perf_command + ["-D", "-1", "--control", "fd:%d,%d" % (ctl_read, ack_write), "-p", str(target)],
-            pass_fds=(ctl_read, ack_write), start_new_session=True, stdin=subprocess.DEVNULL,
-        )
-        os.close(ctl_read)
-        os.close(ack_write)
-        os.write(ctl_write, b"enable\n")
-        if not _wait_for_ack(ack_read, perf):
-            raise PerfError("perf record did not attach to the target: see perf's message above; "
-                            "`perf record -- true` shows whether perf works here")
-        os.write(go_write, b"g")
-        os.close(go_write)
-        status = _wait_for(target)
-        perf_status = _wait_at_most(perf, PERF_GRACE)
-        if perf_status is None:  # children that outlive the target keep perf going
-            perf.send_signal(signal.SIGINT)
-            perf_status = perf.wait()
-        return status, bool(interrupted), perf_status
-    except BaseException:
-        _close_quietly(go_write)  # the held child sees EOF and exits
-        if perf is not None and perf.poll() is None:
-            perf.send_signal(signal.SIGINT)
-            perf.wait()
-        _wait_for(target)
-        raise
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        for fd in (ctl_write, ack_read):
-            _close_quietly(fd)
+        os.setpgid(target, target)  # as the child does: whichever runs first
+    except OSError:
+        pass
+    perf = None
+    with Stopper() as stopper:
+        try:
+            perf = subprocess.Popen(
+                perf_command + ["-D", "-1", "--control", "fd:%d,%d" % (ctl_read, ack_write), "-p", str(target)],
+                pass_fds=(ctl_read, ack_write), start_new_session=True, stdin=subprocess.DEVNULL,
+            )
+            os.close(ctl_read)
+            os.close(ack_write)
+            os.write(ctl_write, b"enable\n")
+            if not _wait_for_ack(ack_read, perf) or stopper.received:
+                if stopper.received:
+                    raise KeyboardInterrupt
+                raise PerfError("perf record did not attach to the target: see perf's message above; "
+                                "`perf record -- true` shows whether perf works here")
+            _give_terminal(terminal, target)
+            stopper.group = target
+            os.write(go_write, b"g")
+            os.close(go_write)
+            status = _wait_for(target)
+            perf_status = _wait_at_most(perf, PERF_GRACE)
+            if perf_status is None:  # children that outlive the target keep perf going
+                perf.send_signal(signal.SIGINT)
+                perf_status = perf.wait()
+            return status, stopper.received, perf_status
+        except BaseException:
+            _close_quietly(go_write)  # the held child sees EOF and exits
+            if perf is not None and perf.poll() is None:
+                perf.send_signal(signal.SIGINT)
+                perf.wait()
+            _wait_for(target)
+            raise
+        finally:
+            _give_terminal(terminal, os.getpgrp())
+            if terminal is not None:
+                _close_quietly(terminal)
+            for fd in (ctl_write, ack_read):
+                _close_quietly(fd)
 
 
 def _wait_for_ack(ack: int, perf: subprocess.Popen) -> bool:
@@ -191,17 +269,21 @@ def _close_quietly(fd: int) -> None:
         pass
 
 
-def attach_to(perf_command: List[str], pid: int, duration: Optional[float]) -> Tuple[int, bool, int]:
+def attach_to(perf_command: List[str], pid: int, duration: Optional[float]) -> Tuple[int, List[int], int]:
     """`perf record -p PID` until the process ends, `duration` passes, or Ctrl-C
-    (which perf receives with us; the process itself is left running).
-    Returns (0, whether Ctrl-C was pressed, perf's exit status)."""
+    (which perf receives with us), SIGTERM or SIGHUP (passed on to perf as SIGINT);
+    the process itself is left running.
+    Returns (0, the stop signals we received, perf's exit status)."""
     command = perf_command + ["-p", str(pid)]
     if duration is not None:
         command += ["--", "sleep", "%g" % duration]
-    interrupted = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
-    try:
-        perf_status = subprocess.Popen(command, stdin=subprocess.DEVNULL).wait()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    return 0, bool(interrupted), perf_status
+    with Stopper() as stopper:
+        perf = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+        stopper.group = perf.pid  # perf stops at SIGINT; a second request, SIGTERM
+        try:
+            perf_status = perf.wait()
+        except BaseException:
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
+            raise
+    return 0, stopper.received, perf_status

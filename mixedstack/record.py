@@ -203,8 +203,9 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         os.replace(recording.raw, recording.data)
 
     recording.prune_buildid_cache()
-    # After Ctrl-C, exit as the shell expects (130), whatever perf did to the target.
-    exit_status = 128 + signal.SIGINT if interrupted else shell_status(status)
+    # Stopped by a signal to record (kill, timeout): exit as the shell expects of that
+    # signal (SIGINT 130, SIGTERM 143, SIGHUP 129); else the target's own status.
+    exit_status = 128 + interrupted[0] if interrupted else shell_status(status)
     recording.write_meta({
         "command": options.command or ["--pid", str(options.pid)],
         "mode": mode.name,

@@ -53,6 +53,11 @@ class Recording:
     def exists(self) -> bool:
         return os.path.exists(self.data) or os.path.exists(self.folder)
 
+    def unfinished(self) -> bool:
+        """A folder that an interrupted record left without its perf.data: nothing in it
+        folds, so the next record may replace it without asking."""
+        return os.path.isdir(self.folder) and not os.path.lexists(self.data) and not os.path.exists(self.meta_path)
+
     def unusable_output(self) -> Optional[str]:
         """Why perf.data and perf.data.d/ cannot be written here, or None."""
         if os.path.isdir(self.data):

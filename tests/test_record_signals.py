@@ -1,0 +1,115 @@
+"""Signals to `record`: each stops the target as Ctrl-C does, keeps a recording that
+folds, and leaves no target running. The status is 128+N for the signal N record got."""
+from __future__ import annotations
+
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Folded, interpreter, mixedstack
+
+LOOP = """import os, sys
+open(sys.argv[1], "w").write(str(os.getpid()))
+def spin():
+    while True:
+        sum(range(10000))
+spin()
+"""
+
+
+def start(tmp_path: Path, **popen):
+    script = tmp_path / "loop.py"
+    script.write_text(LOOP)
+    pid_file = tmp_path / "pid"
+    record = subprocess.Popen(
+        [sys.executable, "-m", "mixedstack", "record", "-o", str(tmp_path / "perf.data"), "--",
+         interpreter((3, 13)), str(script), str(pid_file)], **popen)
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # some samples of spin()
+    return record, int(pid_file.read_text())
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def assert_recording_of_the_loop(tmp_path: Path) -> None:
+    folded = mixedstack("fold", str(tmp_path / "perf.data"))
+    assert folded.returncode == 0, folded.stderr
+    stacks = Folded(folded.stdout)
+    assert stacks.under("spin").total() > 0.5 * stacks.total(), folded.stdout[:1000]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_signal_to_record_alone_stops_the_target_and_keeps_the_recording(perf_ok, tmp_path, signum):
+    record, target = start(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    os.kill(record.pid, signum)  # record's pid only, not its group
+    _, err = record.communicate(timeout=120)
+    assert record.returncode == 128 + signum, err
+    assert not alive(target), "the target was left running"
+    assert "exit status %d" % (128 + signum) in err.splitlines()[-1]
+    assert_recording_of_the_loop(tmp_path)
+
+
+def test_timeout_leaves_a_recording(perf_ok, tmp_path):
+    script = tmp_path / "loop.py"
+    script.write_text(LOOP)
+    done = subprocess.run(["timeout", "3", sys.executable, "-m", "mixedstack", "record", "-o",
+                           str(tmp_path / "perf.data"), "--", interpreter((3, 13)), str(script), str(tmp_path / "pid")],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 124, done.stderr  # timeout's own status once it had to signal
+    assert not alive(int((tmp_path / "pid").read_text()))
+    assert_recording_of_the_loop(tmp_path)
+
+
+def test_ctrl_c_on_a_terminal_reaches_the_target(perf_ok, tmp_path):
+    """A real pseudo-terminal: the target's group is its foreground group while it runs."""
+    primary, secondary = pty.openpty()
+
+    def controlling_terminal():
+        os.setsid()
+        import fcntl
+        import termios
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    record, target = start(tmp_path, stdin=secondary, stdout=secondary, stderr=secondary,
+                           preexec_fn=controlling_terminal)
+    os.close(secondary)
+    os.write(primary, b"\x03")  # Ctrl-C, as typed
+    output = b""
+    deadline = time.monotonic() + 120
+    while record.poll() is None and time.monotonic() < deadline:
+        try:
+            output += os.read(primary, 4096)
+        except OSError:
+            break
+    record.wait(timeout=10)
+    os.close(primary)
+    text = output.decode(errors="replace")
+    assert "KeyboardInterrupt" in text, text  # the target itself got the Ctrl-C
+    assert record.returncode == 130, text
+    assert not alive(target)
+    assert_recording_of_the_loop(tmp_path)
+
+
+def test_an_interrupted_recording_does_not_block_the_next(perf_ok, tmp_path):
+    leftover = tmp_path / "perf.data.d"
+    leftover.mkdir()
+    (leftover / "raw.data").write_bytes(b"PERFILE2")  # what a killed record leaves
+    done = mixedstack("record", "-o", str(tmp_path / "perf.data"), "--", "true")
+    assert done.returncode == 0, done.stderr
+    assert "left unfinished by an interrupted record" in done.stderr
+    assert (tmp_path / "perf.data").exists()
