@@ -96,6 +96,23 @@ def mixedstack(*args: str, timeout: float = 300, **kwargs) -> subprocess.Complet
     )
 
 
+# Where a complete stack begins: the Python program, a thread's start, or (start-up,
+# shutdown, a thread before it runs Python) the process's entry.
+ENTRY_FRAMES = ("_start", "__libc_start_call_main", "__libc_start_main", "clone", "clone3",
+                "start_thread", "_dl_start", "_dl_start_user")
+
+
+def is_complete(frames: Tuple[str, ...]) -> bool:
+    """Whether a folded stack (process name first) reaches a real root: `<module>`,
+    a thread's bootstrap, or the process entry. Correct start-up and shutdown stacks
+    are complete; a stack cut by the unwinder is not."""
+    if len(frames) < 2:
+        return False
+    root = frames[1]
+    return (root.startswith("<module> (") or root.startswith("Thread._bootstrap (")
+            or root.split("_[")[0] in ENTRY_FRAMES)
+
+
 class Folded:
     """Folded output parsed for assertions: {frames tuple: count}."""
 
@@ -104,6 +121,9 @@ class Folded:
         for line in text.splitlines():
             stack, _, count = line.rpartition(" ")
             self.stacks[tuple(stack.split(";"))] += int(count)
+
+    def complete_share(self) -> float:
+        return self.total(is_complete) / max(1, self.total())
 
     def total(self, where=lambda frames: True) -> int:
         return sum(count for frames, count in self.stacks.items() if where(frames))
