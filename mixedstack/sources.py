@@ -50,6 +50,8 @@ def open_input(path: str, inline: bool = False, slices: Optional[int] = None) ->
                 "standard input holds perf.data, not perf script text: "
                 "give the file name instead of '-'"
             )
+        if hasattr(stream, "peek"):
+            refuse_binary("standard input", stream.peek(TEXT_PROBE)[:TEXT_PROBE])
         yield Text(lambda ready: byte_chunks(stream))
         return
     try:
@@ -82,7 +84,25 @@ def open_input(path: str, inline: bool = False, slices: Optional[int] = None) ->
         if not head:
             raise InputError("%s is empty: nothing to fold" % path)
         with open(path, "rb") as f:
+            refuse_binary(path, f.read(TEXT_PROBE))
+            f.seek(0)
             yield Text(lambda ready: byte_chunks(f))
+
+
+TEXT_PROBE = 1 << 16  # bytes looked at to tell text from binary
+PRINTABLE = bytes(range(32, 127)) + b"\t\n\r"
+
+
+def refuse_binary(name: str, head: bytes) -> None:
+    """perf script's and folded text is printable ASCII but for a few names: a NUL
+    byte, or a head that is mostly not text (random bytes: ~37% printable), is some
+    other file, which the lenient perf script parser would otherwise read as frames."""
+    if not head:
+        return
+    others = len(head.translate(None, PRINTABLE))
+    if b"\0" in head or others > 0.25 * len(head):
+        raise InputError("%s is binary, not a recording (perf.data), perf script text or folded stacks: "
+                         "give fold one of those" % name)
 
 
 def byte_chunks(stream: IO[bytes]) -> Iterator[Tuple[int, bytes]]:

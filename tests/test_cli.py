@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -239,3 +240,14 @@ def test_an_unprivileged_user_is_told_what_perf_allows(perf_ok):
     else:
         one_line_error(done, 1, "perf")
     shutil.rmtree(tmp_path)
+
+
+def test_binary_input_is_refused_in_one_line(tmp_path):
+    """Random bytes are no profile: the lenient perf script parser must not read them."""
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(random.Random(7).randbytes(1 << 20))
+    for args, stdin in (([str(junk)], None), (["-"], junk.read_bytes())):
+        done = subprocess.run([sys.executable, "-m", "mixedstack", "fold", *args], input=stdin,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert done.returncode == 1 and done.stdout == b""
+        assert done.stderr.count(b"\n") == 1 and b"is binary" in done.stderr
