@@ -82,9 +82,15 @@ def interpreter_of(pid: int) -> Optional[Interpreter]:
     the libpython it maps (uwsgi and other programs embedding Python)."""
     try:
         executable = os.readlink("/proc/%d/exe" % pid)
-    except OSError:
-        raise PerfError("no process %d to attach to (or no permission to see it); "
-                        "check the pid with ps" % pid)
+    except FileNotFoundError:
+        if os.path.exists("/proc/%d" % pid):  # a kernel thread, or a zombie: no program
+            raise PerfError("process %d runs no program file (a kernel thread or an exited process): "
+                            "attach to a Python process" % pid)
+        raise PerfError("no process %d to attach to; check the pid with ps" % pid)
+    except OSError as error:
+        raise PerfError("process %d exists but cannot be read (%s: another user's, or a container "
+                        "here keeps it from us): run mixedstack as that user or as root, or pick "
+                        "another pid" % (pid, error.strerror))
     if executable.endswith(" (deleted)"):
         raise PerfError("process %d runs %s, which has been replaced on disk since it started: "
                         "its interpreter cannot be probed; restart it" % (pid, executable))

@@ -251,3 +251,27 @@ def test_binary_input_is_refused_in_one_line(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert done.returncode == 1 and done.stdout == b""
         assert done.stderr.count(b"\n") == 1 and b"is binary" in done.stderr
+
+
+def _pid_without_program():
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                os.readlink("/proc/%s/exe" % entry)
+            except FileNotFoundError:
+                return int(entry)  # a kernel thread
+            except OSError:
+                continue
+    return None
+
+
+def test_record_pid_says_what_is_wrong_with_the_pid(tmp_path):
+    free = max(int(entry) for entry in os.listdir("/proc") if entry.isdigit()) + 100000
+    gone = mixedstack("record", "--pid", str(free), "-o", str(tmp_path / "a.data"))
+    assert gone.returncode == 1 and "no process %d" % free in gone.stderr
+    kernel = _pid_without_program()
+    if kernel is None:
+        pytest.skip("no kernel thread visible here")
+    thread = mixedstack("record", "--pid", str(kernel), "-o", str(tmp_path / "b.data"))
+    assert thread.returncode == 1 and "runs no program file" in thread.stderr
+    assert thread.stderr.count("\n") == 1
