@@ -81,6 +81,12 @@ def perf_record_command(options: RecordOptions, mode, recording: Recording) -> L
     return command  # launch.run_attached adds -p TARGET
 
 
+def with_agent(mode, folder: str):
+    """The mode with the agent's folder at the front of the target's PYTHONPATH."""
+    return dataclasses.replace(mode, env={"PYTHONPATH": os.pathsep.join(
+        p for p in (folder, os.environ.get("PYTHONPATH")) if p)})
+
+
 def shell_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
@@ -117,10 +123,8 @@ def record(options: RecordOptions, say: Callable[[str], None],
         if mode.name == "agent":
             from .agent import agent_path  # builds it for the target on first use
 
-            path = agent_path(interp)
-            agent_folder = path
-            mode = dataclasses.replace(mode, env={"PYTHONPATH": os.pathsep.join(
-                p for p in (path, os.environ.get("PYTHONPATH")) if p)})
+            agent_folder = agent_path(interp)
+            mode = with_agent(mode, agent_folder)
     else:
         attached = attach(options.pid, options.call_graph, options.agent, options.activate, say, ask)
         interp, mode = attached.interp, attached.mode
@@ -147,8 +151,7 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
             recording.remove()
             raise TargetError("%s cannot enter %s, where the agent it loads is kept: record to a folder "
                               "that user can reach (e.g. -o /tmp/NAME.data)" % (account.name, recording.folder))
-        mode = dataclasses.replace(mode, env=dict(mode.env, PYTHONPATH=os.pathsep.join(
-            p for p in (agent_folder, os.environ.get("PYTHONPATH")) if p)))
+        mode = with_agent(mode, agent_folder)
     command = perf_record_command(options, mode, recording)
     system_files = recording.cache_system_files()
     started = time.time()
