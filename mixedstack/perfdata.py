@@ -278,7 +278,7 @@ def _scan(buf, offset: int, end: int) -> _Scan:
                     scan.addresses = addresses = None
         elif record_type in (PERF_RECORD_MMAP, PERF_RECORD_MMAP2):
             pid, _, start = struct.unpack_from("<IIQ", buf, position + 8)
-            name_at = position + (40 if record_type == PERF_RECORD_MMAP else 72)
+            name_at = _mmap_name_at(position, record_type)
             scan.mmaps.append((position, pid, start, when(position, size), buf[name_at:name_at + 6] == b"[stack"))
         elif record_type == PERF_RECORD_COMM:
             pid = struct.unpack_from("<I", buf, position + 8)[0]
@@ -317,11 +317,15 @@ def _forget_memory_before_exec(buf, scan: _Scan) -> int:
     return changed
 
 
+def _mmap_name_at(position: int, record_type: int) -> int:
+    """Where an MMAP or MMAP2 record's file name begins."""
+    return position + (40 if record_type == PERF_RECORD_MMAP else 72)
+
+
 def _jitdumps_relative(buf, scan: "_Scan") -> None:
     for position, _, _, _, _ in scan.mmaps:
-        record_type = struct.unpack_from("<I", buf, position)[0]
-        size = struct.unpack_from("<H", buf, position + 6)[0]
-        name_at = position + (40 if record_type == PERF_RECORD_MMAP else 72)
+        record_type, _, size = struct.unpack_from("<IHH", buf, position)
+        name_at = _mmap_name_at(position, record_type)
         end = buf.find(b"\0", name_at, position + size)
         if end < 0:
             continue

@@ -69,21 +69,9 @@ def create_new(path: str, mode: int = OWNER_ONLY) -> int:
 
 def copy_owned(path: str, destination: str, uid: int) -> None:
     """Copy /tmp's `path` (see open_owned) to a new owner-only `destination`."""
-    source = open_owned(path, uid)
-    try:
-        target = create_new(destination)
-        try:
-            while True:
-                chunk = os.read(source, 1 << 20)
-                if not chunk:
-                    break
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(target, view):]
-        finally:
-            os.close(target)
-    finally:
-        os.close(source)
+    with os.fdopen(open_owned(path, uid), "rb") as source:
+        with os.fdopen(create_new(destination), "wb") as target:
+            shutil.copyfileobj(source, target)
 
 
 def owned_mtime(path: str, uid: int) -> Optional[float]:
