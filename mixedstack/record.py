@@ -132,15 +132,19 @@ def record(options: RecordOptions, say: Callable[[str], None],
         say("mixedstack: %s" % mode.reason)
     # what we write is the owner's only: perf.data holds copies of the target's stack memory
     umask = os.umask(0o077)
+    held = None
     try:
+        os.mkdir(recording.folder, 0o700)
+        held = recording.lock()  # until record returns: another record may not take it for unfinished
         return _record(options, say, recording, interp, mode, account, umask, attached, agent_folder)
     finally:
+        if held is not None:
+            os.close(held)
         os.umask(umask)
 
 
 def _record(options: RecordOptions, say: Callable[[str], None], recording: Recording, interp, mode,
             account: Optional[Account], umask: int, attached, agent_folder: Optional[str]) -> RecordResult:
-    os.mkdir(recording.folder, 0o700)
     if account is not None and agent_folder is not None:
         # our cache may sit in a home the target cannot enter: the target loads a copy
         # kept with the recording (perf reads it there later); the recording's folder

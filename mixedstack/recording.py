@@ -5,11 +5,11 @@
                            files that `perf inject --jit` made, the vDSO and the
                            kernel's symbols
     perf.data.d/tmp/       the perf maps and jitdumps the run wrote to /tmp
-
-The folder is its owner's only (0700, files 0600): in DWARF mode perf.data holds
-copies of the target's stack memory, as a core dump would.
     perf.data.d/agent/     with record --user: the agent the target loaded
     perf.data.d/meta.json  how it was recorded (mode, interpreter, command, status)
+
+Both are their owner's only (0700, files 0600): in DWARF mode perf.data holds
+copies of the target's stack memory, as a core dump would.
 
 Keeping the build-id cache here (perf --buildid-dir) instead of ~/.debug means fold
 works after /tmp is cleaned or on another machine, and ~/.debug does not grow.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -55,8 +56,27 @@ class Recording:
 
     def unfinished(self) -> bool:
         """A folder that an interrupted record left without its perf.data: nothing in it
-        folds, so the next record may replace it without asking."""
-        return os.path.isdir(self.folder) and not os.path.lexists(self.data) and not os.path.exists(self.meta_path)
+        folds, so the next record may replace it without asking. A record still running
+        holds the folder's lock (lock()): its folder is not unfinished."""
+        if not os.path.isdir(self.folder) or os.path.lexists(self.data) or os.path.exists(self.meta_path):
+            return False
+        try:
+            fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    def lock(self) -> int:
+        """Hold the folder while recording (see unfinished); the descriptor, to close."""
+        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
 
     def unusable_output(self) -> Optional[str]:
         """Why perf.data and perf.data.d/ cannot be written here, or None."""
@@ -131,9 +151,9 @@ class Recording:
                 os.remove(path)
 
     def prune_buildid_cache(self) -> None:
-        """Keep only what this run created (jitted code), the vDSO and the kernel's symbols (fold hands them to perf
-        script, which otherwise reads /proc/kallsyms three times, and which may since
-        have changed).
+        """Keep only what this run created (jitted code), the vDSO and the kernel's
+        symbols (fold hands them to perf script, which otherwise reads /proc/kallsyms
+        three times, and which may since have changed).
 
         perf also copies every DSO with samples (libpython, libc: ~50 MB); those
         exist on the machine, and perf falls back to them. The cache's layout is

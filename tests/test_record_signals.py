@@ -113,3 +113,15 @@ def test_an_interrupted_recording_does_not_block_the_next(perf_ok, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "left unfinished by an interrupted record" in done.stderr
     assert (tmp_path / "perf.data").exists()
+
+
+def test_a_running_recording_is_not_taken_for_unfinished(perf_ok, tmp_path):
+    record, target = start(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        second = mixedstack("record", "-o", str(tmp_path / "perf.data"), "--", "true")
+        assert second.returncode == 1 and "already exists" in second.stderr, second.stderr
+    finally:
+        os.kill(record.pid, signal.SIGTERM)
+        record.communicate(timeout=120)
+    assert_recording_of_the_loop(tmp_path)
