@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := demo-output
 
-.PHONY: install demo test test-agent bench fp-python browser clean
+.PHONY: install demo test test-agent bench fp-python current-python browser clean
 
 install: $(STAMP)
 
@@ -48,6 +48,12 @@ test-agent: $(VENV)/.test-installed
 # frame-pointer mode tests; they skip without it outside CI.
 fp-python:
 	tests/tools/build-fp-python.sh
+
+# Debian sid's CPython 3.14 and 3.15 binaries (stripped, GCC 16, LTO), with and without
+# their -dbg symbols, into ~/.cache/mixedstack/current-python (~30 s, ~550 MB); the
+# tests on them skip without it outside CI.
+current-python:
+	tests/tools/current-python.sh
 
 # Speed and overhead, side by side in one run; FLAMEGRAPH_DIR=checkout adds stackcollapse-perf.pl.
 # The package is byte-compiled first, as pip does on install (PYTHONDONTWRITEBYTECODE

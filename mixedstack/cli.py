@@ -33,6 +33,7 @@ from . import __version__, offcpu, perf
 from .fold import Folder, FoldOptions
 from .model import Sample, Stacks
 from .perf import PerfError
+from .recording import Recording
 from .renderers import folded
 from .samples import EventFilter, ProcessLabel, parse
 from .sources import InputError, folded_unit, is_recording, open_input, parse_folded, split_folded
@@ -58,7 +59,7 @@ def main() -> None:
 @click.option("--call-graph", type=click.Choice(["auto", "fp", "dwarf"]), default="auto",
               show_default=True, help="Unwind with frame pointers, DWARF, or what suits the interpreter.")
 @click.option("--stack-size", default=perf.DEFAULT_STACK_SIZE, show_default=True,
-              type=click.IntRange(1024, 65528),
+              type=click.IntRange(1024, perf.MAX_STACK_SIZE),
               metavar="BYTES", help="User stack copied per sample in DWARF mode.")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing recording without asking.")
 @click.option("--agent", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
@@ -95,7 +96,6 @@ def record(output, frequency, call_graph, stack_size, force, agent, pid, duratio
         fail("--user goes with a COMMAND; a process attached to with --pid keeps its own user", 2)
     from .agent import AgentError  # record's modules: fold and report start without them
     from .record import RecordOptions, record as run_record
-    from .recording import Recording
     from .target import TargetError
 
     existing = Recording(output)
@@ -285,7 +285,8 @@ def report(input, format_, output, top):
         if builder.samples == 0:
             fail("%s holds no samples: it is not a recording or `perf script` output" % input)
         lost = perf.sample_stats(input)["lost"] if is_recording(input) else None
-        figures = builder.result(top=top, lost=lost)
+        notes = Recording(input).meta().get("notes", []) if is_recording(input) else []
+        figures = builder.result(top=top, lost=lost, notes=notes)
         text = io.StringIO()
         if format_ == "json":
             json.dump(figures, text, indent=2)

@@ -13,7 +13,8 @@ import sys
 import tempfile
 from typing import List, NamedTuple, Optional
 
-from . import offcpu
+from . import debuginfo, offcpu
+from .recording import build_id, read_file
 from .target import TargetError, find_interpreter, perf_mode
 
 CAP_PERFMON, CAP_SYS_ADMIN = 38, 21
@@ -104,6 +105,11 @@ def target_checks(command: List[str]) -> List[Check]:
     level = "warn" if mode.name == "native" and interp is not None else "ok"
     checks = [Check("ok", "target", interp.describe() if interp else "%s: not a CPython interpreter" % command[0])]
     checks.append(Check(level, "record will use", "mode %s: %s" % (mode.name, mode.reason)))
+    if interp is not None:
+        binary = interp.libpython or interp.executable
+        note = debuginfo.missing_note(binary, build_id(read_file(binary)), interp.version)
+        checks.append(Check("warn", "symbols", note) if note else
+                      Check("ok", "symbols", "%s's functions have names (its own or a debug file's)" % binary))
     return checks
 
 

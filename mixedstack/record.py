@@ -17,11 +17,12 @@ import subprocess
 import time
 from typing import Callable, List, Optional
 
-from . import offcpu, perf, tmpfiles
+from . import debuginfo, offcpu, perf, tmpfiles
 from .attach import attach
 from .agent import readable_copy
 from .launch import Account, attach_to, run_attached
-from .perfdata import tidy, time_quantiles
+from .perfdata import build_ids, tidy, time_quantiles
+from .processors.python import TRUNCATED
 from .recording import Recording
 from .target import TargetError, find_interpreter, perf_mode
 
@@ -58,6 +59,27 @@ def target_environment(mode) -> dict:
     return env
 
 
+def deep_stacks_note(tidied, stack_size: int) -> Optional[str]:
+    """One line when stacks went on above the bytes perf copied: they fold as [truncated]."""
+    share = tidied.full / max(1, tidied.samples)
+    if share < 0.001:
+        return None
+    what = "%.1f%% of samples had stacks deeper than the %s bytes copied; they fold with a %s root" % (
+        100 * share, format(stack_size, ","), TRUNCATED)
+    if stack_size < perf.MAX_STACK_SIZE:
+        return what + ": record with --stack-size %d (perf's maximum)" % perf.MAX_STACK_SIZE
+    return what + " (perf copies at most that: about 110 nested Python calls on 3.13)"
+
+
+def interpreter_symbols_note(interp, mapped) -> Optional[str]:
+    """One line when the interpreter's code is stripped and no debug file was found."""
+    if interp is None:
+        return None
+    binary = interp.libpython or interp.executable
+    build = next((build for build, path in mapped if path == binary), None)
+    return debuginfo.missing_note(binary, build, interp.version)
+
+
 def perf_record_command(options: RecordOptions, mode, recording: Recording) -> List[str]:
     command = perf.perf_command("record", recording.buildid_dir)
     if options.off_cpu:
@@ -82,9 +104,10 @@ def perf_record_command(options: RecordOptions, mode, recording: Recording) -> L
 
 
 def with_agent(mode, folder: str):
-    """The mode with the agent's folder at the front of the target's PYTHONPATH."""
-    return dataclasses.replace(mode, env={"PYTHONPATH": os.pathsep.join(
-        p for p in (folder, os.environ.get("PYTHONPATH")) if p)})
+    """The mode with a folder of ours (the agent's, perf_jit's fork guard) at the front
+    of the target's PYTHONPATH."""
+    return dataclasses.replace(mode, env=dict(mode.env, PYTHONPATH=os.pathsep.join(
+        p for p in (folder, os.environ.get("PYTHONPATH")) if p)))
 
 
 def shell_status(returncode: int) -> int:
@@ -124,6 +147,11 @@ def record(options: RecordOptions, say: Callable[[str], None],
             from .agent import agent_path  # builds it for the target on first use
 
             agent_folder = agent_path(interp)
+            mode = with_agent(mode, agent_folder)
+        elif mode.name == "perf-jit":
+            from .agent import fork_guard_path
+
+            agent_folder = fork_guard_path()
             mode = with_agent(mode, agent_folder)
     else:
         attached = attach(options.pid, options.call_graph, options.agent, options.activate, say, ask)
@@ -187,12 +215,16 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
             "`perf record -- true` shows whether perf works here" % shell_status(perf_status)
         )
     tidied = tidy(recording.raw)  # before inject: it then reads and writes the smaller file
+    mapped = build_ids(recording.raw)  # every file mapped (inject keeps only those with samples)
     system_files.save(tidied.kernel_addresses)
     pids = tidied.pids | ({options.pid} if options.pid else set())
     # a process we attached to goes on running: its map and jitdump are copied, not moved
     recording.adopt_tmp_files(pids, target_uid, since=started - 1 if options.pid is None else 0,
                               move=options.pid is None, warn=lambda message: say("mixedstack: warning: " + message))
     if mode.needs_inject:
+        repaired = recording.repair_jitdumps()
+        if repaired:
+            say("mixedstack: note: %s" % repaired)
         # tidy named each jitdump ./jit-PID.dump: inject reads the copies adopted above
         # and writes its jitted-*.so there too, never in /tmp
         inject = perf.perf_command("inject", recording.buildid_dir) + [
@@ -210,6 +242,14 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         os.replace(recording.raw, recording.data)
 
     recording.prune_buildid_cache()
+    for found in debuginfo.lendable(mapped):
+        recording.lend_debug_file(found.path, found.build, found.debug)
+    cut_note = deep_stacks_note(tidied, options.stack_size) if mode.call_graph == "dwarf" else None
+    if cut_note:
+        say("mixedstack: warning: " + cut_note)
+    symbols_note = interpreter_symbols_note(interp, mapped)
+    if symbols_note:
+        say("mixedstack: note: " + symbols_note)
     # Stopped by a signal to record (kill, timeout): exit as the shell expects of that
     # signal (SIGINT 130, SIGTERM 143, SIGHUP 129); else the target's own status.
     exit_status = 128 + interrupted[0] if interrupted else shell_status(status)
@@ -223,6 +263,9 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         "frequency": options.frequency,
         "off_cpu": options.off_cpu,
         "stack_size": options.stack_size if mode.call_graph == "dwarf" else None,
+        "deeper_than_copied": tidied.full,
+        # what report says again about this recording
+        "notes": [note for note in (cut_note, symbols_note) if note],
         "exit_status": exit_status,
         "seconds": round(seconds, 3),
         "samples": tidied.samples,

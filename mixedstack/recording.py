@@ -28,7 +28,7 @@ import struct
 import threading
 from typing import Callable, Iterable, List, Optional, Tuple
 
-from . import tmpfiles
+from . import jitdump, tmpfiles
 
 MAP_FILE = re.compile(r"^perf-(\d+)\.map$")
 DUMP_FILE = re.compile(r"^jit-(\d+)\.dump$")
@@ -143,6 +143,23 @@ class Recording:
             taken.append(name)
         return taken
 
+    def repair_jitdumps(self) -> Optional[str]:
+        """Make each adopted jitdump readable by perf inject (jitdump.repair); a line
+        saying what was lost, when anything was."""
+        lost = []
+        for name in sorted(os.listdir(self.tmp_dir)) if os.path.isdir(self.tmp_dir) else ():
+            match = DUMP_FILE.match(name)
+            if match:
+                repaired = jitdump.repair(os.path.join(self.tmp_dir, name), int(match.group(1)))
+                if repaired.dropped or repaired.header:
+                    lost.append("%s (%s)" % (name, "empty: its process ended before writing it" if repaired.header
+                                             else "%s bytes that did not parse" % format(repaired.dropped, ",")))
+        if not lost:
+            return None
+        return ("jitdumps repaired, their other records kept: %s. A process that ends in os._exit "
+                "(a fork worker) loses what it had not flushed: its Python frames may be [unknown]"
+                % ", ".join(lost))
+
     def remove_jitted_code(self) -> None:
         """perf inject writes jitted-*.so beside the dumps it reads, and also into the
         build-id cache, where perf script finds them: the first copies go."""
@@ -187,17 +204,31 @@ class Recording:
         """perf's layout: FOLDER/BUILD-ID/NAME, and .build-id/BU/ILD-ID -> ../../FOLDER/BUILD-ID."""
         if not content:
             return
+
+        def write(target: str) -> None:
+            with open(target, "wb") as f:
+                f.write(content)
+        self._place(folder, build, name, write)
+
+    def lend_debug_file(self, binary: str, build: str, debug: str) -> None:
+        """Where perf looks for a binary's debug symbols in the cache (DSO-PATH/BUILD-ID/debug):
+        a link to the file, which stays where its owner keeps it."""
+        self._place(binary.lstrip("/"), build, "debug", lambda target: os.symlink(debug, target))
+
+    def _place(self, folder: str, build: str, name: str, put: Callable[[str], None]) -> None:
         where = os.path.join(self.buildid_dir, folder, build)
         link = os.path.join(self.buildid_dir, ".build-id", build[:2], build[2:])
         try:
             os.makedirs(where, exist_ok=True)
-            with open(os.path.join(where, name), "wb") as f:
-                f.write(content)
+            target = os.path.join(where, name)
+            if os.path.lexists(target):
+                os.remove(target)
+            put(target)
             os.makedirs(os.path.dirname(link), exist_ok=True)
             if not os.path.lexists(link):
                 os.symlink(os.path.join("..", "..", folder, build), link)
         except OSError:
-            pass  # fold then reads /proc/kallsyms, and vDSO frames may stay unresolved
+            pass  # perf then goes without: fewer names (debug), or unresolved vDSO frames
 
     def kallsyms(self) -> Optional[str]:
         """The kernel's symbols as perf record saved them, if it did (once)."""

@@ -25,7 +25,7 @@ from typing import Counter, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import layers, offcpu
 from .model import Frame, Sample
-from .processors.python import BEFORE_ACTIVATION, ENTRY_POINTS, PythonMerge, is_python, symbol_name
+from .processors.python import BEFORE_ACTIVATION, PythonMerge, is_entry, is_python, symbol_name
 
 LAYERS = ("Python (bytecode loop)", "interpreter C", "extension and library C", "kernel", "unresolved")
 EVAL_LOOP = re.compile(r"^_?PyEval_EvalFrame(?:Default|Ex)?$", re.ASCII)
@@ -140,7 +140,7 @@ class ReportBuilder:
             for frame in set(python):
                 self.total_time[frame] += sample.period
         user = [frame for frame in frames if not layers.is_kernel(frame.dso)]
-        if user and not ENTRY_POINTS.match(symbol_name(user[-1])):
+        if user and not is_entry(user[-1]):
             self.broken += 1
             # where the unwind stopped: the outermost frame perf could still name
             named = [frame for frame in user if not frame.symbol.startswith("[unknown]")]
@@ -153,13 +153,15 @@ class ReportBuilder:
             self.add(sample)
         return self
 
-    def result(self, top: int = 10, lost: Optional[int] = None) -> dict:
+    def result(self, top: int = 10, lost: Optional[int] = None, notes: Sequence[str] = ()) -> dict:
         seconds = lambda ns: round(ns / 1e9, 9)  # noqa: E731
         on_cpu = self.on_cpu_ns or 1
         threads = []
         for (pid, tid), figures in sorted(self.threads.items(), key=lambda kv: -(kv[1].on_cpu + kv[1].blocked)):
             lifetime = self.switches.threads.get(int(tid)) if self.switches and tid.isdigit() else None
-            wall = (lifetime.end - lifetime.start) if lifetime else None
+            # a thread's lifetime comes from the first and last events seen of it: one that
+            # started before the recording (an attach) lived at least what it spent
+            wall = max(lifetime.end - lifetime.start, figures.on_cpu + figures.blocked) if lifetime else None
             name = figures.names.most_common(1)[0][0] if figures.names else (
                 "MainThread" if pid == tid else None)
             threads.append({
@@ -191,11 +193,14 @@ class ReportBuilder:
             "syscalls": syscalls[:top],
             "gil": {
                 "threads": [{key: thread[key] for key in ("tid", "name", "gil_wait_s", "wall_s", "gil_share_of_wall")}
-                            for thread in threads if thread["gil_wait_s"]],
+                            for thread in sorted((t for t in threads if t["gil_wait_s"]),
+                                                 key=lambda t: -t["gil_wait_s"])][:top],
+                "threads_waiting": sum(1 for thread in threads if thread["gil_wait_s"]),
                 "top_waiters": [{"function": name, "gil_wait_s": seconds(ns), "share": round(ns / gil_total, 4)}
                                 for name, ns in self.gil_waiters.most_common(top)],
             },
-            "threads": threads,
+            "threads": threads[:top],
+            "threads_total": len(threads),
             "functions": {
                 "by_self": [{"function": name, "on_cpu_s": seconds(ns), "share": round(ns / on_cpu, 4)}
                             for name, ns in self.self_time.most_common(top)],
@@ -213,5 +218,6 @@ class ReportBuilder:
                 "broken_stacks_end_in": [{"dso": dso, "share": round(n / (self.samples or 1), 4)}
                                          for dso, n in self.broken_in.most_common(3)],
                 "unresolved_stacks": round(self.unresolved / (self.samples or 1), 4),
+                "notes": list(notes),  # record's own, kept in its meta.json
             },
         }

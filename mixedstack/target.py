@@ -111,15 +111,20 @@ def _own_perf_mode(interp: Optional[Interpreter], call_graph: str) -> Mode:
             return _perf_jit("DWARF unwinding was asked for: -X perf_jit and perf inject --jit")
         return _native("dwarf", "DWARF unwinding was asked for; CPython %s has no -X perf_jit "
                        "(3.13+): %s" % (version, missing))
-    # The trampoline's perf map only helps if perf can walk through the trampolines
-    # with frame pointers; then fp unwinding is far cheaper than copying stacks.
+    # perf_jit writes DWARF unwind info for its trampolines, so no frame pointers needed;
+    # and DWARF also walks the libraries built without them. An interpreter with frame
+    # pointers does not make its libraries have them (Debian sid's 3.15: libcrypto and
+    # libz have none, and 37% of -g stacks through them were cut), and which libraries a
+    # program loads is only known once it runs: on 3.13+ DWARF is the default.
+    if interp.perf_jit:
+        return _perf_jit("CPython %s: -X perf_jit with DWARF unwinding and perf inject --jit%s" % (
+            version, "" if not interp.frame_pointers else
+            " (it has frame pointers, its libraries may not; --call-graph fp for the cheaper mode)"))
+    # 3.12: the trampoline's perf map only helps if perf can walk through the
+    # trampolines with frame pointers; then fp unwinding is far cheaper than copying stacks.
     if interp.perf_trampoline and interp.frame_pointers:
         return _perf_map("CPython %s has frame pointers: perf trampoline with frame-pointer "
                          "unwinding" % version)
-    # perf_jit writes DWARF unwind info for its trampolines, so no frame pointers needed.
-    if interp.perf_jit:
-        return _perf_jit("CPython %s has no frame pointers: -X perf_jit with DWARF unwinding "
-                         "and perf inject --jit" % version)
     if interp.version < (3, 12):
         why = "has no perf trampoline (needs 3.12+ with frame pointers, or 3.13+)"
     elif interp.perf_trampoline:  # 3.12 without frame pointers

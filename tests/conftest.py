@@ -88,6 +88,21 @@ def interpreter(version: Tuple[int, int]) -> str:
     return path
 
 
+CURRENT_PYTHON = Path(os.environ.get("MIXEDSTACK_CURRENT_PYTHON") or
+                      Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mixedstack" / "current-python")
+CURRENT_VERSIONS = ((3, 14), (3, 15))
+
+
+def current_python(version: Tuple[int, int], kind: str) -> str:
+    """Debian sid's CPython as distributions ship it (`make current-python`): kind "root"
+    has the -dbg package's symbols in its root, "bare" the same binary without them."""
+    name = "%d.%d" % version
+    path = CURRENT_PYTHON / name / kind / "usr" / "bin" / ("python" + name)
+    if not os.access(str(path), os.X_OK):
+        skip_or_fail("no Debian CPython %s at %s: get it with `make current-python`" % (name, path))
+    return str(path)
+
+
 def mixedstack(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """Run the real CLI (`python -m mixedstack`), capturing its output as text."""
     return subprocess.run(
@@ -109,8 +124,16 @@ def is_complete(frames: Tuple[str, ...]) -> bool:
     if len(frames) < 2:
         return False
     root = frames[1]
-    return (root.startswith("<module> (") or root.startswith("Thread._bootstrap (")
-            or root.split("_[")[0] in ENTRY_FRAMES)
+    if root == "[truncated]" or "[unknown]" in root:  # the merge's mark of a stack the unwinder cut
+        return False
+    return (root.startswith(("<module> (", "Thread._bootstrap (")) or root.split("_[")[0] in ENTRY_FRAMES
+            # a stripped libc's unnamed thread start; and, with the process's entry above
+            # it dropped by the merge, start-up's imports and shutdown's Python frames
+            or root.startswith("[libc") or is_python_frame(root))
+
+
+def is_python_frame(frame: str) -> bool:
+    return frame.endswith(")") and " (" in frame
 
 
 class Folded:

@@ -74,12 +74,12 @@ def python_for(version):
     return interpreter(version)
 
 
-@pytest.mark.parametrize("version, mode", [((3, 13), "perf-jit"), ((3, 12), "agent"), ((3, 8), "agent"),
-                                           ("fp", "perf-map")],
+@pytest.mark.parametrize("version, mode, asked", [((3, 13), "perf-jit", ()), ((3, 12), "agent", ()),
+                                                  ((3, 8), "agent", ()), ("fp", "perf-map", ("--call-graph", "fp"))],
                          ids=["3.13-perf-jit", "3.12-agent", "3.8-agent", "3.13-fp-perf-map"])
-def test_activate_gives_python_frames_and_marks_older_calls(perf_ok, gdb_ok, tmp_path, version, mode):
+def test_activate_gives_python_frames_and_marks_older_calls(perf_ok, gdb_ok, tmp_path, version, mode, asked):
     with running(python_for(version)) as target:
-        done, folded, meta = attach(target, tmp_path, "--activate")
+        done, folded, meta = attach(target, tmp_path, "--activate", *asked)
     assert "turned" in done.stderr and "mode %s" % mode in done.stderr.splitlines()[-1], done.stderr
     assert meta["activated"] is True and meta["mode"] == mode
     seconds = folded.total() / 1e9  # cpu-clock weights are ns

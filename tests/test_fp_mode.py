@@ -34,7 +34,8 @@ def fp_phases(fp_python, tmp_path_factory):
         skip_or_fail(perf_problem())
     tmp = tmp_path_factory.mktemp("fp")
     recorded, folded = record_and_fold(
-        tmp, [fp_python, str(WORKLOADS / "phases.py"), str(tmp / "t.json"), "1.0"], "--kernel")
+        tmp, [fp_python, str(WORKLOADS / "phases.py"), str(tmp / "t.json"), "1.0"], "--kernel",
+        record_args=("--call-graph", "fp"))
     assert recorded.returncode == 0, recorded.stderr
     return recorded, folded, json.loads((tmp / "t.json").read_text()), tmp
 
@@ -42,7 +43,10 @@ def fp_phases(fp_python, tmp_path_factory):
 def test_frame_pointers_are_read_from_the_binary(fp_python):
     interp = find_interpreter([fp_python])
     assert interp.frame_pointers and interp.perf_trampoline
-    mode = perf_mode(interp)
+    # DWARF stays the default (the libraries it loads may have no frame pointers) ...
+    assert perf_mode(interp).name == "perf-jit"
+    # ... and --call-graph fp gets the perf map and frame-pointer unwinding
+    mode = perf_mode(interp, "fp")
     assert (mode.name, mode.call_graph, mode.env) == ("perf-map", "fp", {"PYTHONPERFSUPPORT": "1"})
 
 

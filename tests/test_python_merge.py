@@ -42,9 +42,9 @@ def test_perf_jit_stacks_merge_into_python_frames():
         APP + ";spin (app.py) 1001001",
         APP + ";write_work (app.py);os_write;_Py_write;__GI___libc_write;"
         "entry_SYSCALL_64_after_hwframe;do_syscall_64 1001001",
+        # a thread stack perf could not unwind past its first trampoline: marked as cut there
+        "python3.13;[truncated];spin (app.py);x_add 1001001",
         JIT_STARTUP.format(k=""),  # no Python frame: as stackcollapse-perf.pl
-        # a thread stack perf could not unwind past its first trampoline stays rooted there
-        "python3.13;spin (app.py);x_add 1001001",
     ]
 
 
@@ -139,8 +139,11 @@ python3.13 4343/4343  1037.552596:    1001001 cpu-clock:pppH:
 
 
 def test_python_frames_with_offsets():
-    assert fold_text(OFFSETS) == [
-        "python3.13;<module> (<frozen runpy>);Parser.parse (parser.py);_PyObject_Malloc 1001001"]
+    assert fold_text(OFFSETS) == [  # (a stack cut above PyEval_EvalCode)
+        "python3.13;[truncated];<module> (<frozen runpy>);Parser.parse (parser.py);_PyObject_Malloc 1001001"]
+
+
+ENTRY = "\t1 _start (/usr/bin/python3)"  # the process's entry: a complete stack
 
 
 @pytest.mark.parametrize("symbol,name", [
@@ -152,7 +155,7 @@ def test_python_frames_with_offsets():
     ("py::f:", "f"),
 ])
 def test_python_frame_names(symbol, name):
-    assert fold_text("python3 7/7 1.0: 1 cpu-clock:\n\t85 %s (/tmp/jitted-7-1.so)\n\n" % symbol) \
+    assert fold_text("python3 7/7 1.0: 1 cpu-clock:\n\t85 %s (/tmp/jitted-7-1.so)\n%s\n\n" % (symbol, ENTRY)) \
         == ["python3;%s 1" % name]
 
 
@@ -165,8 +168,8 @@ def test_short_file_keeps_package_directories(tmp_path):
     assert shorten_path(str(package.parent.parent / "script.py")) == "script.py"
     assert shorten_path("<frozen os>") == "<frozen os>"
     # the agent's `py::QUALNAME:FILE:LINE` keeps its line after the shortened file
-    assert fold_text("python3 7/7 1.0: 1 cpu-clock:\n\t85 py::run:%s/mod.py:7 (/tmp/jitted-7-1.so)\n\n"
-                     % package) == ["python3;run (pkg/sub/mod.py:7) 1"]
+    assert fold_text("python3 7/7 1.0: 1 cpu-clock:\n\t85 py::run:%s/mod.py:7 (/tmp/jitted-7-1.so)\n%s\n\n"
+                     % (package, ENTRY)) == ["python3;run (pkg/sub/mod.py:7) 1"]
 
 
 def test_a_cpp_py_namespace_symbol_is_not_a_python_frame():
@@ -231,10 +234,10 @@ def test_c_code_called_by_the_newest_old_frame_is_kept():
         "python3.13;[python frames before activation];builtin_sorted;list_sort;work (loop.py);x_add 1001001"]
 
 
-def test_a_stack_cut_short_is_not_marked():
+def test_a_stack_cut_short_is_marked_truncated():
     # the unwinder stopped inside the old frames: where the stack began is unknown
     cut = ACTIVATED.format(between="", root=START).split("\t          2329e4")[0] + "\n"
-    assert fold_text(cut) == ["python3.13;work (loop.py);x_add 1001001"]
+    assert fold_text(cut) == ["python3.13;[truncated];work (loop.py);x_add 1001001"]
 
 
 def test_a_thread_running_before_activation_is_marked():

@@ -22,8 +22,11 @@ serves calls made after that: the calls already running go on in the plain
 interpreter, as `_PyEval_EvalFrameDefault` frames without a `py::` frame. A stack
 unwound to its thread's entry (`_start`, `start_thread`) that has such frames
 root-ward of its outermost Python frame gets `[python frames before activation]`
-there, rather than seeming to start at that Python frame. (A stack cut short by
-the unwinder does not reach an entry and is not marked: its root is unknown.)
+there, rather than seeming to start at that Python frame.
+
+A stack the unwinder gave up on (too deep for the stack copy, a frame it could not
+step over) does not reach an entry point: it gets `[truncated]` as its root, so
+that it never reads as a real root (`python;_console_main (_pytest/...)`).
 
 This is the one module that holds the merge logic; it is standard library only so
 that perf's embedded Python can run it (perf_scripts/mixedstack-fold.py).
@@ -57,34 +60,54 @@ PLUMBING = re.compile(
     r"|method_vectorcall\w*|cfunction_vectorcall\w*|cfunction_call(?:_varargs)?"
     r"|_PyCFunction_FastCall\w*|_PyMethodDef_RawFastCall\w*|_PyMethodDescr_FastCall\w*"
     r"|call_function|do_call_core|vectorcall_method|vectorcall_unbound"
+    # 3.14+: the eval loop's call paths on stack references, the tail-calling
+    # interpreter's opcode handlers, and the frame set-up between two Python calls
+    r"|_Py_BuiltinCall\w*_StackRef|_PyCallMethodDescriptor\w*_StackRef|_Py_CallBuiltinClass_StackRef"
+    r"|_Py_VectorCall\w*_StackRef\w*|_PyEvalFramePushAndInit\w*|_TAIL_CALL_\w+"
     r")$",
     re.ASCII,
 )
+# What GCC (`.cold`, `.lto_priv.0`, `.part.0`, `.isra.0`, `.constprop.0`) and clang
+# (`.llvm.123`) append to the parts of a function they split, clone or localise:
+# the part is still that function.
+COMPILER_SUFFIX = re.compile(r"(?:\.(?:cold|lto_priv|part|isra|constprop|llvm|localalias)(?:\.\d+)?)+$",
+                             re.ASCII)
 
 # Where perf finds trampolines: jitdump code after `perf inject --jit`, or a perf map.
 TRAMPOLINE_DSO = re.compile(r"(?:^|/)(?:jitted-\d+-\d+\.so|perf-\d+\.map)$", re.ASCII)
+INTERPRETER = r"(?:lib)?python[\d.]*[dmut]*(?:\.so[\d.]*)?"  # python3.15, libpython3.13.so.1.0
+INTERPRETER_DSO = re.compile(r"(?:^|/)%s$" % INTERPRETER, re.ASCII)
 STARTUP_DSO = re.compile(
-    r"(?:^|/)(?:(?:lib)?python[\d.]*[dmu]*(?:\.so[\d.]*)?|libc[.-][^/]*|ld-linux[^/]*|libpthread[^/]*)$"
-    r"|^inlined$|^\[unknown\]$",
+    r"(?:^|/)(?:%s|libc[.-][^/]*|ld-linux[^/]*|libpthread[^/]*)$" % INTERPRETER
+    + r"|^inlined$|^\[unknown\]$",
     re.ASCII,
 )
+UNKNOWN = "[unknown]"
 
 # Where a complete user stack starts: the program's entry (DWARF: _start; frame
 # pointers stop at glibc's __libc_start_call_main) or a thread's.
 ENTRY_POINTS = re.compile(r"^(?:_start|__libc_start_main\S*|__libc_start_call_main|start_thread|clone3?)$",
                           re.ASCII)
+# A stripped libc (Debian sid's) names neither start_thread nor clone3: an unnamed libc
+# frame at the root is still where a thread began (a stack the unwinder cut ends in
+# the interpreter or a trampoline, not in libc's thread start).
+LIBC_DSO = re.compile(r"(?:^|/)libc[.-][^/]*$", re.ASCII)
 # The bytecode loop of a Python call that has no trampoline (3.11+ also run the
 # Python calls it makes in it). Root-ward of a trampoline it can only be a call that
 # started before the trampoline was on; its callers (PyEval_EvalCode,
 # _PyEval_EvalFrame, PyEval_EvalFrameEx) precede every trampoline and are no sign.
 UNNAMED_EVAL = "_PyEval_EvalFrameDefault"
 BEFORE_ACTIVATION = "[python frames before activation]"
+# The root of a stack the unwinder gave up on (it never reached an entry point): the
+# frames above it are unknown, so the stack must not read as if it began here.
+TRUNCATED = "[truncated]"
 
 Item = Union[Frame, str]  # a native frame still to be named, or a finished Python name
 
 
 def symbol_name(frame: Frame) -> str:
-    return OFFSET.sub("", frame.symbol)
+    """The function: without perf's +0xOFFSET and the compiler's part suffixes."""
+    return COMPILER_SUFFIX.sub("", OFFSET.sub("", frame.symbol))
 
 
 def is_python(frame: Frame) -> bool:
@@ -99,8 +122,26 @@ def is_startup(frame: Frame) -> bool:
     return STARTUP_DSO.search(frame.dso) is not None
 
 
+def is_entry(frame: Frame) -> bool:
+    """Where a whole stack begins: the process's or a thread's entry."""
+    return (ENTRY_POINTS.match(symbol_name(frame)) is not None
+            or (frame.symbol.startswith(UNKNOWN) and LIBC_DSO.search(frame.dso) is not None))
+
+
 def is_plumbing(frame: Frame) -> bool:
     return PLUMBING.match(symbol_name(frame)) is not None
+
+
+def is_unnamed_interpreter(frame: Frame) -> bool:
+    """Code of a stripped interpreter that perf has no name for (`[python3.15]`)."""
+    return frame.symbol.startswith(UNKNOWN) and INTERPRETER_DSO.search(frame.dso) is not None
+
+
+def without_suffix(frame: Frame) -> Frame:
+    """`zlib_crc32.lto_priv.0+0x1f` is zlib_crc32: name the kept frame as the function."""
+    bare = OFFSET.sub("", frame.symbol)
+    plain = COMPILER_SUFFIX.sub("", bare)
+    return frame if plain == bare else frame._replace(symbol=plain)
 
 
 class PythonNames:
@@ -111,7 +152,7 @@ class PythonNames:
         self._files: Dict[str, str] = {}
 
     def __call__(self, frame: Frame) -> str:
-        symbol = symbol_name(frame)
+        symbol = OFFSET.sub("", frame.symbol)
         name = self._names.get(symbol)
         if name is None:
             name = self._names[symbol] = self._format(symbol[len(PYTHON_PREFIX):])
@@ -172,8 +213,11 @@ class PythonMerge:
         own = next((i for i, f in enumerate(root_first[:first]) if not is_startup(f)), first)
         items: List[Item] = []
         start = own
+        complete = is_entry(root_first[0])
+        if not complete:
+            items.append(TRUNCATED)
         older = [i for i in range(first) if symbol_name(root_first[i]) == UNNAMED_EVAL]
-        if older and ENTRY_POINTS.match(symbol_name(root_first[0])):
+        if older and complete:
             # Python calls that predate the trampoline: one mark for all of them, then
             # whatever C code the newest of them called on the way to the first named frame.
             items.extend(self._merge(root_first[own:older[0]]))
@@ -184,9 +228,18 @@ class PythonMerge:
 
     def _merge(self, root_first: Sequence[Frame]) -> List[Item]:
         items: List[Item] = []
-        for frame in root_first:
+        innermost = max((i for i, f in enumerate(root_first) if is_python(f)), default=-1)
+        unnamed_shown = False
+        for at, frame in enumerate(root_first):
             if is_python(frame):
                 items.append(self.names(frame))
+            elif is_unnamed_interpreter(frame):
+                # A stripped interpreter's own code between two Python frames is its
+                # plumbing; under the innermost one, its work shows once (the eval loop,
+                # a static builtin, the call path to it cannot be told apart unnamed).
+                if at > innermost and not unnamed_shown:
+                    items.append(frame)
+                    unnamed_shown = True
             elif not is_plumbing(frame):
-                items.append(frame)
+                items.append(without_suffix(frame))
         return items

@@ -26,6 +26,11 @@ def table(out: IO[str], header: Sequence[str], rows: List[Sequence[str]], indent
         out.write((indent + "  ".join(cells)).rstrip() + "\n")
 
 
+def more(out: IO[str], total: int, shown: int, what: str) -> None:
+    if total > shown:
+        out.write("  ... %s more %s (--top N to show more)\n" % (format(total - shown, ","), what))
+
+
 def render(figures: dict, source: str, out: IO[str]) -> None:
     health = figures["health"]
     out.write("mixedstack report: %s: %s samples, %s on CPU%s\n" % (
@@ -47,6 +52,7 @@ def render(figures: dict, source: str, out: IO[str]) -> None:
     table(out, ("tid", "GIL wait", "of wall", "thread"),
           [(row["tid"], seconds(row["gil_wait_s"]), percent(row["gil_share_of_wall"]), row["name"] or "")
            for row in figures["gil"]["threads"]])
+    more(out, figures["gil"]["threads_waiting"], len(figures["gil"]["threads"]), "threads waited")
     if figures["gil"]["top_waiters"]:
         out.write("  Python functions that waited most:\n")
         table(out, ("GIL wait", "share", "function"),
@@ -58,6 +64,7 @@ def render(figures: dict, source: str, out: IO[str]) -> None:
           [(row["tid"], seconds(row["on_cpu_s"]), seconds(row["blocked_s"]), seconds(row["gil_wait_s"]),
             seconds(row["wall_s"]), "%s [%s]" % (row["name"], row["comm"]) if row["name"] else row["comm"])
            for row in figures["threads"]])
+    more(out, figures["threads_total"], len(figures["threads"]), "threads")
 
     functions = figures["functions"]
     out.write("\nPython functions by on-CPU self time (innermost Python frame)\n")
@@ -82,3 +89,5 @@ def render(figures: dict, source: str, out: IO[str]) -> None:
                   "short (record with --call-graph dwarf); with DWARF, deep stacks need a larger "
                   "--stack-size\n" % ", ".join(
                       "%s (%s)" % (row["dso"], percent(row["share"])) for row in health["broken_stacks_end_in"]))
+    for note in health.get("notes") or ():
+        out.write("  %s\n" % note)
