@@ -29,15 +29,22 @@ from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequenc
 from . import perf
 from .layers import is_kernel
 from .model import Frame, Sample
-from .processors.python import symbol_name
+from .processors.python import is_unnamed_interpreter, symbol_name
 
 SWITCH_EVENT = "sched:sched_switch"
 CPU_EVENT = "cpu-clock"
 MARKER_DSO = "off-cpu"  # the marker frame's module: not a kernel, JIT or start-up one
 WHATS = ("cpu", "off", "wall")
 
-# CPython's GIL hand-over, 3.8-3.13: a thread blocked in these waits for the GIL.
+# CPython's GIL hand-over, 3.8-3.15: a thread blocked in these waits for the GIL.
 GIL_FUNCTIONS = frozenset(["take_gil", "drop_gil"])
+# They are static: a stripped interpreter has no name for them. What it exports and
+# calls them (measured in 3.14/3.15's stacks): a thread waiting on a condition variable
+# right under one of these (the unnamed take_gil between) waits for the GIL.
+GIL_CALLERS = frozenset(["PyEval_RestoreThread", "PyEval_AcquireThread", "PyEval_AcquireLock",
+                         "_PyThreadState_Attach", "PyGILState_Ensure", "_Py_HandlePending",
+                         "_PyEval_AcquireLock", "PyEval_RestoreThread_Ex"])
+CONDITION_WAIT = re.compile(r"^_*pthread_cond_(?:timed|clock)?wait\w*$", re.ASCII)
 SLEEP_FUNCTIONS = frozenset(["time_sleep", "pysleep", "do_nanosleep", "hrtimer_nanosleep",
                              "common_nsleep", "common_nsleep_timens"])
 LOCK_FUNCTIONS = frozenset(["futex_wait", "futex_wait_queue", "futex_do_wait", "__futex_wait",
@@ -150,9 +157,25 @@ def syscall(frames: Sequence[Frame]) -> Optional[str]:
     return None
 
 
+def waits_for_gil(frames: Sequence[Frame]) -> bool:
+    """Whether a stack (leaf first) is in CPython's GIL hand-over."""
+    if base_names(frames) & GIL_FUNCTIONS:
+        return True
+    waiting = False
+    for frame in frames:
+        name = symbol_name(frame)
+        if not waiting:
+            waiting = CONDITION_WAIT.match(name) is not None
+        elif name in GIL_CALLERS:
+            return True
+        elif not is_unnamed_interpreter(frame):
+            return False  # a condition variable of something else
+    return False
+
+
 def blocked_reason(frames: Sequence[Frame], state: str) -> str:
     names = base_names(frames)
-    if names & GIL_FUNCTIONS:
+    if waits_for_gil(frames):
         return "GIL"
     if state.startswith("R"):
         return "preempted"

@@ -103,7 +103,7 @@ class ReportBuilder:
         items = self.merge(frames) or []
         python = [item for item in items if isinstance(item, str) and item != BEFORE_ACTIVATION]
         innermost = python[-1] if python else None
-        gil = reason == "GIL" if off else bool(offcpu.base_names(frames) & offcpu.GIL_FUNCTIONS)
+        gil = reason == "GIL" if off else offcpu.waits_for_gil(frames)
 
         thread = self.threads.get((sample.pid, sample.tid))
         if thread is None:
