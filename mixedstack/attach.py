@@ -22,7 +22,13 @@ record waits for:
     agent     (3.8-3.12 without them; a    imports mixedstack's agent, built for that
               3.13 without a symbol table)  interpreter, and activates it
 
-The same route flushes CPython 3.13's jitdump when the recording stops: CPython
+On 3.14+ the route is CPython's own, `sys.remote_exec(PID, SCRIPT)` (PEP 768), run by
+the target's own interpreter: the target runs SCRIPT at the same kind of safe point,
+and `sys.activate_stack_trampoline("perf_jit")` works there. No gdb; but the target
+may have turned remote debugging off (PYTHON_DISABLE_REMOTE_DEBUG, -X
+disable_remote_debug, a build --without-remote-debug), which record then says.
+
+The same route flushes CPython 3.13+'s jitdump when the recording stops: CPython
 writes it through a 2 MiB stdio buffer, so entries still in the buffer would leave
 their Python frames `[unknown]` after `perf inject --jit`.
 
@@ -57,7 +63,8 @@ GDB_TIMEOUT = 60.0  # seconds for gdb to attach, queue the call and detach
 ACTIVATION_WAIT = 10.0  # seconds for the main thread to run the queued code
 FLUSH_WAIT = 5.0
 CAP_SYS_PTRACE = 19
-ACTIVATABLE = ((3, 8), (3, 13))  # tested here, inclusive
+ACTIVATABLE = ((3, 8), (3, 15))  # tested here, inclusive
+REMOTE_EXEC = (3, 14)  # sys.remote_exec (PEP 768): no gdb needed from here on
 AGENT_MODULE = "_mixedstack_agent"
 
 # Symbols the perf-jit activation calls; the anchor is exported, so the target
@@ -255,17 +262,23 @@ _mixedstack(%(status)r)
 '''
 
 
-def run_in(pid: int, body: str, wait: float, gdb: Optional[str] = None) -> Optional[dict]:
-    """Run the Python statements `body` in `pid`'s main thread (see the module doc).
+def run_in(pid: int, body: str, wait: float, gdb: Optional[str] = None,
+           remote: Optional[Interpreter] = None) -> Optional[dict]:
+    """Run the Python statements `body` in `pid`'s main thread (see the module doc):
+    through sys.remote_exec when `remote` (the target's interpreter) has it, else gdb.
 
     Returns the outcome ({"ok": True} or {"ok": False, "error": ...}), or None when
     the main thread ran no Python code within `wait` seconds (it runs `body` when it
-    does). Raises ActivationError when gdb cannot queue it."""
-    gdb = gdb or find_gdb()
-    if gdb is None:
-        raise ActivationError("gdb is not installed (mixedstack runs code in the process through it): "
-                              "pip install 'mixedstack[attach]' (a recent gdb), or apt install gdb")
-    problem = gdb_problem(gdb) or ptrace_problem(pid)
+    does). Raises ActivationError when the code cannot be queued."""
+    via_remote = remote is not None and remote.version[:2] >= REMOTE_EXEC
+    if not via_remote:
+        gdb = gdb or find_gdb()
+        if gdb is None:
+            raise ActivationError("gdb is not installed (mixedstack runs code in the process through it): "
+                                  "pip install 'mixedstack[attach]' (a recent gdb), or apt install gdb")
+        problem = gdb_problem(gdb) or ptrace_problem(pid)
+    else:
+        problem = ptrace_problem(pid)
     if problem:
         raise ActivationError(problem)
     folder = tempfile.mkdtemp(prefix="mixedstack-run-")
@@ -275,8 +288,12 @@ def run_in(pid: int, body: str, wait: float, gdb: Optional[str] = None) -> Optio
             os.chown(folder, uid, -1)  # the process writes its status here
         status = os.path.join(folder, "status.json")
         indented = "\n".join("        " + line for line in body.strip("\n").splitlines())
+        # in a namespace of its own, whatever the route runs it in
         code = "__import__('builtins').exec(%r, {})" % (_WRAPPER % {"body": indented, "status": status})
-        _queue(gdb, pid, code)
+        if via_remote:
+            _remote_exec(remote, pid, code, folder)
+        else:
+            _queue(gdb, pid, code)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if os.path.exists(status):
@@ -294,6 +311,25 @@ def run_in(pid: int, body: str, wait: float, gdb: Optional[str] = None) -> Optio
         return None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remote_exec(interp: Interpreter, pid: int, code: str, folder: str) -> None:
+    """Hand `code` to `pid` through sys.remote_exec. The target reads the script when it
+    runs it, later: it stays in `folder` until run_in is done waiting."""
+    script = os.path.join(folder, "run.py")
+    with open(script, "w") as f:
+        f.write(code)
+    os.chmod(folder, 0o755)  # the process may run as another user: it reads run.py there
+    os.chmod(script, 0o644)
+    done = subprocess.run([interp.executable, "-I", "-c", "import sys; sys.remote_exec(%d, %r)" % (pid, script)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=GDB_TIMEOUT)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["exit status %d" % done.returncode])[-1]
+        if "not enabled" in last or "disable" in last.lower():
+            raise ActivationError("process %d has remote debugging turned off (PYTHON_DISABLE_REMOTE_DEBUG, "
+                                  "-X disable_remote_debug, or a build without it), so sys.remote_exec cannot "
+                                  "reach it (%s); restart it without that" % (pid, last))
+        raise ActivationError("sys.remote_exec could not reach process %d: %s" % (pid, last))
 
 
 def _queue(gdb: str, pid: int, code: str) -> None:
@@ -436,7 +472,7 @@ class Attached:
         if not self.flush or not os.path.exists("/proc/%d" % self.pid):
             return
         try:
-            outcome = run_in(self.pid, FLUSH_CODE, FLUSH_WAIT)
+            outcome = run_in(self.pid, FLUSH_CODE, FLUSH_WAIT, remote=self.interp)
         except ActivationError as error:
             outcome = {"error": str(error)}
         if outcome is None:
@@ -469,9 +505,9 @@ def attach(pid: int, call_graph: str, agent: str, activate: Optional[bool], say:
         if state == "jit" and not agent_on:  # CPython's own perf_jit: a buffered jitdump
             if _consent(pid, activate, ask, "flush %s's jitdump buffer when the recording stops" % version):
                 return Attached(pid, interp, mode, flush=True)
-            say("mixedstack: CPython 3.13 writes its jitdump through a 2 MiB buffer: Python frames of "
+            say("mixedstack: CPython 3.13+ writes its jitdump through a 2 MiB buffer: Python frames of "
                 "functions process %d first called since it last flushed will be [unknown]; --activate "
-                "lets gdb flush it when the recording stops" % pid)
+                "lets mixedstack flush it when the recording stops" % pid)
         return Attached(pid, interp, mode)
 
     missing = "Python frames will be missing"
@@ -481,15 +517,16 @@ def attach(pid: int, call_graph: str, agent: str, activate: Optional[bool], say:
         return Attached(pid, interp, _native(mode, "process %d: %s" % (pid, wanted.reason)))
     if not ACTIVATABLE[0] <= interp.version[:2] <= ACTIVATABLE[1]:
         return Attached(pid, interp, _native(mode, "process %d (%s) has no perf trampoline on, and mixedstack "
-                                             "turns one on in CPython 3.8-3.13 only: %s %s"
+                                             "turns one on in CPython 3.8-3.15 only: %s %s"
                                              % (pid, version, missing, restart)))
     if not _consent(pid, activate, ask, "turn %s's perf trampoline on in it (it stays on)" % version):
         return Attached(pid, interp, _native(mode, "process %d (%s) has no perf trampoline on: %s; %s" % (
             pid, version, missing, "--no-activate was given" if activate is False else
-            "--activate turns it on (gdb runs code in the process)")))
+            "--activate turns it on (%s runs code in the process)" % (
+                "sys.remote_exec" if interp.version[:2] >= REMOTE_EXEC else "gdb"))))
     try:
         wanted, body = _activation(pid, interp, wanted, call_graph, agent)
-        outcome = run_in(pid, body, ACTIVATION_WAIT)
+        outcome = run_in(pid, body, ACTIVATION_WAIT, remote=interp)
     except (ActivationError, AgentError) as error:
         return Attached(pid, interp, _native(mode, "cannot turn the trampoline on in process %d: %s; %s %s"
                                              % (pid, error, missing, restart)))
@@ -511,6 +548,9 @@ def attach(pid: int, call_graph: str, agent: str, activate: Optional[bool], say:
 def _activation(pid: int, interp: Interpreter, wanted: Mode, call_graph: str, agent: str) -> Tuple[Mode, str]:
     if wanted.name == "perf-map":
         return wanted, perf_map_code()
+    if wanted.name == "perf-jit" and interp.version[:2] >= REMOTE_EXEC:  # its own switch works there
+        return wanted, 'import sys\nif not sys.is_stack_trampoline_active():\n' \
+                       '    sys.activate_stack_trampoline("perf_jit")\n'
     if wanted.name == "perf-jit":
         try:
             return wanted, perf_jit_code(pid, interp)
@@ -525,4 +565,5 @@ def _consent(pid: int, activate: Optional[bool], ask: Ask, action: str) -> bool:
     """--activate, --no-activate, or (neither) the answer to a question on a terminal."""
     if activate is not None or ask is None:
         return bool(activate)
-    return ask("mixedstack: may gdb run code in process %d to %s?" % (pid, action))
+    return ask("mixedstack: may mixedstack run code in process %d (through gdb, or sys.remote_exec on "
+               "3.14+) to %s?" % (pid, action))

@@ -279,7 +279,7 @@ def report(input, format_, output, top):
     refuse_to_overwrite_a_recording(output)
     try:
         selection = select_events(input, None, None)
-        builder = ReportBuilder(selection[1])
+        builder = ReportBuilder(selection[1], activated=bool(Recording(input).meta().get("activated")))
         with open_input(input) as lines, collector_paused():
             builder.add_all(weighed_samples(lines, selection))
         if builder.samples == 0:
@@ -377,11 +377,14 @@ def read_stacks(input: str, what: Optional[str] = None, options: Optional[FoldOp
     --off-cpu, else cpu, and the whole file for folded text. Bad input ends here
     with a one-line error.
     """
-    folder = Folder(options or FoldOptions(), detail=detail)
+    options = options or FoldOptions()
+    recording = input != "-" and is_recording(input)
+    if recording:
+        options.activated = bool(Recording(input).meta().get("activated"))
+    folder = Folder(options, detail=detail)
     warnings: List[str] = []
     stop_like_ctrl_c()
     try:
-        recording = input != "-" and is_recording(input)
         if recording:  # never folded text: pick its events before perf script starts
             selection = select_events(input, what, event_filter)
         with open_input(input, inline=inline) as lines:

@@ -26,11 +26,13 @@ class FoldOptions:
         all: bool = False,
         addrs: bool = False,
         keep_interpreter: bool = False,
+        activated: bool = False,
     ):
         self.kernel = kernel or all
         self.jit = jit or all
         self.addrs = addrs
         self.keep_interpreter = keep_interpreter
+        self.activated = activated  # a recording whose trampoline record --pid turned on
 
 
 class Folder:
@@ -43,7 +45,7 @@ class Folder:
     def __init__(self, options: Optional[FoldOptions] = None, detail: bool = False):
         options = options or FoldOptions()
         self.native = NativeNames(kernel=options.kernel, jit=options.jit, addrs=options.addrs)
-        self.merge = None if options.keep_interpreter else PythonMerge()
+        self.merge = None if options.keep_interpreter else PythonMerge(activated=options.activated)
         self.stacks: Dict[str, int] = {}
         self.samples = 0
         self.python_samples = 0

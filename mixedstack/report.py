@@ -80,9 +80,9 @@ class ThreadFigures:
 class ReportBuilder:
     """Processor: consumes samples, then `result()` gives the figures as a dict."""
 
-    def __init__(self, switches: Optional[offcpu.Switches] = None):
+    def __init__(self, switches: Optional[offcpu.Switches] = None, activated: bool = False):
         self.switches = switches
-        self.merge = PythonMerge()
+        self.merge = PythonMerge(activated=activated)
         self.layers: Counter[str] = collections.Counter()
         self.syscalls: Dict[str, List] = {}  # name -> [on-CPU, blocked, Counter of Python callers]
         self.threads: Dict[Tuple[str, str], ThreadFigures] = {}

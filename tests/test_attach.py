@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import WORKLOADS, Folded, interpreter, mixedstack, skip_or_fail
+from conftest import CURRENT_VERSIONS, WORKLOADS, Folded, current_python, interpreter, mixedstack, skip_or_fail
 
 pytestmark = pytest.mark.perf
 
@@ -92,6 +92,27 @@ def test_activate_gives_python_frames_and_marks_older_calls(perf_ok, gdb_ok, tmp
     assert all(f[1] == MARK and f[2].startswith("leaf (attach_target.py") for f in python_stacks), \
         [f for f in python_stacks if f[1] != MARK][:3]
     assert not any(x.startswith(("serve (", "<module> (")) for f in folded.stacks for x in f)
+
+
+@pytest.mark.parametrize("version, kind", [(v, k) for v in CURRENT_VERSIONS for k in ("root", "bare")],
+                         ids=["%d.%d-%s" % (v + (k,)) for v in CURRENT_VERSIONS for k in ("root", "bare")])
+def test_activate_on_314_plus_goes_through_remote_exec_without_gdb(perf_ok, tmp_path, version, kind):
+    # no gdb at all on the way: sys.remote_exec (PEP 768) runs the activation
+    with running(current_python(version, kind)) as target:
+        done, folded, meta = attach(target, tmp_path, "--activate", env=dict(os.environ, MIXEDSTACK_GDB="/nonexistent"))
+    assert "turned its perf_jit trampoline" in done.stderr and meta["mode"] == "perf-jit", done.stderr
+    in_leaf = folded.under("leaf")
+    assert in_leaf.total() / folded.total() >= 0.9, in_leaf.total() / folded.total()
+    # older calls are marked, with symbols (a named eval loop) and without (unnamed frames)
+    assert in_leaf.total(lambda f: f[1] == MARK) / in_leaf.total() >= 0.99
+
+
+def test_remote_debugging_turned_off_is_said(perf_ok, tmp_path):
+    version = CURRENT_VERSIONS[-1]
+    with running(current_python(version, "bare"), env={"PYTHON_DISABLE_REMOTE_DEBUG": "1"}) as target:
+        done, folded, meta = attach(target, tmp_path, "--activate")
+    assert "remote debugging turned off" in done.stderr and meta["mode"] == "native", done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_process_started_with_perf_jit_is_flushed_and_unmarked(perf_ok, gdb_ok, tmp_path):

@@ -101,6 +101,7 @@ BEFORE_ACTIVATION = "[python frames before activation]"
 # The root of a stack the unwinder gave up on (it never reached an entry point): the
 # frames above it are unknown, so the stack must not read as if it began here.
 TRUNCATED = "[truncated]"
+THREAD_START = "Thread._bootstrap ("  # threading's first Python frame of a thread
 
 Item = Union[Frame, str]  # a native frame still to be named, or a finished Python name
 
@@ -198,8 +199,11 @@ class PythonMerge:
     FlameGraph's exact behaviour for it.
     """
 
-    def __init__(self, names: Optional[PythonNames] = None):
+    def __init__(self, names: Optional[PythonNames] = None, activated: bool = False):
         self.names = names or PythonNames()
+        # the trampoline was turned on in the running process: on a stripped interpreter
+        # the calls that predate it are unnamed frames, told apart as below
+        self.activated = activated
 
     def __call__(self, frames: Sequence[Frame]) -> Optional[List[Item]]:
         root_first = frames[::-1]
@@ -217,6 +221,10 @@ class PythonMerge:
         if not complete:
             items.append(TRUNCATED)
         older = [i for i in range(first) if symbol_name(root_first[i]) == UNNAMED_EVAL]
+        if not older and complete and self.activated and not self.names(root_first[first]).startswith(THREAD_START):
+            # No eval loop named (a stripped interpreter): every complete stack but a
+            # thread started since has older calls, in the unnamed frames root-ward.
+            older = [i for i in range(first) if is_unnamed_interpreter(root_first[i])]
         if older and complete:
             # Python calls that predate the trampoline: one mark for all of them, then
             # whatever C code the newest of them called on the way to the first named frame.
