@@ -21,11 +21,12 @@ import contextlib
 import gc
 import io
 import os
+import re
 import signal
 import sys
 import threading
 import time
-from typing import IO, Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple
+from typing import IO, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 import click
 
@@ -407,12 +408,31 @@ def read_stacks(input: str, what: Optional[str] = None, options: Optional[FoldOp
         click.echo("mixedstack: warning: no frame lines found in %s (perf script "
                    "needs the ip, sym and dso fields, and a recording with call graphs)" % input,
                    err=True)
+    if recording:
+        unnamed_python_warning(input, folder.stacks)
     events = selection[0]
     unit = "nanoseconds" if events.wanted.startswith(("cpu-clock", "task-clock")) else "events"
     summary = "%s samples -> %s stacks, %.1f%% with Python frames" % (
         format(folder.samples, ","), format(len(folder.stacks), ","),
         100.0 * folder.python_samples / folder.samples)
     return Loaded(folder.stacks_with_detail(unit), summary)
+
+
+UNNAMED_TRAMPOLINE = re.compile(r"\[(?:jitted-\d+-\d+\.so|perf-\d+\.map)\]")
+
+
+def unnamed_python_warning(input: str, stacks: Dict[str, int]) -> None:
+    """Trampolines perf could not name are Python frames lost: say where their names went."""
+    total = sum(stacks.values()) or 1
+    unnamed = sum(weight for stack, weight in stacks.items() if UNNAMED_TRAMPOLINE.search(stack))
+    if unnamed / total < 0.01:
+        return
+    recording = Recording(input)
+    why = ("%s is not beside it: the jitted code and maps that name Python frames are kept there; move or "
+           "copy that folder with the recording" % recording.folder if not os.path.isdir(recording.folder) else
+           "their processes' jitdumps or perf maps did not name them (killed before they flushed them?)")
+    click.echo("mixedstack: warning: %.1f%% of %s's samples have Python frames without names "
+               "([jitted-PID-N.so]): %s" % (100.0 * unnamed / total, input, why), err=True)
 
 
 def read_folded(input: str, lines: Iterable[str], what: Optional[str]) -> Loaded:

@@ -167,6 +167,9 @@ def test_short_file_keeps_package_directories(tmp_path):
     assert shorten_path(str(package / "mod.py")) == "pkg/sub/mod.py"
     assert shorten_path(str(package.parent.parent / "script.py")) == "script.py"
     assert shorten_path("<frozen os>") == "<frozen os>"
+    # zipimport: the package path inside the archive, whether or not it exists here
+    assert shorten_path("/opt/pip-24.0-py3-none-any.whl/pip/_vendor/idna/__init__.py") == "pip/_vendor/idna/__init__.py"
+    assert shorten_path("/srv/app.zip/hot_a/__init__.py") == "hot_a/__init__.py"
     # the agent's `py::QUALNAME:FILE:LINE` keeps its line after the shortened file
     assert fold_text("python3 7/7 1.0: 1 cpu-clock:\n\t85 py::run:%s/mod.py:7 (/tmp/jitted-7-1.so)\n%s\n\n"
                      % (package, ENTRY)) == ["python3;run (pkg/sub/mod.py:7) 1"]

@@ -155,6 +155,15 @@ def test_fold_works_after_the_recording_moves(perf_ok, phases_313, tmp_path):
     assert Folded(again.stdout).stacks == folded.stacks
 
 
+def test_a_recording_moved_without_its_folder_says_what_is_missing(perf_ok, phases_313, tmp_path):
+    _, folded, _, tmp = phases_313
+    shutil.copy(tmp / "perf.data", tmp_path / "alone.data")
+    again = mixedstack("fold", str(tmp_path / "alone.data"))
+    assert again.returncode == 0, again.stderr
+    assert "alone.data.d is not beside it" in again.stderr and "move or copy" in again.stderr, again.stderr
+    assert "warning" not in mixedstack("fold", str(tmp / "perf.data")).stderr  # with its folder: silent
+
+
 def test_perf_script_path_gives_the_same_output(perf_ok, phases_313):
     _, folded, _, tmp = phases_313
     script = Path(__file__).resolve().parents[1] / "perf_scripts" / "mixedstack-fold.py"
@@ -316,3 +325,18 @@ def test_attach_to_a_running_process_and_leave_it_running(perf_ok, tmp_path):
 def test_record_wants_a_command_or_a_pid():
     done = mixedstack("record", "--pid", "1", "--", "true")
     assert done.returncode == 2 and "either a COMMAND" in done.stderr
+
+
+def test_packages_imported_from_a_zip_keep_their_names(perf_ok, tmp_path):
+    import zipfile
+
+    archive = tmp_path / "app.zip"
+    body = ("import time\ndef run():\n    end = time.perf_counter() + 0.4\n"
+            "    while time.perf_counter() < end:\n        sum(i * i for i in range(300))\n")
+    with zipfile.ZipFile(archive, "w") as zf:
+        for package in ("hot_a", "hot_b"):
+            zf.writestr(package + "/__init__.py", body)
+    _, folded = record_and_fold(tmp_path, [interpreter((3, 13)), "-c", "import sys; sys.path.insert(0, %r)\n"
+                                           "import hot_a, hot_b; hot_a.run(); hot_b.run()" % str(archive)])
+    frames = {frame for stack in folded.stacks for frame in stack}
+    assert {"run (hot_a/__init__.py)", "run (hot_b/__init__.py)"} <= frames, sorted(frames)[:30]

@@ -178,14 +178,21 @@ class PythonNames:
         return short
 
 
+ARCHIVE = re.compile(r"\.(?:zip|whl|egg|pyz)/", re.ASCII)  # code imported from an archive
+
+
 def shorten_path(path: str) -> str:
     """`/site-packages/pkg/sub/mod.py` -> `pkg/sub/mod.py`; `/src/app.py` -> `app.py`.
 
     Walks up from the file while the directory is a package (has __init__.py), like
-    py-spy. Names that are not paths (`<frozen ...>`, `<string>`) stay as they are.
+    py-spy; in a zip or wheel, the path inside it. Names that are not paths
+    (`<frozen ...>`, `<string>`) stay as they are.
     """
     if not path.startswith("/"):
         return path
+    inside = ARCHIVE.search(path)
+    if inside:  # zipimport: `/x/app.whl/pkg/mod.py`, every folder in there is the package's
+        return path[inside.end():]
     top = os.path.dirname(path)
     while top not in ("/", "") and os.path.exists(os.path.join(top, "__init__.py")):
         top = os.path.dirname(top)
