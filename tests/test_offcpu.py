@@ -215,3 +215,28 @@ def test_off_cpu_needs_a_recording_with_switches(perf_ok, tmp_path):
     assert done.returncode == 1 and "no context switches" in done.stderr
     done = mixedstack("report", str(data))  # no off-CPU data: on-CPU figures, and a hint
     assert done.returncode == 0 and "record with --off-cpu" in done.stdout
+
+
+@pytest.mark.perf
+def test_report_of_many_threads_respects_top_and_keeps_shares_within_wall(perf_ok, tmp_path):
+    """A threaded server's shape: hundreds of threads, short-lived and contending."""
+    data = tmp_path / "perf.data"
+    script = ("import threading, time\n"
+              "def handle(n):\n"
+              "    end = time.perf_counter() + 0.02\n"
+              "    while time.perf_counter() < end:\n"
+              "        sum(i * i for i in range(200))\n"
+              "    time.sleep(0.01)\n"
+              "threads = [threading.Thread(target=handle, args=(n,)) for n in range(300)]\n"
+              "for t in threads: t.start()\n"
+              "for t in threads: t.join()\n")
+    recorded = mixedstack("record", "--off-cpu", "-o", str(data), "--", interpreter((3, 13)), "-c", script)
+    assert recorded.returncode == 0, recorded.stderr
+    figures = json.loads(mixedstack("report", "--format", "json", "--top", "5", str(data)).stdout)
+    assert len(figures["threads"]) == 5 and figures["threads_total"] > 100
+    assert len(figures["gil"]["threads"]) <= 5 and len(figures["gil"]["top_waiters"]) <= 5
+    for row in figures["threads"] + figures["gil"]["threads"]:
+        assert row["gil_share_of_wall"] is None or 0 <= row["gil_share_of_wall"] <= 1.0, row
+    text = mixedstack("report", "--top", "5", str(data)).stdout
+    threads_table = text.split("\nThreads\n")[1].split("\n\n")[0].splitlines()
+    assert len(threads_table) == 1 + 5 + 1 and "more threads" in threads_table[-1], threads_table
