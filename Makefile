@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := demo-output
 
-.PHONY: install demo test test-agent bench fp-python current-python browser clean
+.PHONY: install demo test test-agent bench fp-python current-python programs browser clean
 
 install: $(STAMP)
 
@@ -54,6 +54,14 @@ fp-python:
 # tests on them skip without it outside CI.
 current-python:
 	tests/tools/current-python.sh
+
+# Third-party programs for tests/test_programs.py (pytest running networkx's own tests),
+# pure Python, into ~/.cache/mixedstack/programs; those tests skip without it outside CI.
+PROGRAMS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mixedstack/programs
+programs: $(STAMP)
+	@if cmp -s tests/programs.txt "$(PROGRAMS)/programs.txt"; then echo "programs already installed: $(PROGRAMS)"; else \
+	  rm -rf "$(PROGRAMS)" && $(BIN)/pip install --quiet --target "$(PROGRAMS)" --python-version 3.13 --only-binary=:all: -r tests/programs.txt && \
+	  cp tests/programs.txt "$(PROGRAMS)/programs.txt"; fi
 
 # Speed and overhead, side by side in one run; FLAMEGRAPH_DIR=checkout adds stackcollapse-perf.pl.
 # The package is byte-compiled first, as pip does on install (PYTHONDONTWRITEBYTECODE

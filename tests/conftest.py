@@ -171,9 +171,10 @@ class Folded:
 
 
 def record_and_fold(tmp_path: Path, command: List[str], *fold_args: str,
-                    record_args: Tuple[str, ...] = (), cwd: Optional[Path] = None) -> Tuple[subprocess.CompletedProcess, Folded]:
+                    record_args: Tuple[str, ...] = (), cwd: Optional[Path] = None,
+                    env: Optional[Dict[str, str]] = None) -> Tuple[subprocess.CompletedProcess, Folded]:
     data = tmp_path / "perf.data"
-    recorded = mixedstack("record", "-o", str(data), *record_args, "--", *command, cwd=cwd)
+    recorded = mixedstack("record", "-o", str(data), *record_args, "--", *command, cwd=cwd, env=env)
     assert data.exists(), recorded.stderr
     folded = mixedstack("fold", str(data), *fold_args)
     assert folded.returncode == 0, folded.stderr
