@@ -92,14 +92,22 @@ class Stopper:
     """While installed, SIGINT, SIGTERM and SIGHUP sent to record (`kill`, `timeout`, a
     closed terminal) stop the target as Ctrl-C would: SIGINT to its process group, so
     that CPython exits normally and flushes its jitdump; a second request sends
-    SIGTERM, a third SIGKILL. `received` lists what came, first first."""
+    SIGTERM, a third SIGKILL. `received` lists what came, first first.
+
+    Requests within REPEAT seconds of the last step count once: `timeout` sends its
+    SIGTERM to record and then to record's whole process group, so record gets it
+    twice at once; taken as two, the second became a SIGTERM that killed the target
+    before it could flush its jitdump (a CI run's Python frames all unnamed)."""
 
     ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+    REPEAT = 0.5  # seconds
 
     def __init__(self) -> None:
         self.received: List[int] = []
         self.group: Optional[int] = None  # the target's process group, once it has one
         self._previous: dict = {}
+        self._steps = 0
+        self._last = -1e9
 
     def __enter__(self) -> "Stopper":
         for signum in STOP_SIGNALS:
@@ -112,9 +120,14 @@ class Stopper:
 
     def _on_signal(self, signum, frame) -> None:
         self.received.append(signum)
+        now = time.monotonic()
+        if now - self._last < self.REPEAT:
+            return  # the same request, delivered again
+        self._last = now
+        self._steps = min(self._steps + 1, len(self.ESCALATION))
         if self.group is not None:
             try:
-                os.killpg(self.group, self.ESCALATION[min(len(self.received), 3) - 1])
+                os.killpg(self.group, self.ESCALATION[self._steps - 1])
             except OSError:
                 pass  # gone already
 

@@ -159,9 +159,7 @@ class ReportBuilder:
         threads = []
         for (pid, tid), figures in sorted(self.threads.items(), key=lambda kv: -(kv[1].on_cpu + kv[1].blocked)):
             lifetime = self.switches.threads.get(int(tid)) if self.switches and tid.isdigit() else None
-            # a thread's lifetime comes from the first and last events seen of it: one that
-            # started before the recording (an attach) lived at least what it spent
-            wall = max(lifetime.end - lifetime.start, figures.on_cpu + figures.blocked) if lifetime else None
+            wall = (lifetime.end - lifetime.start) if lifetime else None
             name = figures.names.most_common(1)[0][0] if figures.names else (
                 "MainThread" if pid == tid else None)
             threads.append({
@@ -173,8 +171,10 @@ class ReportBuilder:
                 "blocked_s": seconds(figures.blocked) if self.switches else None,
                 "gil_wait_s": seconds(figures.gil),
                 "wall_s": seconds(wall) if wall is not None else None,
-                "gil_share_of_wall": round(figures.gil / wall, 4) if wall else None,
-                "blocked_share_of_wall": round(figures.blocked / wall, 4) if wall and self.switches else None,
+                # shares of a wall time measured between switches, of times summed from
+                # samples that each weigh a whole sampling period: capped at all of it
+                "gil_share_of_wall": round(min(1.0, figures.gil / wall), 4) if wall else None,
+                "blocked_share_of_wall": round(min(1.0, figures.blocked / wall), 4) if wall and self.switches else None,
             })
         syscalls = []
         for name, (on, blocked, callers) in sorted(self.syscalls.items(), key=lambda kv: -(kv[1][0] + kv[1][1])):

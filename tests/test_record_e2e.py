@@ -340,3 +340,18 @@ def test_packages_imported_from_a_zip_keep_their_names(perf_ok, tmp_path):
                                            "import hot_a, hot_b; hot_a.run(); hot_b.run()" % str(archive)])
     frames = {frame for stack in folded.stacks for frame in stack}
     assert {"run (hot_a/__init__.py)", "run (hot_b/__init__.py)"} <= frames, sorted(frames)[:30]
+
+
+def test_stacks_deeper_than_the_copy_are_said_and_marked(perf_ok, tmp_path):
+    script = ("import time\ndef down(n):\n    if n:\n        return down(n - 1)\n"
+              "    end = time.perf_counter() + 0.5\n    while time.perf_counter() < end:\n"
+              "        sum(i * i for i in range(300))\ndown(40)\n")
+    recorded, folded = record_and_fold(tmp_path, [interpreter((3, 13)), "-c", script],
+                                       record_args=("--stack-size", "8192"))
+    warning = [line for line in recorded.stderr.splitlines() if "deeper than the 8,192 bytes copied" in line]
+    assert len(warning) == 1 and "--stack-size 65528" in warning[0], recorded.stderr
+    deep = folded.under("down")
+    assert deep.total(lambda f: f[1] == "[truncated]") / deep.total() >= 0.9
+    meta = json.loads((tmp_path / "perf.data.d" / "meta.json").read_text())
+    report = mixedstack("report", str(tmp_path / "perf.data"))
+    assert warning[0].split("warning: ", 1)[1] in report.stdout and meta["deeper_than_copied"] > 0

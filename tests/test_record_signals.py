@@ -125,3 +125,19 @@ def test_a_running_recording_is_not_taken_for_unfinished(perf_ok, tmp_path):
         os.kill(record.pid, signal.SIGTERM)
         record.communicate(timeout=120)
     assert_recording_of_the_loop(tmp_path)
+
+
+def test_a_stop_request_delivered_twice_at_once_counts_once(monkeypatch):
+    """`timeout` signals record, then record's whole process group: one request."""
+    from mixedstack import launch
+
+    sent = []
+    monkeypatch.setattr(launch.os, "killpg", lambda group, signum: sent.append(signum))
+    stopper = launch.Stopper()
+    stopper.group = 12345
+    clock = iter([100.0, 100.1, 101.0, 102.0])
+    monkeypatch.setattr(launch.time, "monotonic", lambda: next(clock))
+    for _ in range(4):
+        stopper._on_signal(signal.SIGTERM, None)
+    assert sent == [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
+    assert stopper.received == [signal.SIGTERM] * 4
