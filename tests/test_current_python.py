@@ -117,3 +117,15 @@ def test_the_debug_file_is_lent_not_copied(version, tmp_path):
     assert links and all(link.is_symlink() for link in links), links
     assert any(os.path.realpath(link).startswith(os.path.dirname(os.path.dirname(os.path.dirname(python))))
                for link in links)
+
+
+@pytest.mark.parametrize("kind", ["root", "bare"])
+def test_doctor_says_whether_the_interpreter_has_names(kind):
+    from conftest import mixedstack
+
+    done = mixedstack("doctor", "--", current_python(CURRENT_VERSIONS[-1], kind))
+    line = next(line for line in done.stdout.splitlines() if "symbols:" in line)
+    if kind == "bare":
+        assert line.startswith("warn") and "python3.15-dbg" in line, line
+    else:
+        assert line.startswith("ok"), line
