@@ -195,6 +195,25 @@ def record_figures(tmp: Path, pythons: Dict[str, Tuple[str, List[str]]]) -> List
     return rows
 
 
+def stack_size_figures(tmp: Path, python: str) -> List[Row]:
+    """What the default 65528-byte DWARF copy costs beside the former 32768: the
+    target's time and the recording's size (after record's tidy), side by side."""
+    work = str(ROOT / "bench" / "fixed_work.py")
+    sizes = {}
+
+    def under(size: int) -> float:
+        data = tmp / ("s%d.data" % size)
+        seconds = float(run(MIXEDSTACK + ["record", "-f", "--stack-size", str(size), "-o", str(data), "--",
+                                          python, work, "3"], stdout=None)[1])
+        sizes[size] = data.stat().st_size / json.loads((tmp / ("s%d.data.d" % size) / "meta.json").read_text())["samples"]
+        return seconds
+    m = medians({"65528": lambda: under(65528), "32768": lambda: under(32768)}, rounds=SLOWDOWN_REPEAT)
+    return [("--stack-size 65528 vs 32768, workload time under record", "%.2f s vs %.2f s" % (m["65528"], m["32768"]),
+             "%+.1f%%" % (100 * (m["65528"] / m["32768"] - 1))),
+            ("--stack-size 65528 vs 32768, recording bytes a sample (after tidy)",
+             "%.0f vs %.0f" % (sizes[65528], sizes[32768]), ratio(sizes[65528], sizes[32768]))]
+
+
 def calls_per_second(python: str, pythonpath: str, *flags: str) -> float:
     """One run of bench/calls.py; removes the /tmp files its trampoline (ours or
     CPython's own) wrote, since this runs outside `mixedstack record`."""
@@ -255,6 +274,7 @@ def main() -> None:
             if label == "large":
                 rows += [("  " + a, b, c) for a, b, c in fold_figures(data, tmp, flamegraph, inline=True)]
         rows += record_figures(tmp, pythons)
+        rows += stack_size_figures(tmp, found[newest])
         rows += agent_figures(found)
     table = ["| measure | figures | ratio |", "| --- | --- | --- |"]
     table += ["| %s | %s | %s |" % row for row in rows]
