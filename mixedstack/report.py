@@ -25,7 +25,7 @@ from typing import Counter, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import layers, offcpu
 from .model import Frame, Sample
-from .processors.python import BEFORE_ACTIVATION, PythonMerge, is_entry, is_python, symbol_name
+from .processors.python import BEFORE_ACTIVATION, TRUNCATED, PythonMerge, is_entry, is_python, symbol_name
 
 LAYERS = ("Python (bytecode loop)", "interpreter C", "extension and library C", "kernel", "unresolved")
 EVAL_LOOP = re.compile(r"^_?PyEval_EvalFrame(?:Default|Ex)?$", re.ASCII)
@@ -77,6 +77,9 @@ class ThreadFigures:
         self.names: Counter[str] = collections.Counter()
 
 
+MARKERS = (BEFORE_ACTIVATION, TRUNCATED)  # the merge's own frames: no Python function
+
+
 class ReportBuilder:
     """Processor: consumes samples, then `result()` gives the figures as a dict."""
 
@@ -101,7 +104,7 @@ class ReportBuilder:
             frames = frames[1:]
         reason = symbol_name(sample.frames[0])[len("[off-cpu: "):-1] if off else None
         items = self.merge(frames) or []
-        python = [item for item in items if isinstance(item, str) and item != BEFORE_ACTIVATION]
+        python = [item for item in items if isinstance(item, str) and item not in MARKERS]
         innermost = python[-1] if python else None
         gil = reason == "GIL" if off else offcpu.waits_for_gil(frames)
 

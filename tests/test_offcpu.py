@@ -240,3 +240,10 @@ def test_report_of_many_threads_respects_top_and_keeps_shares_within_wall(perf_o
     text = mixedstack("report", "--top", "5", str(data)).stdout
     threads_table = text.split("\nThreads\n")[1].split("\n\n")[0].splitlines()
     assert len(threads_table) == 1 + 5 + 1 and "more threads" in threads_table[-1], threads_table
+
+
+def test_the_merges_marks_are_no_python_functions_in_the_report():
+    cut = [Frame("1", "py::leaf:/srv/a.py", "/tmp/jitted-1-1.so"), Frame("2", "py::outer:/srv/a.py", "/tmp/jitted-1-2.so")]
+    figures = ReportBuilder().add_all([Sample("p", 1000, "cpu-clock", cut, "p", "1", "1")]).result()
+    assert sorted(row["function"] for row in figures["functions"]["by_total"]) == ["leaf (a.py)", "outer (a.py)"]
+    assert figures["health"]["broken_stacks"] == 1.0
