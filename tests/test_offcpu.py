@@ -176,11 +176,15 @@ def test_gil_waits_of_contending_threads_and_a_sleeper(perf_ok, tmp_path, versio
     off = Folded(done.stdout)
     slept = Folded("")
     slept.stacks = {f: n for f, n in off.stacks.items() if f[0].endswith("/%d" % truth["sleeper"])}
-    # in time.sleep: its C function (static, so unnamed on a stripped build: then the
-    # libc call it sleeps in, or the GIL it takes back after)
-    in_sleep = slept.total(lambda f: any(x.startswith("sleeper (") for x in f)
-                           and {"time_sleep", "clock_nanosleep", "PyEval_RestoreThread"} & set(f))
-    assert in_sleep / slept.total() >= 0.95, "the sleeper's blocked time is not in its sleep call"
+    # The sleeper is blocked asleep, or waiting for the GIL: taking it back after each
+    # sleep, or handing it over at its loop's eval-breaker checks (4 spinners want it)
+    asleep_or_gil = slept.total(lambda f: any(x.startswith("sleeper (") for x in f)
+                                and f[-1] in ("[off-cpu: sleep]", "[off-cpu: GIL]"))
+    assert asleep_or_gil / slept.total() >= 0.95, "the sleeper's blocked time is not its sleep or the GIL"
+    # most of it in time.sleep: its C function (static, so unnamed on a stripped build:
+    # then the libc call it sleeps in, or the GIL it takes back after)
+    in_sleep = slept.total(lambda f: {"time_sleep", "clock_nanosleep", "PyEval_RestoreThread"} & set(f))
+    assert in_sleep / slept.total() >= 0.5, "the sleeper's blocked time is not in its sleep call"
     # the off-CPU stacks hold the Python frames that waited, and end in their marker
     waited = off.total(lambda f: f[-1] == "[off-cpu: GIL]" and any(x.startswith("spinner (") for x in f))
     assert waited >= 0.5 * sum(threads[tid]["gil_wait_s"] for tid in truth["spinners"]) * 1e9
