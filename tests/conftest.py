@@ -170,6 +170,16 @@ class Folded:
         return sub
 
 
+def assert_shares_match(folded: "Folded", timings: Dict[str, float], within: float = 0.03) -> None:
+    """Each phase of tests/workloads/phases.py holds the share of `main` that the
+    workload's own thread_time measured, within `within`."""
+    main = folded.under("main").total()
+    for function in ("py_hot", "c_heavy", "sys_heavy"):
+        profiled = folded.under(function).total() / main
+        measured = timings[function] / timings["main"]
+        assert abs(profiled - measured) <= within, (function, profiled, measured)
+
+
 def record_and_fold(tmp_path: Path, command: List[str], *fold_args: str,
                     record_args: Tuple[str, ...] = (), cwd: Optional[Path] = None,
                     env: Optional[Dict[str, str]] = None) -> Tuple[subprocess.CompletedProcess, Folded]:

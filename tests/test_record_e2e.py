@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import WORKLOADS, Folded, interpreter, mixedstack, record_and_fold
+from conftest import assert_shares_match, WORKLOADS, Folded, interpreter, mixedstack, record_and_fold
 
 pytestmark = pytest.mark.perf
 
@@ -60,11 +60,7 @@ def test_phases_are_rooted_at_module(phases_313):
 
 def test_each_function_share_matches_its_own_timing(phases_313):
     _, folded, timings, _ = phases_313
-    main = folded.under("main").total()
-    for function in ("py_hot", "c_heavy", "sys_heavy"):
-        profiled = folded.under(function).total() / main
-        measured = timings[function] / timings["main"]
-        assert abs(profiled - measured) <= 0.03, (function, profiled, measured)
+    assert_shares_match(folded, timings)
 
 
 def test_c_frames_under_the_c_heavy_function(phases_313):
