@@ -77,8 +77,9 @@ COMPILER_SUFFIX = re.compile(r"(?:\.(?:cold|lto_priv|part|isra|constprop|llvm|lo
 TRAMPOLINE_DSO = re.compile(r"(?:^|/)(?:jitted-\d+-\d+\.so|perf-\d+\.map)$", re.ASCII)
 INTERPRETER = r"(?:lib)?python[\d.]*[dmut]*(?:\.so[\d.]*)?"  # python3.15, libpython3.13.so.1.0
 INTERPRETER_DSO = re.compile(r"(?:^|/)%s$" % INTERPRETER, re.ASCII)
+LIBC = r"libc[.-][^/]*"
 STARTUP_DSO = re.compile(
-    r"(?:^|/)(?:%s|libc[.-][^/]*|ld-linux[^/]*|libpthread[^/]*)$" % INTERPRETER
+    r"(?:^|/)(?:%s|%s|ld-linux[^/]*|libpthread[^/]*)$" % (INTERPRETER, LIBC)
     + r"|^inlined$|^\[unknown\]$",
     re.ASCII,
 )
@@ -91,7 +92,7 @@ ENTRY_POINTS = re.compile(r"^(?:_start|__libc_start_main\S*|__libc_start_call_ma
 # A stripped libc (Debian sid's) names neither start_thread nor clone3: an unnamed libc
 # frame at the root is still where a thread began (a stack the unwinder cut ends in
 # the interpreter or a trampoline, not in libc's thread start).
-LIBC_DSO = re.compile(r"(?:^|/)libc[.-][^/]*$", re.ASCII)
+LIBC_DSO = re.compile(r"(?:^|/)%s$" % LIBC, re.ASCII)
 # The bytecode loop of a Python call that has no trampoline (3.11+ also run the
 # Python calls it makes in it). Root-ward of a trampoline it can only be a call that
 # started before the trampoline was on; its callers (PyEval_EvalCode,
@@ -140,9 +141,8 @@ def is_unnamed_interpreter(frame: Frame) -> bool:
 
 def without_suffix(frame: Frame) -> Frame:
     """`zlib_crc32.lto_priv.0+0x1f` is zlib_crc32: name the kept frame as the function."""
-    bare = OFFSET.sub("", frame.symbol)
-    plain = COMPILER_SUFFIX.sub("", bare)
-    return frame if plain == bare else frame._replace(symbol=plain)
+    plain = symbol_name(frame)
+    return frame if plain == OFFSET.sub("", frame.symbol) else frame._replace(symbol=plain)
 
 
 class PythonNames:
