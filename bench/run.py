@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 from conftest import pyenv_interpreters  # noqa: E402  (interpreter discovery, shared with the tests)
-from mixedstack import perf  # noqa: E402  (perf script's command line, as fold runs it)
+from mixedstack.perf import command as perf  # noqa: E402  (perf script's command line, as fold runs it)
 
 REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
 SLOWDOWN_REPEAT = max(REPEAT, 9)  # a few percent under the machine's own noise: more rounds
@@ -227,8 +227,8 @@ def calls_per_second(python: str, pythonpath: str, *flags: str) -> float:
 
 def agent_figures(found: dict) -> List[Row]:
     """Calls/s without and with the agent (and CPython's own trampoline where it has one)."""
-    from mixedstack.agent import agent_path
-    from mixedstack.target import find_interpreter
+    from mixedstack.record.agent import agent_path
+    from mixedstack.record.target import find_interpreter
 
     rows = []
     for version in sorted(v for v in found if (3, 8) <= v <= (3, 12)):

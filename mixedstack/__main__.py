@@ -1,3 +1,3 @@
-from .cli import run
+from mixedstack.cli import run
 
 run()

@@ -25,7 +25,9 @@ from types import SimpleNamespace
 from typing import Dict, List, Optional, Set, Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from mixedstack.agent import AgentError, agent_path, remove_tmp_files  # noqa: E402
+from mixedstack.record.agent import AgentError  # noqa: E402
+from mixedstack.record.agent import agent_path
+from mixedstack.record.agent import remove_tmp_files
 
 # Exercise what the hook touches: frame evaluation of generators, coroutines,
 # exceptions, tracing, recursion limits, threads, fork.

@@ -5,9 +5,12 @@ import io
 from pathlib import Path
 from typing import Iterable, List, Optional, Union
 
-from mixedstack.fold import Folder, FoldOptions
+from mixedstack.analyze.fold import Folder
+from mixedstack.analyze.fold import FoldOptions
 from mixedstack.renderers.folded import render
-from mixedstack.samples import EventFilter, ProcessLabel, parse
+from mixedstack.analyze.parse import EventFilter
+from mixedstack.analyze.parse import ProcessLabel
+from mixedstack.analyze.parse import parse
 
 # stackcollapse-perf.pl's options that the corpus exercises ("" = no option).
 OPTIONS = ("pid", "tid", "kernel", "jit", "all", "addrs")

@@ -24,7 +24,9 @@ import pytest
 
 from conftest import interpreter, perf_problem, skip_or_fail
 
-from mixedstack.agent import AgentError, agent_path, remove_tmp_files
+from mixedstack.record.agent import AgentError
+from mixedstack.record.agent import agent_path
+from mixedstack.record.agent import remove_tmp_files
 
 VERSIONS = [(3, 8), (3, 9), (3, 10), (3, 11), (3, 12)]
 IDS = ["%d.%d" % v for v in VERSIONS]
@@ -145,7 +147,7 @@ def test_missing_compiler_and_headers(builds, space, monkeypatch, tmp_path):
     with pytest.raises(AgentError, match=r"^gcc not found: .*apt install gcc"):
         agent_path(SimpleNamespace(executable=python))
     monkeypatch.delenv("CC")
-    import mixedstack.agent as agent
+    from mixedstack.record import agent as agent
     real = agent.probe
     monkeypatch.setattr(agent, "probe", lambda exe: dict(real(exe), include=str(tmp_path),
                                                          platinclude=str(tmp_path)))

@@ -26,7 +26,9 @@ MARK = "[python frames before activation]"
 @pytest.fixture
 def gdb_ok() -> None:
     """A gdb that can call into a process here (`make test` installs one: mixedstack[attach])."""
-    from mixedstack.attach import find_gdb, gdb_problem, ptrace_problem
+    from mixedstack.record.attach import find_gdb
+    from mixedstack.record.attach import gdb_problem
+    from mixedstack.record.attach import ptrace_problem
 
     gdb = find_gdb()
     problem = "no gdb found" if gdb is None else gdb_problem(gdb) or ptrace_problem()
@@ -158,7 +160,7 @@ def test_without_gdb_it_says_so_and_records_native_frames(perf_ok, tmp_path):
 
 
 def test_a_gdb_that_cannot_call_on_this_cpu_is_never_used(perf_ok, tmp_path):
-    from mixedstack.attach import gdb_problem
+    from mixedstack.record.attach import gdb_problem
 
     old = shutil.which("gdb", path="/usr/bin")  # Debian 12's gdb 13
     if old is None or gdb_problem(old) is None:
@@ -189,7 +191,7 @@ def test_a_stripped_313_gets_the_agent_instead(perf_ok, gdb_ok, tmp_path):
     # CPython's perf_jit functions are internal: found through libpython's symbol table,
     # which `strip` removes (its exported symbols stay). The agent needs exported ones only.
     python = interpreter((3, 13))
-    from mixedstack.target import find_interpreter
+    from mixedstack.record.target import find_interpreter
 
     libpython = find_interpreter([python]).libpython
     if libpython is None or shutil.which("strip") is None:

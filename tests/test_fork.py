@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from conftest import WORKLOADS, current_python, interpreter, is_complete, perf_problem, record_and_fold, skip_or_fail
-from mixedstack import jitdump
+from mixedstack.record import jitdump
 
 INTERPRETERS = {"3.13": lambda: interpreter((3, 13)),
                 "3.14": lambda: current_python((3, 14), "bare"),

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import WORKLOADS, interpreter, perf_problem, record_and_fold, skip_or_fail
-from mixedstack.target import find_interpreter, perf_mode
+from mixedstack.record.target import find_interpreter
+from mixedstack.record.target import perf_mode
 
 pytestmark = pytest.mark.perf
 

@@ -8,9 +8,10 @@ from typing import Dict, List, Tuple
 import pytest
 
 from conftest import CURRENT_VERSIONS, WORKLOADS, Folded, current_python, interpreter, mixedstack
-from mixedstack import offcpu
+from mixedstack.analyze.processors import offcpu
 from mixedstack.model import Frame, Sample
-from mixedstack.report import ReportBuilder, thread_name
+from mixedstack.analyze.report import ReportBuilder
+from mixedstack.analyze.report import thread_name
 
 K = "[kernel.kallsyms]"
 LIBPYTHON = "/usr/lib/libpython3.13.so.1.0"

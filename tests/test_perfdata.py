@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import struct
 
-from mixedstack.perfdata import SAMPLE, sample_layouts
+from mixedstack.perf.data import SAMPLE
+from mixedstack.perf.data import sample_layouts
 
 ATTR_SIZE = 144  # perf_event_attr (128 bytes) + its ids section
 DWARF = SAMPLE["IP"] | SAMPLE["TID"] | SAMPLE["TIME"] | SAMPLE["CALLCHAIN"] | SAMPLE["PERIOD"] | \

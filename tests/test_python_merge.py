@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from folding import fold, fold_text, read_text, split_lines
-from mixedstack.fold import Folder, FoldOptions
-from mixedstack.processors.python import shorten_path
-from mixedstack.samples import parse
+from mixedstack.analyze.fold import Folder
+from mixedstack.analyze.fold import FoldOptions
+from mixedstack.analyze.processors.python import shorten_path
+from mixedstack.analyze.parse import parse
 
 DATA = Path(__file__).resolve().parent / "data" / "python"
 JIT = DATA / "perf-jit-3.13.txt"  # -X perf_jit, DWARF unwind, after perf inject --jit
@@ -258,7 +259,7 @@ def test_launched_recordings_have_no_mark():
 
 
 def test_report_counts_no_time_for_the_mark():
-    from mixedstack.report import ReportBuilder
+    from mixedstack.analyze.report import ReportBuilder
 
     lines = io.StringIO(ACTIVATED.format(between="", root=START), newline="\n")
     figures = ReportBuilder().add_all(parse(lines)).result()

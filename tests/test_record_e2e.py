@@ -118,7 +118,7 @@ def test_summary_line_and_recording_files(phases_313):
 def tmp_files_of(data: Path) -> list:
     """The perf maps, jitdumps and jitted-*.so files in /tmp of the recording's own
     processes (other people's runs may write theirs at the same time)."""
-    from mixedstack.perf import task_pids
+    from mixedstack.perf.command import task_pids
 
     pids = {str(pid) for pid in task_pids(str(data))}
     return [name for name in os.listdir("/tmp") if name.startswith(("jit-", "perf-", "jitted-"))

@@ -129,7 +129,7 @@ def test_a_running_recording_is_not_taken_for_unfinished(perf_ok, tmp_path):
 
 def test_a_stop_request_delivered_twice_at_once_counts_once(monkeypatch):
     """`timeout` signals record, then record's whole process group: one request."""
-    from mixedstack import launch
+    from mixedstack.record import launch
 
     sent = []
     monkeypatch.setattr(launch.os, "killpg", lambda group, signum: sent.append(signum))

@@ -24,10 +24,13 @@ import pytest
 from conftest import ROOT, Folded, mixedstack, skip_or_fail
 from test_cli import one_line_error
 
-from mixedstack import layers
+from mixedstack.analyze.processors import layers
 from mixedstack.model import Stacks
-from mixedstack.renderers import flamegraph_svg, pprof, speedscope
-from mixedstack.sources import folded_unit, split_folded
+from mixedstack.renderers import flamegraph_svg
+from mixedstack.renderers import pprof
+from mixedstack.renderers import speedscope
+from mixedstack.analyze.sources import folded_unit
+from mixedstack.analyze.sources import split_folded
 
 RECORDING_TEXT = ROOT / "tests" / "data" / "python" / "perf-jit-3.13.txt"
 SVG = "{http://www.w3.org/2000/svg}"

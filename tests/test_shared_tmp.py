@@ -238,7 +238,7 @@ def test_record_user_errors_are_one_line(tmp_path):
 
 
 def test_without_namespaces_maps_are_lent_at_free_names_only(monkeypatch, tmp_path, planted):
-    from mixedstack import tmpfiles
+    from mixedstack.record import tmpfiles
 
     account()
     monkeypatch.setattr(tmpfiles, "_namespaces", False)  # as on a kernel that refuses them

@@ -22,9 +22,11 @@ from pathlib import Path
 import pytest
 
 from conftest import WORKLOADS, Folded, interpreter, mixedstack, record_and_fold
-from mixedstack import perf, perfdata
-from mixedstack.samples import parse
-from mixedstack.sources import open_input, time_spans
+from mixedstack.perf import command as perf
+from mixedstack.perf import data as perfdata
+from mixedstack.analyze.parse import parse
+from mixedstack.analyze.sources import open_input
+from mixedstack.analyze.sources import time_spans
 
 SPIN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    sum(i * i for i in range(500))\n"
 

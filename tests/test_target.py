@@ -14,9 +14,12 @@ import subprocess
 
 import pytest
 
-from mixedstack import target
-from mixedstack.target import (Interpreter, TargetError, find_interpreter,
-                               has_frame_pointers, perf_mode)
+from mixedstack.record import target
+from mixedstack.record.target import Interpreter
+from mixedstack.record.target import TargetError
+from mixedstack.record.target import find_interpreter
+from mixedstack.record.target import has_frame_pointers
+from mixedstack.record.target import perf_mode
 
 MINORS = range(8, 14)   # 3.8 .. 3.13
 

@@ -16,11 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from folding import OPTIONS, read_text
-from mixedstack import samples
-from mixedstack.fold import Folder, FoldOptions
+from mixedstack.analyze import parse as samples
+from mixedstack.analyze.fold import Folder
+from mixedstack.analyze.fold import FoldOptions
 from mixedstack.model import Frame, Sample
 from mixedstack.renderers.folded import render
-from mixedstack.samples import EventFilter, ProcessLabel, Text, parse
+from mixedstack.analyze.parse import EventFilter
+from mixedstack.analyze.parse import ProcessLabel
+from mixedstack.analyze.parse import Text
+from mixedstack.analyze.parse import parse
 
 DATA = Path(__file__).resolve().parent / "data"
 CORPUS = Path(os.environ.get("MIXEDSTACK_CONFORMANCE_DIR",

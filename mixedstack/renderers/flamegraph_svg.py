@@ -23,9 +23,9 @@ import re
 import zlib
 from typing import IO, Callable, Dict, Iterator, List, Optional, Tuple
 
-from .. import layers
-from ..model import Stacks
-from . import readable
+from mixedstack.analyze.processors import layers
+from mixedstack.model import Stacks
+from mixedstack.renderers import readable
 
 WIDTH = 1200  # px, the whole image
 PAD = 10  # px left and right of the frames

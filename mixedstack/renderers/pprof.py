@@ -19,9 +19,9 @@ import gzip
 import re
 from typing import IO, Dict, List, Tuple
 
-from .. import layers
-from ..model import Stacks
-from . import python_parts, readable
+from mixedstack.analyze.processors import layers
+from mixedstack.model import Stacks
+from mixedstack.renderers import python_parts, readable
 
 # The messages of pprof's proto/profile.proto that are written (plus Mapping, which
 # readers look for), in protobuf's own notation; `message_classes` reads this.

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from typing import IO, Dict, List, Tuple
 
-from .. import __version__, layers
-from ..model import Stacks
-from . import python_parts, readable
+from mixedstack import __version__
+from mixedstack.analyze.processors import layers
+from mixedstack.model import Stacks
+from mixedstack.renderers import python_parts, readable
 
 SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 

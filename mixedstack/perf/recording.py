@@ -28,7 +28,8 @@ import struct
 import threading
 from typing import Callable, Iterable, List, Optional, Tuple
 
-from . import jitdump, tmpfiles
+from mixedstack.record import jitdump
+from mixedstack.record import tmpfiles
 
 MAP_FILE = re.compile(r"^perf-(\d+)\.map$")
 DUMP_FILE = re.compile(r"^jit-(\d+)\.dump$")

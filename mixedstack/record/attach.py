@@ -53,11 +53,19 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from .agent import AgentError
-from .doctor import capabilities, read
-from .perf import PerfError
-from .tmpfiles import Refused, open_owned, owned_mtime, owner_of
-from .target import Interpreter, Mode, TargetError, find_interpreter, perf_mode
+from mixedstack.record.agent import AgentError
+from mixedstack.record.doctor import capabilities
+from mixedstack.record.doctor import read
+from mixedstack.perf.command import PerfError
+from mixedstack.record.tmpfiles import Refused
+from mixedstack.record.tmpfiles import open_owned
+from mixedstack.record.tmpfiles import owned_mtime
+from mixedstack.record.tmpfiles import owner_of
+from mixedstack.record.target import Interpreter
+from mixedstack.record.target import Mode
+from mixedstack.record.target import TargetError
+from mixedstack.record.target import find_interpreter
+from mixedstack.record.target import perf_mode
 
 GDB_TIMEOUT = 60.0  # seconds for gdb to attach, queue the call and detach
 ACTIVATION_WAIT = 10.0  # seconds for the main thread to run the queued code
@@ -434,7 +442,7 @@ def perf_jit_code(pid: int, interp: Interpreter) -> str:
 
 
 def agent_code(interp: Interpreter) -> str:
-    from .agent import agent_path  # builds it for the target on first use
+    from mixedstack.record.agent import agent_path  # builds it for the target on first use
 
     return (
         "import sys\n"

@@ -10,11 +10,13 @@ import argparse
 import sys
 from typing import Any, Dict, List
 
-from .fold import Folder, FoldOptions
-from .model import Frame, Sample
-from .renderers import folded
-from .offcpu import SWITCH_EVENT
-from .samples import EventFilter, ProcessLabel
+from mixedstack.analyze.fold import Folder
+from mixedstack.analyze.fold import FoldOptions
+from mixedstack.model import Frame, Sample
+from mixedstack.renderers import folded
+from mixedstack.analyze.processors.offcpu import SWITCH_EVENT
+from mixedstack.analyze.parse import EventFilter
+from mixedstack.analyze.parse import ProcessLabel
 
 
 def parse_arguments(argv: List[str]) -> argparse.Namespace:

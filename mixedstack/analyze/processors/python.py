@@ -37,7 +37,7 @@ import os
 import re
 from typing import Dict, List, Optional, Sequence, Union
 
-from ..model import Frame
+from mixedstack.model import Frame
 
 PYTHON_PREFIX = "py::"
 OFFSET = re.compile(r"\+0x[\da-f]+$", re.ASCII)

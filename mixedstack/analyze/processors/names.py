@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import List
 
-from ..model import Frame
+from mixedstack.model import Frame
 
 OFFSET = re.compile(r"\+0x[\da-f]+$", re.ASCII)
 # Everything after the first "(" is noise, except "(anonymous namespace)".

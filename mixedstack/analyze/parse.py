@@ -22,7 +22,7 @@ import re
 import sys
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from .model import Frame, Sample
+from mixedstack.model import Frame, Sample
 
 # "comm pid/tid [cpu] time: period event:" -- comm may contain spaces.
 HEADER = re.compile(r"^(\S.+?)\s+(\d+)/*(\d+)*\s+", re.ASCII)

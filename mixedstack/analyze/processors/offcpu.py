@@ -26,10 +26,11 @@ import re
 import subprocess
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import perf
-from .layers import is_kernel
-from .model import Frame, Sample
-from .processors.python import is_unnamed_interpreter, symbol_name
+from mixedstack.perf import command as perf
+from mixedstack.analyze.processors.layers import is_kernel
+from mixedstack.model import Frame, Sample
+from mixedstack.analyze.processors.python import is_unnamed_interpreter
+from mixedstack.analyze.processors.python import symbol_name
 
 SWITCH_EVENT = "sched:sched_switch"
 CPU_EVENT = "cpu-clock"

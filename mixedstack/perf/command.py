@@ -15,9 +15,9 @@ import threading
 import time
 from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from . import perfdata
-from .samples import Text
-from .tmpfiles import PerfView
+from mixedstack.perf import data as perfdata
+from mixedstack.analyze.parse import Text
+from mixedstack.record.tmpfiles import PerfView
 
 PERF_MAGIC = b"PERFILE2"  # first bytes of every perf.data file (file and pipe mode)
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from typing import Dict, Sequence, Tuple
 
-from .model import Frame
-from .processors.python import BEFORE_ACTIVATION
+from mixedstack.model import Frame
+from mixedstack.analyze.processors.python import BEFORE_ACTIVATION
 
 PROCESS = "process"  # the root frame: the process (or thread) label
 PYTHON = "python"

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from . import layers
-from .model import Sample, Stacks
-from .processors.names import NativeNames
-from .processors.python import PythonMerge
-from .samples import Frames
+from mixedstack.analyze.processors import layers
+from mixedstack.model import Sample, Stacks
+from mixedstack.analyze.processors.names import NativeNames
+from mixedstack.analyze.processors.python import PythonMerge
+from mixedstack.analyze.parse import Frames
 
 CACHE_LIMIT = 200_000  # distinct raw stacks remembered; identical stacks are the norm
 

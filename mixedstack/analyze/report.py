@@ -23,9 +23,15 @@ import os
 import re
 from typing import Counter, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from . import layers, offcpu
-from .model import Frame, Sample
-from .processors.python import BEFORE_ACTIVATION, TRUNCATED, PythonMerge, is_entry, is_python, symbol_name
+from mixedstack.analyze.processors import layers
+from mixedstack.analyze.processors import offcpu
+from mixedstack.model import Frame, Sample
+from mixedstack.analyze.processors.python import BEFORE_ACTIVATION
+from mixedstack.analyze.processors.python import TRUNCATED
+from mixedstack.analyze.processors.python import PythonMerge
+from mixedstack.analyze.processors.python import is_entry
+from mixedstack.analyze.processors.python import is_python
+from mixedstack.analyze.processors.python import symbol_name
 
 LAYERS = ("Python (bytecode loop)", "interpreter C", "extension and library C", "kernel", "unresolved")
 EVAL_LOOP = re.compile(r"^_?PyEval_EvalFrame(?:Default|Ex)?$", re.ASCII)

@@ -30,14 +30,24 @@ from typing import IO, Callable, Dict, Iterable, Iterator, List, NamedTuple, Opt
 
 import click
 
-from . import __version__, offcpu, perf
-from .fold import Folder, FoldOptions
-from .model import Sample, Stacks
-from .perf import PerfError
-from .recording import Recording
-from .renderers import folded
-from .samples import EventFilter, ProcessLabel, parse
-from .sources import InputError, folded_unit, is_recording, open_input, parse_folded, split_folded
+from mixedstack import __version__
+from mixedstack.analyze.processors import offcpu
+from mixedstack.perf import command as perf
+from mixedstack.analyze.fold import Folder
+from mixedstack.analyze.fold import FoldOptions
+from mixedstack.model import Sample, Stacks
+from mixedstack.perf.command import PerfError
+from mixedstack.perf.recording import Recording
+from mixedstack.renderers import folded
+from mixedstack.analyze.parse import EventFilter
+from mixedstack.analyze.parse import ProcessLabel
+from mixedstack.analyze.parse import parse
+from mixedstack.analyze.sources import InputError
+from mixedstack.analyze.sources import folded_unit
+from mixedstack.analyze.sources import is_recording
+from mixedstack.analyze.sources import open_input
+from mixedstack.analyze.sources import parse_folded
+from mixedstack.analyze.sources import split_folded
 
 
 def fail(message: str, status: int = 1) -> None:
@@ -95,9 +105,10 @@ def record(output, frequency, call_graph, stack_size, force, agent, pid, duratio
         fail("--activate/--no-activate go with --pid; a COMMAND is started with its trampoline on", 2)
     if user is not None and pid is not None:
         fail("--user goes with a COMMAND; a process attached to with --pid keeps its own user", 2)
-    from .agent import AgentError  # record's modules: fold and report start without them
-    from .record import RecordOptions, record as run_record
-    from .target import TargetError
+    from mixedstack.record.agent import AgentError  # record's modules: fold and report start without them
+    from mixedstack.record.session import RecordOptions
+    from mixedstack.record.session import record as run_record
+    from mixedstack.record.target import TargetError
 
     existing = Recording(output)
     problem = existing.unusable_output()
@@ -138,7 +149,7 @@ def doctor(command) -> None:
 
     Example: mixedstack doctor -- python3.12 app.py. Exit status 1 when record cannot work.
     """
-    from .doctor import doctor as run_checks
+    from mixedstack.record.doctor import doctor as run_checks
 
     checks = run_checks(list(command))
     for check in checks:
@@ -188,10 +199,10 @@ def fold(input, output, format_, pid, tid, kernel, jit, all_, addrs, event_filte
     if format_ == "folded":
         write_output(output, lambda stream: folded.render(loaded.stacks.weights, stream), "latin-1")
     elif format_ == "speedscope":
-        from .renderers import speedscope
+        from mixedstack.renderers import speedscope
         write_output(output, lambda stream: speedscope.render(loaded.stacks, stream, name=input), "utf-8")
     else:
-        from .renderers import pprof
+        from mixedstack.renderers import pprof
         write_output(output, lambda stream: pprof.render(loaded.stacks, stream), None)
     if output != "-" or sys.stderr.isatty():
         click.echo("mixedstack: %s%s" % (loaded.summary, "" if output == "-" else ", written to %s" % output),
@@ -217,7 +228,7 @@ def flamegraph(input, output, title, what):
         output = "-" if input == "-" else os.path.splitext(input)[0] + ".svg"
     refuse_to_overwrite(output, input)
     loaded = read_stacks(input, what=what, detail=True)
-    from .renderers import flamegraph_svg
+    from mixedstack.renderers import flamegraph_svg
 
     if title is None:
         title = "Flame graph: %s%s" % (os.path.basename(input) if input != "-" else "standard input",
@@ -248,7 +259,7 @@ def diff(before, after, output, title, what):
     refuse_to_overwrite(output, before, after)
     first = read_stacks(before, what=what, detail=True)
     second = read_stacks(after, what=what, detail=True)
-    from .renderers import flamegraph_svg
+    from mixedstack.renderers import flamegraph_svg
 
     title = title or "Differential flame graph: %s -> %s" % (os.path.basename(before), os.path.basename(after))
     write_output(output, lambda stream: flamegraph_svg.render_diff(first.stacks, second.stacks, stream, title),
@@ -274,8 +285,8 @@ def report(input, format_, output, top):
     """
     import json
 
-    from .renderers import report_text
-    from .report import ReportBuilder
+    from mixedstack.renderers import report_text
+    from mixedstack.analyze.report import ReportBuilder
 
     refuse_to_overwrite_a_recording(output)
     try:

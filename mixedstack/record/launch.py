@@ -21,7 +21,7 @@ import sys
 import time
 from typing import List, NamedTuple, Optional, Tuple
 
-from .perf import PerfError
+from mixedstack.perf.command import PerfError
 
 ACK_TIMEOUT = 30.0  # seconds for perf to attach and acknowledge "enable"
 PERF_GRACE = 10.0  # seconds perf may take to notice the target is gone

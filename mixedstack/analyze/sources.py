@@ -21,11 +21,14 @@ import re
 import sys
 from typing import IO, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from . import perf, perfdata
-from .perfdata import has_call_graphs, truncation
-from .recording import Recording
-from .samples import Text, split_lines
-from .tmpfiles import perf_view
+from mixedstack.perf import command as perf
+from mixedstack.perf import data as perfdata
+from mixedstack.perf.data import has_call_graphs
+from mixedstack.perf.data import truncation
+from mixedstack.perf.recording import Recording
+from mixedstack.analyze.parse import Text
+from mixedstack.analyze.parse import split_lines
+from mixedstack.record.tmpfiles import perf_view
 
 # A slice's perf script reads the whole file and loads every symbol table again
 # (~0.05 s here) before it unwinds its own samples (~25 us each, twice that with

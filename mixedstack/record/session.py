@@ -17,14 +17,23 @@ import subprocess
 import time
 from typing import Callable, List, Optional
 
-from . import debuginfo, offcpu, perf, tmpfiles
-from .attach import attach
-from .agent import readable_copy
-from .launch import Account, attach_to, run_attached
-from .perfdata import build_ids, tidy, time_quantiles
-from .processors.python import TRUNCATED
-from .recording import Recording
-from .target import TargetError, find_interpreter, perf_mode
+from mixedstack.record import debuginfo
+from mixedstack.analyze.processors import offcpu
+from mixedstack.perf import command as perf
+from mixedstack.record import tmpfiles
+from mixedstack.record.attach import attach
+from mixedstack.record.agent import readable_copy
+from mixedstack.record.launch import Account
+from mixedstack.record.launch import attach_to
+from mixedstack.record.launch import run_attached
+from mixedstack.perf.data import build_ids
+from mixedstack.perf.data import tidy
+from mixedstack.perf.data import time_quantiles
+from mixedstack.analyze.processors.python import TRUNCATED
+from mixedstack.perf.recording import Recording
+from mixedstack.record.target import TargetError
+from mixedstack.record.target import find_interpreter
+from mixedstack.record.target import perf_mode
 
 
 @dataclasses.dataclass
@@ -86,7 +95,7 @@ CAP_IPC_LOCK = 14
 
 def may_lock_memory() -> bool:
     """Root or CAP_IPC_LOCK: perf may map more than perf_event_mlock_kb."""
-    from .doctor import capabilities
+    from mixedstack.record.doctor import capabilities
 
     return os.geteuid() == 0 or bool(capabilities() >> CAP_IPC_LOCK & 1)
 
@@ -160,12 +169,12 @@ def record(options: RecordOptions, say: Callable[[str], None],
                               "give a program that user can run" % (account.name, options.command[0]))
         mode = perf_mode(interp, options.call_graph, options.agent)
         if mode.name == "agent":
-            from .agent import agent_path  # builds it for the target on first use
+            from mixedstack.record.agent import agent_path  # builds it for the target on first use
 
             agent_folder = agent_path(interp)
             mode = with_agent(mode, agent_folder)
         elif mode.name == "perf-jit":
-            from .agent import fork_guard_path
+            from mixedstack.record.agent import fork_guard_path
 
             agent_folder = fork_guard_path()
             mode = with_agent(mode, agent_folder)

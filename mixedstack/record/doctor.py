@@ -13,9 +13,13 @@ import sys
 import tempfile
 from typing import List, NamedTuple, Optional
 
-from . import debuginfo, offcpu
-from .recording import build_id, read_file
-from .target import TargetError, find_interpreter, perf_mode
+from mixedstack.record import debuginfo
+from mixedstack.analyze.processors import offcpu
+from mixedstack.perf.recording import build_id
+from mixedstack.perf.recording import read_file
+from mixedstack.record.target import TargetError
+from mixedstack.record.target import find_interpreter
+from mixedstack.record.target import perf_mode
 
 CAP_PERFMON, CAP_SYS_ADMIN = 38, 21
 
@@ -116,7 +120,10 @@ def target_checks(command: List[str]) -> List[Check]:
 def attach_checks() -> List[Check]:
     """Can `record --pid --activate` run code in a live CPython here? Tried for real on
     a short-lived Python of our own, since a gdb may attach and still fail to call."""
-    from .attach import ActivationError, find_gdb, ptrace_problem, run_in
+    from mixedstack.record.attach import ActivationError
+    from mixedstack.record.attach import find_gdb
+    from mixedstack.record.attach import ptrace_problem
+    from mixedstack.record.attach import run_in
 
     what = "record --pid --activate"
     gdb = find_gdb()
