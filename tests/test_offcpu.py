@@ -31,12 +31,22 @@ PYTHON315 = "/usr/bin/python3.15"  # stripped: take_gil is `[unknown]`
 GIL_WAIT_STRIPPED = frames(("time_sleep", PYTHON315), ("PyEval_RestoreThread", PYTHON315), ("[unknown]", PYTHON315),
                            ("pthread_cond_timedwait", LIBC), ("[unknown]", LIBC), *SYSCALL_ENTRY,
                            ("__x64_sys_futex", K), ("futex_wait", K), ("schedule", K))
+# a new thread taking the GIL before its first Python frame: thread_run (static, with
+# PyEval_AcquireThread and take_gil inlined) unnamed, right above the stripped libc's thread start
+THREAD_START_GIL_STRIPPED = frames(("[unknown]", LIBC), ("[unknown]", LIBC), ("[unknown]", PYTHON315),
+                                   ("[unknown]", PYTHON315), ("pthread_cond_timedwait", LIBC), ("[unknown]", LIBC),
+                                   *SYSCALL_ENTRY, ("__x64_sys_futex", K), ("futex_wait", K), ("schedule", K))
+# a C library's own worker thread waiting on its condition variable: not the GIL
+WORKER_CONDITION = frames(("start_thread", LIBC), ("worker_main", "/usr/lib/libworkers.so"),
+                          ("pthread_cond_wait", LIBC), *SYSCALL_ENTRY, ("futex_wait", K))
 OTHER_CONDITION = frames(("PyEval_RestoreThread", PYTHON315), ("sqlite3_step", "/usr/lib/libsqlite3.so"),
                          ("pthread_cond_timedwait", LIBC), *SYSCALL_ENTRY, ("futex_wait", K))
 NANOSLEEP = frames(("time_sleep", LIBPYTHON), ("clock_nanosleep", LIBC), *SYSCALL_ENTRY,
                    ("__x64_sys_clock_nanosleep", K), ("hrtimer_nanosleep", K), ("do_nanosleep", K), ("__schedule", K))
 PIPE_READ = frames(("os_read", LIBPYTHON), ("read", LIBC), *SYSCALL_ENTRY, ("ksys_read", K), ("vfs_read", K),
                    ("pipe_read", K), ("schedule", K), ("__schedule", K))
+GIL_MUTEX_STRIPPED = frames(("time_sleep", PYTHON315), ("PyEval_RestoreThread", PYTHON315), ("[unknown]", PYTHON315),
+                            ("pthread_mutex_lock", LIBC), *SYSCALL_ENTRY, ("__x64_sys_futex", K), ("futex_wait", K))
 LOCK = frames(("lock_PyThread_acquire_lock", LIBPYTHON), ("__futex_abstimed_wait_common", LIBC), *SYSCALL_ENTRY,
               ("__x64_sys_futex", K), ("futex_wait", K), ("__schedule", K))
 PREEMPTED = frames(("_PyEval_EvalFrameDefault", LIBPYTHON), ("asm_sysvec_apic_timer_interrupt", K),
@@ -47,6 +57,7 @@ PREEMPTED = frames(("_PyEval_EvalFrameDefault", LIBPYTHON), ("asm_sysvec_apic_ti
     (GIL_WAIT, "S", "GIL"), (NANOSLEEP, "S", "sleep"), (PIPE_READ, "S", "io"), (PIPE_READ, "D", "io"),
     (LOCK, "S", "lock"), (PREEMPTED, "R", "preempted"), (GIL_WAIT, "R", "GIL"), (NANOSLEEP, "R+", "preempted"),
     (GIL_WAIT_STRIPPED, "S", "GIL"), (OTHER_CONDITION, "S", "lock"),
+    (THREAD_START_GIL_STRIPPED, "S", "GIL"), (GIL_MUTEX_STRIPPED, "S", "GIL"), (WORKER_CONDITION, "S", "lock"),
 ])
 def test_blocked_reason(stack, state, reason):
     assert offcpu.blocked_reason(stack, state) == reason
@@ -177,11 +188,13 @@ def test_gil_waits_of_contending_threads_and_a_sleeper(perf_ok, tmp_path, versio
     off = Folded(done.stdout)
     slept = Folded("")
     slept.stacks = {f: n for f, n in off.stacks.items() if f[0].endswith("/%d" % truth["sleeper"])}
-    # The sleeper is blocked asleep, or waiting for the GIL: taking it back after each
-    # sleep, or handing it over at its loop's eval-breaker checks (4 spinners want it)
-    asleep_or_gil = slept.total(lambda f: any(x.startswith("sleeper (") for x in f)
-                                and f[-1] in ("[off-cpu: sleep]", "[off-cpu: GIL]"))
-    assert asleep_or_gil / slept.total() >= 0.95, "the sleeper's blocked time is not its sleep or the GIL"
+    # The sleeper is blocked asleep in its loop, or waiting for the GIL (at its thread's
+    # start before its first Python frame, taking it back after each sleep, handing it
+    # over at its loop's eval-breaker checks: 4 spinners want it), or, runnable, for
+    # one of the 2 CPUs the spinners keep busy (preempted)
+    explained = slept.total(lambda f: f[-1] in ("[off-cpu: GIL]", "[off-cpu: preempted]") or (
+        f[-1] == "[off-cpu: sleep]" and any(x.startswith("sleeper (") for x in f)))
+    assert explained / slept.total() >= 0.98, "the sleeper's blocked time is not its sleep, the GIL or preemption"
     # most of it in time.sleep: its C function (static, so unnamed on a stripped build:
     # then the libc call it sleeps in, or the GIL it takes back after)
     in_sleep = slept.total(lambda f: {"time_sleep", "clock_nanosleep", "PyEval_RestoreThread"} & set(f))

@@ -29,6 +29,7 @@ from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequenc
 from mixedstack.perf import command as perf
 from mixedstack.analyze.processors.layers import is_kernel
 from mixedstack.model import Frame, Sample
+from mixedstack.analyze.processors.python import is_entry
 from mixedstack.analyze.processors.python import is_unnamed_interpreter
 from mixedstack.analyze.processors.python import symbol_name
 
@@ -45,7 +46,8 @@ GIL_FUNCTIONS = frozenset(["take_gil", "drop_gil"])
 GIL_CALLERS = frozenset(["PyEval_RestoreThread", "PyEval_AcquireThread", "PyEval_AcquireLock",
                          "_PyThreadState_Attach", "PyGILState_Ensure", "_Py_HandlePending",
                          "_PyEval_AcquireLock", "PyEval_RestoreThread_Ex"])
-CONDITION_WAIT = re.compile(r"^_*pthread_cond_(?:timed|clock)?wait\w*$", re.ASCII)
+# The GIL is a mutex and a condition variable: take_gil locks the one, then waits on the other.
+CONDITION_WAIT = re.compile(r"^_*pthread_(?:cond_(?:timed|clock)?wait|mutex_(?:timed|clock)?lock)\w*$", re.ASCII)
 SLEEP_FUNCTIONS = frozenset(["time_sleep", "pysleep", "do_nanosleep", "hrtimer_nanosleep",
                              "common_nsleep", "common_nsleep_timens"])
 LOCK_FUNCTIONS = frozenset(["futex_wait", "futex_wait_queue", "futex_do_wait", "__futex_wait",
@@ -162,15 +164,20 @@ def waits_for_gil(frames: Sequence[Frame]) -> bool:
     """Whether a stack (leaf first) is in CPython's GIL hand-over."""
     if base_names(frames) & GIL_FUNCTIONS:
         return True
-    waiting = False
+    waiting = unnamed = False
     for frame in frames:
         name = symbol_name(frame)
         if not waiting:
             waiting = CONDITION_WAIT.match(name) is not None
         elif name in GIL_CALLERS:
             return True
-        elif not is_unnamed_interpreter(frame):
-            return False  # a condition variable of something else
+        elif is_unnamed_interpreter(frame):
+            unnamed = True
+        else:
+            # A new thread takes the GIL before its first Python frame: on a stripped
+            # build its start (thread_run, with PyEval_AcquireThread and take_gil
+            # inlined by LTO) is unnamed interpreter code right above the thread's entry.
+            return unnamed and is_entry(frame)
     return False
 
 
