@@ -4,7 +4,7 @@ Standard library only (perf's embedded Python imports it too).
 """
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 
 class Frame(NamedTuple):
@@ -38,3 +38,13 @@ class Stacks(NamedTuple):
     unit: str = "nanoseconds"  # of the weights: "nanoseconds" (cpu-clock), "events" (other periods), "samples"
     counts: Optional[Dict[str, int]] = None  # stack -> samples, when known (recordings)
     layers: Optional[Dict[str, Tuple[str, ...]]] = None  # stack -> each frame's layer, from DSOs
+
+    def folded_lines(self) -> Iterator[str]:
+        """`stack WEIGHT` lines, in byte order of the stacks (stackcollapse-perf.pl's)."""
+        weights = self.weights
+        for stack in sorted(weights):
+            yield "%s %d\n" % (stack, weights[stack])
+
+    def to_folded(self) -> str:
+        """The folded text: one `frame;frame;... WEIGHT` line per distinct stack."""
+        return "".join(self.folded_lines())

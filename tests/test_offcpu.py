@@ -9,6 +9,7 @@ import pytest
 
 from conftest import CURRENT_VERSIONS, WORKLOADS, Folded, current_python, interpreter, mixedstack
 from mixedstack.analyze.processors import offcpu
+from mixedstack.perf import command as perf
 from mixedstack.model import Frame, Sample
 from mixedstack.analyze.report import ReportBuilder
 from mixedstack.analyze.report import thread_name
@@ -108,10 +109,10 @@ def sample(stack: List[Frame], event: str, tid: str, time: str = "", period: int
 
 def test_weigh_keeps_what_was_asked_and_marks_off_cpu_stacks():
     switches = offcpu.Switches.parse(SWITCH_LINES)
-    samples = [sample(PIPE_READ, offcpu.SWITCH_EVENT, "101", "10.002000"),
-               sample(PREEMPTED, offcpu.CPU_EVENT, "100"),
-               sample(NANOSLEEP, offcpu.SWITCH_EVENT, "101", "10.999999")]  # no switch-in known: dropped
-    assert [s.event for s in offcpu.weigh(samples, "cpu", switches)] == [offcpu.CPU_EVENT]
+    samples = [sample(PIPE_READ, perf.SWITCH_EVENT, "101", "10.002000"),
+               sample(PREEMPTED, perf.CPU_EVENT, "100"),
+               sample(NANOSLEEP, perf.SWITCH_EVENT, "101", "10.999999")]  # no switch-in known: dropped
+    assert [s.event for s in offcpu.weigh(samples, "cpu", switches)] == [perf.CPU_EVENT]
     off = list(offcpu.weigh(samples, "off", switches))
     assert len(off) == 1 and off[0].period == 50000200
     assert off[0].frames[0] == offcpu.marker("io") and off[0].frames[1:] == PIPE_READ
@@ -132,9 +133,9 @@ def test_thread_names_follow_pythons_threading(python_frames, name):
 
 def test_report_adds_up_on_and_off_cpu_time_per_thread_and_syscall():
     switches = offcpu.Switches.parse(SWITCH_LINES)
-    samples = [sample(PIPE_READ, offcpu.SWITCH_EVENT, "101", "10.002000"),
-               sample(PREEMPTED[-1:], offcpu.CPU_EVENT, "101", period=3000000),  # in the bytecode loop
-               sample(GIL_WAIT[7:], offcpu.CPU_EVENT, "100", period=2000000)]  # on a CPU inside take_gil
+    samples = [sample(PIPE_READ, perf.SWITCH_EVENT, "101", "10.002000"),
+               sample(PREEMPTED[-1:], perf.CPU_EVENT, "101", period=3000000),  # in the bytecode loop
+               sample(GIL_WAIT[7:], perf.CPU_EVENT, "100", period=2000000)]  # on a CPU inside take_gil
     figures = ReportBuilder(switches).add_all(offcpu.weigh(samples, "wall", switches)).result()
     threads = {row["tid"]: row for row in figures["threads"]}
     assert threads[101]["blocked_s"] == pytest.approx(0.0500002) and threads[101]["on_cpu_s"] == 0.003

@@ -238,10 +238,10 @@ def test_record_user_errors_are_one_line(tmp_path):
 
 
 def test_without_namespaces_maps_are_lent_at_free_names_only(monkeypatch, tmp_path, planted):
-    from mixedstack.record import tmpfiles
+    from mixedstack.perf import tmpview
 
     account()
-    monkeypatch.setattr(tmpfiles, "_namespaces", False)  # as on a kernel that refuses them
+    monkeypatch.setattr(tmpview, "_namespaces", False)  # as on a kernel that refuses them
     ours = tmp_path / "maps"
     ours.mkdir()
     free_pid, taken_pid = 4194301, 4194302  # above any pid_max default: no live process has them
@@ -250,7 +250,7 @@ def test_without_namespaces_maps_are_lent_at_free_names_only(monkeypatch, tmp_pa
     planted += ["/tmp/perf-%d.map" % free_pid, "/tmp/perf-%d.map" % taken_pid]
     as_other_user("ln", "-s", str(tmp_path / "victim"), planted[1])
     warnings = []
-    with tmpfiles.perf_view(str(ours), warn=warnings.append) as view:
+    with tmpview.perf_view(str(ours), warn=warnings.append) as view:
         assert view.preexec is None
         lent = os.lstat(planted[0])
         assert stat.S_ISREG(lent.st_mode) and lent.st_uid == os.getuid()

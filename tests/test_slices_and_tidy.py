@@ -1,6 +1,6 @@
 """What makes record cheap and fold fast, checked against perf itself:
 
-- record's one pass over perf.data (perfdata.tidy) shrinks the file to the stack
+- record's one pass over perf.data (perf/rewrite.py) shrinks the file to the stack
   bytes the kernel copied, and perf script prints exactly what it printed before;
 - a recording read by several perf script processes over time slices gives the
   samples one perf script gives, in the same order;
@@ -24,6 +24,7 @@ import pytest
 from conftest import WORKLOADS, Folded, interpreter, mixedstack, record_and_fold
 from mixedstack.perf import command as perf
 from mixedstack.perf import data as perfdata
+from mixedstack.perf import rewrite
 from mixedstack.analyze.parse import parse
 from mixedstack.analyze.sources import open_input
 from mixedstack.analyze.sources import time_spans
@@ -45,7 +46,8 @@ def phases(tmp_path_factory):
 
 
 def samples_of(data: Path, slices):
-    with open_input(str(data), slices=slices) as text:
+    with open_input(str(data), slices=slices) as source:
+        text = source.text
         assert text.streams == (slices or text.streams)
         return [tuple(s[:3]) + (list(map(tuple, s.frames)),) + tuple(s[4:]) for s in parse(text)]
 
@@ -115,7 +117,7 @@ def test_tidy_shrinks_a_recording_and_perf_script_prints_the_same(perf_ok, tmp_p
             Path(name).unlink(missing_ok=True)
     tidied_path = tmp_path / "tidied.data"
     shutil.copy(data, tidied_path)
-    tidied = perfdata.tidy(str(tidied_path))
+    tidied = rewrite.tidy(str(tidied_path))
     before, after = data.stat().st_size, tidied_path.stat().st_size
     assert tidied.saved == before - after and after * 2 < before, (before, after)
     assert tidied.clipped > 0.9 * tidied.samples  # at argc: the main thread's copies ran to the stack's top
@@ -147,7 +149,7 @@ def test_tidy_shrinks_a_recording_and_perf_script_prints_the_same(perf_ok, tmp_p
 def test_tidy_leaves_other_files_alone(tmp_path):
     other = tmp_path / "notes.txt"
     other.write_bytes(b"not a recording\n" * 100)
-    assert perfdata.tidy(str(other)).samples == 0
+    assert rewrite.tidy(str(other)).samples == 0
     assert other.read_bytes() == b"not a recording\n" * 100
 
 
@@ -209,15 +211,15 @@ def start_of_a_process_stack(argv, environ, sp=0x7ffc0000f000 - 4096):
 
 def test_where_a_process_stack_began_is_found_only_in_the_full_layout():
     data, sp, argc = start_of_a_process_stack([b"python3", b"app.py"], [b"HOME=/root", b"LANG=C"])
-    assert perfdata.entry_stack_pointer(data, 0, len(data), sp) == argc
+    assert rewrite.entry_stack_pointer(data, 0, len(data), sp) == argc
     no_environ, sp, argc = start_of_a_process_stack([b"true"], [])
-    assert perfdata.entry_stack_pointer(no_environ, 0, len(no_environ), sp) == argc
+    assert rewrite.entry_stack_pointer(no_environ, 0, len(no_environ), sp) == argc
     before_strings = data[:data.index(b"python3\0")]  # the kernel could not copy the strings' page
-    assert perfdata.entry_stack_pointer(before_strings, 0, len(before_strings), sp) == argc
+    assert rewrite.entry_stack_pointer(before_strings, 0, len(before_strings), sp) == argc
     cut = data[:(argc - sp) + 40]  # the copy stopped before the auxiliary vector
-    assert perfdata.entry_stack_pointer(cut, 0, len(cut), sp) is None
+    assert rewrite.entry_stack_pointer(cut, 0, len(cut), sp) is None
     wrong_count = bytearray(data)
     struct.pack_into("<Q", wrong_count, argc - sp, 3)  # argc says 3, argv holds 2
-    assert perfdata.entry_stack_pointer(bytes(wrong_count), 0, len(data), sp) is None
+    assert rewrite.entry_stack_pointer(bytes(wrong_count), 0, len(data), sp) is None
     no_pagesz = data.replace(struct.pack("<QQ", 6, 4096), struct.pack("<QQ", 7, 4096))
-    assert perfdata.entry_stack_pointer(no_pagesz, 0, len(data), sp) is None
+    assert rewrite.entry_stack_pointer(no_pagesz, 0, len(data), sp) is None

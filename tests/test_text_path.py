@@ -19,11 +19,11 @@ from folding import OPTIONS, read_text
 from mixedstack.analyze import parse as samples
 from mixedstack.analyze.fold import Folder
 from mixedstack.analyze.fold import FoldOptions
-from mixedstack.model import Frame, Sample
+from mixedstack.model import Frame, Sample, Stacks
 from mixedstack.renderers.folded import render
 from mixedstack.analyze.parse import EventFilter
 from mixedstack.analyze.parse import ProcessLabel
-from mixedstack.analyze.parse import Text
+from mixedstack.perf.text import Text
 from mixedstack.analyze.parse import parse
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -69,7 +69,7 @@ def folded(samples_: List[Sample], option: str = "") -> str:
     folder = Folder(FoldOptions(kernel=option == "kernel", jit=option == "jit", all=option == "all",
                                 addrs=option == "addrs")).add_all(samples_)
     out = io.StringIO(newline="\n")
-    render(folder.stacks, out)
+    render(Stacks(folder.stacks), out)
     return out.getvalue()
 
 

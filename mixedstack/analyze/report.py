@@ -21,13 +21,14 @@ from __future__ import annotations
 import collections
 import os
 import re
-from typing import Counter, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Counter, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from mixedstack.analyze.processors import layers
+from mixedstack.errors import InputError, Interrupted
+from mixedstack.perf import command as perf
 from mixedstack.analyze.processors import offcpu
 from mixedstack.model import Frame, Sample
-from mixedstack.analyze.processors.python import BEFORE_ACTIVATION
-from mixedstack.analyze.processors.python import TRUNCATED
+from mixedstack.analyze.markers import BEFORE_ACTIVATION, TRUNCATED, off_cpu_reason
 from mixedstack.analyze.processors.python import PythonMerge
 from mixedstack.analyze.processors.python import is_entry
 from mixedstack.analyze.processors.python import is_python
@@ -108,7 +109,7 @@ class ReportBuilder:
         off = bool(frames) and offcpu.is_marker(frames[0])
         if off:
             frames = frames[1:]
-        reason = symbol_name(sample.frames[0])[len("[off-cpu: "):-1] if off else None
+        reason = off_cpu_reason(symbol_name(sample.frames[0])) if off else None
         items = self.merge(frames) or []
         python = [item for item in items if isinstance(item, str) and item not in MARKERS]
         innermost = python[-1] if python else None
@@ -230,3 +231,26 @@ class ReportBuilder:
                 "notes": list(notes),  # record's own, kept in its meta.json
             },
         }
+
+
+def report(path: str, top: int = 10, warn: Callable[[str], None] = lambda message: None) -> dict:
+    """INPUT (a recording or `perf script` text) -> the report's figures."""
+    from mixedstack.analyze.load import samples_of, select_events
+    from mixedstack.analyze.sources import FOLDED, open_input
+
+    try:
+        with open_input(path) as source:
+            if source.kind == FOLDED:
+                raise InputError("%s is folded text: report needs a recording or `perf script` text, "
+                                 "which keep each sample's frames and times" % path)
+            selection = select_events(source, None, None, warn)
+            meta = source.recording.meta() if source.recording else {}
+            builder = ReportBuilder(selection.switches, activated=bool(meta.get("activated")))
+            with samples_of(source, selection) as samples:
+                builder.add_all(samples)
+    except KeyboardInterrupt:
+        raise Interrupted()
+    if builder.samples == 0:
+        raise InputError("%s holds no samples: it is not a recording or `perf script` output" % path)
+    lost = perf.sample_stats(path)["lost"] if source.recording else None
+    return builder.result(top=top, lost=lost, notes=meta.get("notes", []))

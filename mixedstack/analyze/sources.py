@@ -5,7 +5,7 @@ text whose first lines all read `frame;frame;... COUNT` is folded text (a
 flame graph of a folded file); anything else is read as `perf script` output, so
 fold drops in for stackcollapse-perf.pl in a pipe.
 
-Text comes as a samples.Text: byte chunks, which parse() reads fastest. A large
+Text comes as a perf.text.Text: byte chunks, which parse() reads fastest. A large
 recording is read by one `perf script` per core, each over its own slice of the
 recording's time (perf script is single-threaded and the slowest step); the
 slices' texts are read at once and parsed in time order, so the samples are the
@@ -19,16 +19,17 @@ import itertools
 import os
 import re
 import sys
-from typing import IO, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import IO, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
+from mixedstack.errors import InputError
 from mixedstack.perf import command as perf
 from mixedstack.perf import data as perfdata
 from mixedstack.perf.data import has_call_graphs
 from mixedstack.perf.data import truncation
 from mixedstack.perf.recording import Recording
-from mixedstack.analyze.parse import Text
-from mixedstack.analyze.parse import split_lines
-from mixedstack.record.tmpfiles import perf_view
+from mixedstack.perf.text import Text
+from mixedstack.perf.text import split_lines
+from mixedstack.perf.tmpview import perf_view
 
 # A slice's perf script reads the whole file and loads every symbol table again
 # (~0.05 s here) before it unwinds its own samples (~25 us each, twice that with
@@ -37,25 +38,36 @@ SLICE_SAMPLES = 4000
 CHUNK = 1 << 20
 
 
-class InputError(Exception):
-    """A one-line message: what is wrong with INPUT and what to do."""
+RECORDING = "recording"  # perf.data: read through perf script
+PERF_SCRIPT = "perf script"  # perf script's text, from a file or standard input
+FOLDED = "folded"  # `frame;frame;... COUNT` lines
+
+
+class Source(NamedTuple):
+    """An input, classified: the one place that tells what INPUT is."""
+
+    name: str  # the path, or "-" for standard input
+    kind: str  # RECORDING, PERF_SCRIPT or FOLDED
+    text: Text  # perf script's text (a recording's, read lazily) or the file's own
+    recording: Optional[Recording]  # the recording's files, for RECORDING
 
 
 @contextlib.contextmanager
-def open_input(path: str, inline: bool = False, slices: Optional[int] = None) -> Iterator[Text]:
-    """Yield the `perf script` text of INPUT ("-" is standard input); a recording is
-    read in `slices` time slices at once (None: as many as pay off on this machine)."""
+def open_input(path: str, inline: bool = False, slices: Optional[int] = None) -> Iterator[Source]:
+    """Yield INPUT ("-" is standard input) as a classified Source. A recording's text
+    comes from perf script, started only when the text is read, in `slices` time
+    slices at once (None: as many as pay off on this machine)."""
     if path == "-":
         stream = sys.stdin.buffer
         head = stream.peek(8)[:8] if hasattr(stream, "peek") else b""
-        if perf.is_perf_data(head):
+        if perfdata.is_perf_data(head):
             raise InputError(
                 "standard input holds perf.data, not perf script text: "
                 "give the file name instead of '-'"
             )
         if hasattr(stream, "peek"):
             refuse_binary("standard input", stream.peek(TEXT_PROBE)[:TEXT_PROBE])
-        yield Text(lambda ready: byte_chunks(stream))
+        yield classified(path, Text(lambda ready: byte_chunks(stream)))
         return
     try:
         with open(path, "rb") as f:
@@ -67,7 +79,7 @@ def open_input(path: str, inline: bool = False, slices: Optional[int] = None) ->
         raise InputError("%s is a folder: give the perf.data file (or perf script text)" % path)
     except OSError as error:
         raise InputError("cannot read %s: %s" % (path, error.strerror))
-    if perf.is_perf_data(head):
+    if perfdata.is_perf_data(head):
         cut = truncation(path)
         if cut:
             raise InputError("%s is truncated (%s): the recording was cut short; record it again" % (path, cut))
@@ -79,17 +91,25 @@ def open_input(path: str, inline: bool = False, slices: Optional[int] = None) ->
         # perf script reads /tmp/perf-PID.map for every process with anonymous code:
         # it is to see the recording's own maps there, not whatever /tmp holds now
         with perf_view(recording.tmp_dir) as view:
-            yield Text(functools.partial(perf.script_chunks, path, buildid_dir=recording.buildid_dir_if_any(),
-                                         inline=inline, spans=spans, kallsyms=recording.kallsyms(),
-                                         view=view),
-                       len(spans))
+            yield Source(path, RECORDING,
+                         Text(functools.partial(perf.script_chunks, path, buildid_dir=recording.buildid_dir_if_any(),
+                                                inline=inline, spans=spans, kallsyms=recording.kallsyms(),
+                                                view=view),
+                              len(spans)),
+                         recording)
     else:
         if not head:
             raise InputError("%s is empty: nothing to fold" % path)
         with open(path, "rb") as f:
             refuse_binary(path, f.read(TEXT_PROBE))
             f.seek(0)
-            yield Text(lambda ready: byte_chunks(f))
+            yield classified(path, Text(lambda ready: byte_chunks(f)))
+
+
+def classified(name: str, text: Text) -> Source:
+    """Text is folded or perf script's, by its first lines (see split_folded)."""
+    folded, text = split_folded_text(text)
+    return Source(name, FOLDED if folded else PERF_SCRIPT, text, None)
 
 
 TEXT_PROBE = 1 << 16  # bytes looked at to tell text from binary
@@ -158,15 +178,6 @@ def time_spans(ranked: List[int], slices: int) -> List[Optional[str]]:
     stamp = lambda ns: "%d.%09d" % divmod(ns, 1000000000)  # noqa: E731
     starts = [""] + [stamp(end + 1) for end in ends]
     return ["%s,%s" % span for span in zip(starts, [stamp(end) for end in ends] + [""])]
-
-
-def is_recording(path: str) -> bool:
-    """Whether PATH is a perf.data file (False when it cannot be read: open_input says why)."""
-    try:
-        with open(path, "rb") as f:
-            return perf.is_perf_data(f.read(8))
-    except OSError:
-        return False
 
 
 # `frame;frame;... COUNT`: never starts with a blank (perf script's frame lines

@@ -12,9 +12,9 @@ from typing import Any, Dict, List
 
 from mixedstack.analyze.fold import Folder
 from mixedstack.analyze.fold import FoldOptions
-from mixedstack.model import Frame, Sample
+from mixedstack.model import Frame, Sample, Stacks
 from mixedstack.renderers import folded
-from mixedstack.analyze.processors.offcpu import SWITCH_EVENT
+from mixedstack.perf.command import SWITCH_EVENT
 from mixedstack.analyze.parse import EventFilter
 from mixedstack.analyze.parse import ProcessLabel
 
@@ -64,8 +64,8 @@ class FoldCallbacks:
 
     def trace_end(self) -> None:
         if self.output == "-":
-            folded.render(self.folder.stacks, sys.stdout)
+            folded.render(Stacks(self.folder.stacks), sys.stdout)
             sys.stdout.flush()
         else:
             with open(self.output, "w", encoding="utf-8", errors="surrogateescape") as out:
-                folded.render(self.folder.stacks, out)
+                folded.render(Stacks(self.folder.stacks), out)

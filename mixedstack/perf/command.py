@@ -15,11 +15,12 @@ import threading
 import time
 from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from mixedstack.perf import data as perfdata
-from mixedstack.analyze.parse import Text
-from mixedstack.record.tmpfiles import PerfView
+from mixedstack.errors import MixedstackError
 
-PERF_MAGIC = b"PERFILE2"  # first bytes of every perf.data file (file and pipe mode)
+from mixedstack.perf import data as perfdata
+from mixedstack.perf.text import Text
+from mixedstack.perf.tmpview import PerfView
+
 
 # What `perf script` prints for fold: the fields stackcollapse-perf.pl reads.
 SCRIPT_FIELDS = "comm,pid,tid,time,period,event,ip,sym,dso"
@@ -50,7 +51,7 @@ NOISE = re.compile(
 )
 
 
-class PerfError(Exception):
+class PerfError(MixedstackError):
     """A one-line message for the user: what failed, why, what to do."""
 
 
@@ -72,8 +73,48 @@ def perf_command(subcommand: str, buildid_dir: Optional[str] = None) -> List[str
     return command + [subcommand]
 
 
-def is_perf_data(head: bytes) -> bool:
-    return head.startswith(PERF_MAGIC)
+CPU_EVENT = "cpu-clock"  # software: this machine has no hardware PMU, and VMs often lack one
+SWITCH_EVENT = "sched:sched_switch"  # every switch of a thread off a CPU, with its stack
+OFF_CPU_BUFFER = "16M"  # perf's ring buffer a CPU with --off-cpu in DWARF mode
+
+
+def off_cpu_events(frequency: int) -> List[str]:
+    """perf record's events for on- and off-CPU: the cpu-clock rate is set on the event
+    (a global -F would also turn the switch tracepoint into a sampled one)."""
+    return ["-e", "%s/freq=%d,name=%s/" % (CPU_EVENT, frequency, CPU_EVENT),
+            "-e", SWITCH_EVENT, "--switch-events"]
+
+
+def record_command(output: str, buildid_dir: str, frequency: int, call_graph: str, stack_size: int,
+                   off_cpu: bool = False, monotonic: bool = False, lock_memory: bool = False) -> List[str]:
+    """`perf record` for mixedstack: the target (-p PID, or `-- CMD`) comes after."""
+    command = perf_command("record", buildid_dir)
+    command += off_cpu_events(frequency) if off_cpu else ["-F", str(frequency)]
+    command += ["-o", output, "-q"]
+    # perf record waits ~1 s at exit for its BPF side-band thread; we need no BPF symbols.
+    command.append("--no-bpf-event")
+    # At exit perf walks the whole recording to find the files samples hit, loading
+    # the kernel's symbols (/proc/kallsyms, three reads) and copying them into the
+    # build-id cache: --buildid-all names every file instead, and -N skips the cache
+    # (record/keep.py's SystemFiles puts what fold needs there meanwhile)
+    command += ["-N", "--buildid-all"]
+    if call_graph == "dwarf":
+        command += ["--call-graph", "dwarf,%d" % stack_size]
+        if off_cpu and lock_memory:
+            # every context switch is a sample with a whole stack copy: perf's default
+            # buffer overflows at a few thousand switches a second, and the samples
+            # lost take their blocked time with them (bench/results.md)
+            command += ["-m", OFF_CPU_BUFFER]
+    else:
+        command.append("-g")
+    if monotonic:
+        command += ["-k", "1"]  # jitdump timestamps are CLOCK_MONOTONIC
+    return command
+
+
+def trial_record_command(output: str, events: List[str]) -> List[str]:
+    """A short `perf record -- true` that tells whether recording `events` works here."""
+    return [perf_binary(), "record", "-q", "--no-bpf-event", "-N", "-o", output, *events, "--", "true"]
 
 
 class StderrCollector:
@@ -118,7 +159,7 @@ def script_chunks(
     """Run one `perf script` per time span (perf's --time START,END; None: all) at
     once and yield (span index, bytes) as their output arrives, (index, b"") when
     one ends; a span's output is read only while `ready(index)` says so. `view`: the
-    perf maps perf is to see (tmpfiles.perf_view)."""
+    perf maps perf is to see (tmpview.perf_view)."""
     runs: List[Tuple[subprocess.Popen, StderrCollector]] = []
     reading: Dict[int, int] = {}  # pipe -> span index
     try:
@@ -185,7 +226,7 @@ def script_lines(
 
 def task_pids(data: str) -> set:
     """PIDs of every process the recording saw (COMM and FORK events), as perf
-    script lists them (record reads them from the file itself: perfdata.tidy)."""
+    script lists them (record reads them from the file itself: perf/rewrite.py)."""
     output = subprocess.run(
         [perf_binary(), "script", "-i", data, "--show-task-events", "-F", "pid,event"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False,

@@ -12,33 +12,21 @@ Both are their owner's only (0700, files 0600): in DWARF mode perf.data holds
 copies of the target's stack memory, as a core dump would.
 
 Keeping the build-id cache here (perf --buildid-dir) instead of ~/.debug means fold
-works after /tmp is cleaned or on another machine, and ~/.debug does not grow.
+works after /tmp is cleaned or on another machine, and ~/.debug does not grow. What
+record puts in the folder is record/keep.py's.
 """
 from __future__ import annotations
 
-import bisect
-import contextlib
 import fcntl
 import glob
 import json
 import os
-import re
 import shutil
-import struct
-import threading
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Optional
 
-from mixedstack.record import jitdump
-from mixedstack.record import tmpfiles
 
-MAP_FILE = re.compile(r"^perf-(\d+)\.map$")
-DUMP_FILE = re.compile(r"^jit-(\d+)\.dump$")
-JITTED_FILE = re.compile(r"^jitted-\d+-\d+\.so$")
-TMP = tmpfiles.TMP
 KERNEL_SYMBOLS = "[kernel.kallsyms]"  # perf's build-id cache folders for them...
 VDSO = "[vdso]"  # ... and for the vDSO
-NT_GNU_BUILD_ID = 3
-PT_NOTE = 4
 
 
 class Recording:
@@ -115,262 +103,7 @@ class Recording:
             json.dump(meta, f, indent=2, sort_keys=True)
             f.write("\n")
 
-    def adopt_tmp_files(self, pids: set, uid: int, since: float, move: bool = True,
-                        warn: Callable[[str], None] = lambda message: None) -> List[str]:
-        """Take the perf maps and jitdumps of `pids` written since `since` out of /tmp,
-        into the recording's own folder (CPython never deletes them). Only regular files
-        owned by `uid`, the user the target ran as, are taken (tmpfiles.copy_owned);
-        `warn` hears of the rest. `move`: remove them from /tmp too."""
-        taken = []
-        os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
-        for name in sorted(os.listdir(TMP)):
-            match = MAP_FILE.match(name) or DUMP_FILE.match(name)
-            if not match or int(match.group(1)) not in pids:
-                continue
-            path = os.path.join(TMP, name)
-            mtime = tmpfiles.owned_mtime(path, uid)
-            if mtime is not None and mtime < since:
-                continue  # an older process that happened to have the same pid
-            try:
-                tmpfiles.copy_owned(path, os.path.join(self.tmp_dir, name), uid)
-            except tmpfiles.Refused as refused:
-                warn("%s: not taken into the recording" % refused)
-                continue
-            except OSError:
-                continue
-            if move:
-                with contextlib.suppress(OSError):
-                    os.remove(path)
-            taken.append(name)
-        return taken
-
-    def repair_jitdumps(self) -> Optional[str]:
-        """Make each adopted jitdump readable by perf inject (jitdump.repair); a line
-        saying what was lost, when anything was."""
-        lost = []
-        for name in sorted(os.listdir(self.tmp_dir)) if os.path.isdir(self.tmp_dir) else ():
-            match = DUMP_FILE.match(name)
-            if match:
-                repaired = jitdump.repair(os.path.join(self.tmp_dir, name), int(match.group(1)))
-                if repaired.dropped or repaired.header:
-                    lost.append("%s (%s)" % (name, "empty: its process ended before writing it" if repaired.header
-                                             else "%s bytes that did not parse" % format(repaired.dropped, ",")))
-        if not lost:
-            return None
-        return ("jitdumps repaired, their other records kept: %s. A process that ends in os._exit "
-                "(a fork worker) loses what it had not flushed: its Python frames may be [unknown]"
-                % ", ".join(lost))
-
-    def remove_jitted_code(self) -> None:
-        """perf inject writes jitted-*.so beside the dumps it reads, and also into the
-        build-id cache, where perf script finds them: the first copies go."""
-        for path in glob.glob(os.path.join(glob.escape(self.tmp_dir), "jitted-*.so")):
-            with contextlib.suppress(OSError):
-                os.remove(path)
-
-    def prune_buildid_cache(self) -> None:
-        """Keep only what this run created (jitted code), the vDSO and the kernel's
-        symbols (fold hands them to perf script, which otherwise reads /proc/kallsyms
-        three times, and which may since have changed).
-
-        perf also copies every DSO with samples (libpython, libc: ~50 MB); those
-        exist on the machine, and perf falls back to them. The cache's layout is
-        DSO-PATH/BUILD-ID/FILE, where DSO-PATH is the DSO's absolute path.
-        """
-        if not os.path.isdir(self.buildid_dir):
-            return
-        for entry in os.listdir(self.buildid_dir):
-            if entry in ("[vdso]", ".build-id", KERNEL_SYMBOLS):
-                continue
-            for folder, _, files in os.walk(os.path.join(self.buildid_dir, entry), topdown=False):
-                dso = os.path.basename(os.path.dirname(folder))
-                if files and not JITTED_FILE.match(dso):
-                    for name in files:
-                        os.remove(os.path.join(folder, name))
-                with contextlib.suppress(OSError):
-                    os.rmdir(folder)  # once empty
-        links = os.path.join(self.buildid_dir, ".build-id")
-        for link in glob.glob(os.path.join(links, "*", "*")):
-            if os.path.islink(link) and not os.path.exists(link):
-                os.remove(link)
-
-    def cache_system_files(self) -> "SystemFiles":
-        """Start putting the vDSO and the kernel's symbols in the build-id cache (see
-        SystemFiles); it runs while perf starts and the target runs."""
-        files = SystemFiles(self)
-        files.start()
-        return files
-
-    def cache(self, folder: str, build: str, name: str, content: Optional[bytes]) -> None:
-        """perf's layout: FOLDER/BUILD-ID/NAME, and .build-id/BU/ILD-ID -> ../../FOLDER/BUILD-ID."""
-        if not content:
-            return
-
-        def write(target: str) -> None:
-            with open(target, "wb") as f:
-                f.write(content)
-        self._place(folder, build, name, write)
-
-    def lend_debug_file(self, binary: str, build: str, debug: str) -> None:
-        """Where perf looks for a binary's debug symbols in the cache (DSO-PATH/BUILD-ID/debug):
-        a link to the file, which stays where its owner keeps it."""
-        self._place(binary.lstrip("/"), build, "debug", lambda target: os.symlink(debug, target))
-
-    def _place(self, folder: str, build: str, name: str, put: Callable[[str], None]) -> None:
-        where = os.path.join(self.buildid_dir, folder, build)
-        link = os.path.join(self.buildid_dir, ".build-id", build[:2], build[2:])
-        try:
-            os.makedirs(where, exist_ok=True)
-            target = os.path.join(where, name)
-            if os.path.lexists(target):
-                os.remove(target)
-            put(target)
-            os.makedirs(os.path.dirname(link), exist_ok=True)
-            if not os.path.lexists(link):
-                os.symlink(os.path.join("..", "..", folder, build), link)
-        except OSError:
-            pass  # perf then goes without: fewer names (debug), or unresolved vDSO frames
-
     def kallsyms(self) -> Optional[str]:
         """The kernel's symbols as perf record saved them, if it did (once)."""
         found = glob.glob(os.path.join(glob.escape(self.buildid_dir), KERNEL_SYMBOLS, "*", "kallsyms"))
         return found[0] if len(found) == 1 else None
-
-
-class SystemFiles(threading.Thread):
-    """What perf record does at exit unless run with -N (record runs it with -N:
-    perf then exits sooner, not reading /proc/kallsyms three more times), done
-    while the target runs: the vDSO image in the build-id cache, so that perf
-    can unwind through it (without it: a time.time() loop had 32% one-frame
-    stacks), and the kernel's symbols, which fold hands to perf script.
-
-    Of the kernel's ~120,000 symbols, save() keeps those the recording's kernel
-    addresses fall in: perf script parses all of them in each process (~0.04 s
-    here) before it prints a sample."""
-
-    def __init__(self, recording: Recording):
-        super().__init__(daemon=True)
-        self.recording = recording
-        self.kernel: Optional[str] = None  # the kernel's build id
-        self.text: Optional[bytes] = None  # /proc/kallsyms
-        self.symbols: List[bytes] = []  # its lines, sorted
-
-    def run(self) -> None:
-        try:  # idle-time work: perf's start-up and the target come first
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except (AttributeError, OSError):
-            pass
-        image = own_vdso()
-        vdso = build_id(image) if image else None
-        if vdso:
-            self.recording.cache(VDSO, vdso, "vdso", image)
-        self.kernel = build_id(read_file("/sys/kernel/notes"), notes_only=True)
-        self.text = read_file("/proc/kallsyms") if self.kernel else None
-        if self.text:
-            self.symbols = self.text.split(b"\n")
-            self.symbols.sort()  # by address (16 hex digits), as /proc/kallsyms almost is already
-
-    def save(self, kernel_addresses: Optional[Iterable[int]]) -> None:
-        """Wait for run(), then save the kernel's symbols: all of them, or those
-        `kernel_addresses` fall in."""
-        self.join()
-        if not self.kernel or not self.text:
-            return
-        text = self.text
-        if kernel_addresses is not None:
-            lines = set(covering(self.symbols, kernel_addresses)) | set(reference_lines(text))
-            text = b"\n".join(sorted(lines)) + b"\n"
-        self.recording.cache(KERNEL_SYMBOLS, self.kernel, "kallsyms", text)
-
-
-# perf relocates and bounds the kernel's map by these (machine__create_kernel_maps)
-REFERENCE_SYMBOLS = (b"_text", b"_stext", b"_etext")
-
-
-def reference_lines(text: bytes) -> List[bytes]:
-    lines = []
-    for name in REFERENCE_SYMBOLS:
-        at = text.find(b" " + name + b"\n")
-        if at > 0:
-            lines.append(text[text.rfind(b"\n", 0, at) + 1:at + 1 + len(name)])
-    return lines
-
-
-def covering(symbols: List[bytes], addresses: Iterable[int]) -> List[bytes]:
-    """The kallsyms lines (sorted) that name `addresses`: for each, the symbols at
-    the highest address at or below it, and those at the next address (perf ends
-    a symbol where the next one begins)."""
-    keep = set()
-    for address in addresses:
-        at = bisect.bisect_right(symbols, b"%016x\xff" % address) - 1
-        if at < 0:
-            continue
-        keep.update(_same_address(symbols, at))
-        if at + 1 < len(symbols):
-            keep.update(_same_address(symbols, at + 1))
-    return [symbols[index] for index in sorted(keep)]
-
-
-def _same_address(symbols: List[bytes], index: int) -> range:
-    address = symbols[index][:16]
-    low = index
-    while low > 0 and symbols[low - 1][:16] == address:
-        low -= 1
-    high = index
-    while high + 1 < len(symbols) and symbols[high + 1][:16] == address:
-        high += 1
-    return range(low, high + 1)
-
-def read_file(path: str) -> Optional[bytes]:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def build_id(elf_or_notes: Optional[bytes], notes_only: bool = False) -> Optional[str]:
-    """The GNU build id (hex) in ELF notes: a whole ELF image's PT_NOTE segments,
-    or bare notes (/sys/kernel/notes)."""
-    if not elf_or_notes:
-        return None
-    data = elf_or_notes
-    spans: List[Tuple[int, int]] = [(0, len(data))]
-    if not notes_only:
-        if data[:4] != b"\x7fELF" or data[4] != 2:  # 64-bit ELF only
-            return None
-        phoff, = struct.unpack_from("<Q", data, 0x20)
-        phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-        spans = []
-        for index in range(phnum):
-            at = phoff + index * phentsize
-            if at + 40 <= len(data) and struct.unpack_from("<I", data, at)[0] == PT_NOTE:
-                offset, = struct.unpack_from("<Q", data, at + 8)
-                size, = struct.unpack_from("<Q", data, at + 32)
-                spans.append((offset, min(offset + size, len(data))))
-    for at, end in spans:
-        while at + 12 <= end:
-            name_size, desc_size, kind = struct.unpack_from("<III", data, at)
-            name_at = at + 12
-            desc_at = name_at + (name_size + 3) // 4 * 4
-            if kind == NT_GNU_BUILD_ID and data[name_at:name_at + name_size] == b"GNU\0":
-                return data[desc_at:desc_at + desc_size].hex()
-            at = desc_at + (desc_size + 3) // 4 * 4
-    return None
-
-
-def own_vdso() -> Optional[bytes]:
-    """This process's vDSO image: the kernel maps the same one into every process."""
-    try:
-        with open("/proc/self/maps") as maps:
-            line = next((line for line in maps if line.rstrip().endswith("[vdso]")), None)
-        if line is None:
-            return None
-        start, end = (int(part, 16) for part in line.split(None, 1)[0].split("-"))
-        fd = os.open("/proc/self/mem", os.O_RDONLY)
-        try:
-            return os.pread(fd, end - start, start)
-        finally:
-            os.close(fd)
-    except (OSError, ValueError):
-        return None

@@ -49,6 +49,8 @@ import tempfile
 import time
 from typing import Callable, Dict, Optional, Tuple
 
+from mixedstack.errors import MixedstackError
+
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
@@ -84,7 +86,7 @@ Ask = Optional[Callable[[str], bool]]
 Say = Callable[[str], None]
 
 
-class ActivationError(Exception):
+class ActivationError(MixedstackError):
     """One line: why code cannot be run in the process, and the fix."""
 
 

@@ -14,9 +14,8 @@ import tempfile
 from typing import List, NamedTuple, Optional
 
 from mixedstack.record import debuginfo
-from mixedstack.analyze.processors import offcpu
-from mixedstack.perf.recording import build_id
-from mixedstack.perf.recording import read_file
+from mixedstack.perf import command
+from mixedstack.record.elf import build_id, read_file
 from mixedstack.record.target import TargetError
 from mixedstack.record.target import find_interpreter
 from mixedstack.record.target import perf_mode
@@ -76,8 +75,7 @@ def perf_checks() -> List[Check]:
         checks.append(Check("warn", "kernel symbols", "kptr_restrict=%s hides kernel addresses" % kptr,
                             "sudo sysctl kernel.kptr_restrict=0 for named kernel frames"))
     with tempfile.TemporaryDirectory(prefix="mixedstack-doctor-") as tmp:
-        trial = subprocess.run([perf, "record", "-q", "--no-bpf-event", "-N", "-o", os.path.join(tmp, "t.data"),
-                                "--call-graph", "dwarf", "--", "true"],
+        trial = subprocess.run(command.trial_record_command(os.path.join(tmp, "t.data"), ["--call-graph", "dwarf"]),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if trial.returncode == 0:
         checks.append(Check("ok", "perf record", "a DWARF call-graph recording works here"))
@@ -90,8 +88,8 @@ def perf_checks() -> List[Check]:
 def off_cpu_check(perf: str) -> Check:
     """`record --off-cpu` needs the sched_switch tracepoint (tracefs, and permission)."""
     with tempfile.TemporaryDirectory(prefix="mixedstack-doctor-") as tmp:
-        trial = subprocess.run([perf, "record", "-q", "--no-bpf-event", "-o", os.path.join(tmp, "t.data"),
-                                *offcpu.record_arguments(99), "--", "true"],
+        trial = subprocess.run(command.trial_record_command(os.path.join(tmp, "t.data"),
+                                                            command.off_cpu_events(99)),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if trial.returncode == 0:
         return Check("ok", "off-CPU", "context switches can be recorded (record --off-cpu)")

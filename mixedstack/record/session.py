@@ -12,13 +12,11 @@ import dataclasses
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import time
 from typing import Callable, List, Optional
 
 from mixedstack.record import debuginfo
-from mixedstack.analyze.processors import offcpu
 from mixedstack.perf import command as perf
 from mixedstack.record import tmpfiles
 from mixedstack.record.attach import attach
@@ -27,10 +25,10 @@ from mixedstack.record.launch import Account
 from mixedstack.record.launch import attach_to
 from mixedstack.record.launch import run_attached
 from mixedstack.perf.data import build_ids
-from mixedstack.perf.data import tidy
+from mixedstack.perf.rewrite import tidy
 from mixedstack.perf.data import time_quantiles
-from mixedstack.analyze.processors.python import TRUNCATED
-from mixedstack.perf.recording import Recording
+from mixedstack.analyze.markers import TRUNCATED
+from mixedstack.record.keep import RecordingFolder
 from mixedstack.record.target import TargetError
 from mixedstack.record.target import find_interpreter
 from mixedstack.record.target import perf_mode
@@ -89,7 +87,6 @@ def interpreter_symbols_note(interp, mapped) -> Optional[str]:
     return debuginfo.missing_note(binary, build, interp.version)
 
 
-OFF_CPU_BUFFER = "16M"
 CAP_IPC_LOCK = 14
 
 
@@ -100,32 +97,10 @@ def may_lock_memory() -> bool:
     return os.geteuid() == 0 or bool(capabilities() >> CAP_IPC_LOCK & 1)
 
 
-def perf_record_command(options: RecordOptions, mode, recording: Recording) -> List[str]:
-    command = perf.perf_command("record", recording.buildid_dir)
-    if options.off_cpu:
-        command += offcpu.record_arguments(options.frequency)
-    else:
-        command += ["-F", str(options.frequency)]
-    command += ["-o", recording.raw, "-q"]
-    # perf record waits ~1 s at exit for its BPF side-band thread; we need no BPF symbols.
-    command.append("--no-bpf-event")
-    # At exit perf walks the whole recording to find the files samples hit, loading
-    # the kernel's symbols (/proc/kallsyms, three reads, ~0.06 s here) and copying
-    # them into the build-id cache: --buildid-all names every file instead, and -N
-    # skips the cache (Recording.cache_system_files puts what fold needs there meanwhile)
-    command += ["-N", "--buildid-all"]
-    if mode.call_graph == "dwarf":
-        command += ["--call-graph", "dwarf,%d" % options.stack_size]
-        if options.off_cpu and may_lock_memory():
-            # every context switch is a sample with a 64 KB stack copy: at 1,750 switches/s
-            # perf's default buffer (516 KB) overflowed (48 of ~3,900 samples lost, the
-            # blocked time they carried with them); 16 MB a CPU lost none
-            command += ["-m", OFF_CPU_BUFFER]
-    else:
-        command.append("-g")
-    if mode.needs_inject:
-        command += ["-k", "1"]  # jitdump timestamps are CLOCK_MONOTONIC
-    return command  # launch.run_attached adds -p TARGET
+def perf_record_command(options: RecordOptions, mode, recording: RecordingFolder) -> List[str]:
+    return perf.record_command(recording.raw, recording.buildid_dir, options.frequency, mode.call_graph,
+                               options.stack_size, off_cpu=options.off_cpu, monotonic=mode.needs_inject,
+                               lock_memory=options.off_cpu and may_lock_memory())  # launch adds the target
 
 
 def with_agent(mode, folder: str):
@@ -158,7 +133,7 @@ def run_as(user: Optional[str], say: Callable[[str], None]) -> Optional[Account]
 def record(options: RecordOptions, say: Callable[[str], None],
            ask: Optional[Callable[[str], bool]] = None) -> RecordResult:
     perf.perf_binary()  # fail first, and only once, when perf is missing
-    recording = Recording(options.output)
+    recording = RecordingFolder(options.output)
     account = run_as(options.user, say) if options.pid is None else None
     agent_folder = attached = None
     if options.pid is None:
@@ -196,7 +171,7 @@ def record(options: RecordOptions, say: Callable[[str], None],
         os.umask(umask)
 
 
-def _record(options: RecordOptions, say: Callable[[str], None], recording: Recording, interp, mode,
+def _record(options: RecordOptions, say: Callable[[str], None], recording: RecordingFolder, interp, mode,
             account: Optional[Account], umask: int, attached, agent_folder: Optional[str]) -> RecordResult:
     if account is not None and agent_folder is not None:
         # our cache may sit in a home the target cannot enter: the target loads a copy

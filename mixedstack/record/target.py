@@ -20,13 +20,15 @@ import subprocess
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
+from mixedstack.errors import MixedstackError
+
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 
-class TargetError(Exception):
+class TargetError(MixedstackError):
     """One-line message: what went wrong, why, and what to do."""
 
 

@@ -52,6 +52,10 @@ PALETTE: Dict[str, Tuple[float, float, float]] = {
 NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
+EXTENSION = ".svg"
+ENCODING = "utf-8"
+
+
 class Node:
     """One frame to draw, with its totals over the stacks that pass through it."""
 

@@ -59,6 +59,10 @@ FIELD = re.compile(r"(repeated )?(\w+) (\w+) = (\d+);")
 PACKAGE = "perftools.profiles"
 
 
+EXTENSION = ".pb.gz"
+ENCODING = None  # bytes: gzipped protobuf
+
+
 @functools.lru_cache(maxsize=None)
 def message_classes() -> Dict[str, type]:
     """{message name: protobuf message class}, built from PROFILE_PROTO once."""

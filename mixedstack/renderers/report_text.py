@@ -4,6 +4,10 @@ from __future__ import annotations
 from typing import IO, List, Optional, Sequence
 
 
+EXTENSION = ".txt"
+ENCODING = "utf-8"
+
+
 def seconds(value: Optional[float]) -> str:
     return "-" if value is None else "%.3f s" % value
 
@@ -31,7 +35,7 @@ def more(out: IO[str], total: int, shown: int, what: str) -> None:
         out.write("  ... %s more %s (--top N to show more)\n" % (format(total - shown, ","), what))
 
 
-def render(figures: dict, source: str, out: IO[str]) -> None:
+def render(figures: dict, out: IO[str], source: str = "") -> None:
     health = figures["health"]
     out.write("mixedstack report: %s: %s samples, %s on CPU%s\n" % (
         source, format(health["samples"], ","), seconds(figures["on_cpu_s"]),

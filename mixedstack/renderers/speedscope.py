@@ -16,6 +16,8 @@ from mixedstack.analyze.processors import layers
 from mixedstack.model import Stacks
 from mixedstack.renderers import python_parts, readable
 
+EXTENSION = ".speedscope.json"
+ENCODING = "utf-8"
 SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 
 

@@ -15,7 +15,7 @@ import re
 from typing import Dict, Sequence, Tuple
 
 from mixedstack.model import Frame
-from mixedstack.analyze.processors.python import BEFORE_ACTIVATION
+from mixedstack.analyze.markers import BEFORE_ACTIVATION, is_off_cpu
 
 PROCESS = "process"  # the root frame: the process (or thread) label
 PYTHON = "python"
@@ -54,7 +54,7 @@ ANNOTATION = re.compile(r"_\[[kji]\]$", re.ASCII)
 
 def of_marker(name: str) -> str:
     """`[off-cpu: GIL]` -> gil, other `[off-cpu...` markers -> off-cpu, else ""."""
-    if name.startswith("[off-cpu"):
+    if is_off_cpu(name):
         return GIL if "GIL" in name else OFF_CPU
     return ""
 

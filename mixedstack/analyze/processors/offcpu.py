@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import re
 import subprocess
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, NamedTuple, Optional, Sequence, Tuple
 
+from mixedstack.analyze import markers
 from mixedstack.perf import command as perf
+from mixedstack.perf.command import SWITCH_EVENT
 from mixedstack.analyze.processors.layers import is_kernel
 from mixedstack.model import Frame, Sample
 from mixedstack.analyze.processors.python import is_entry
 from mixedstack.analyze.processors.python import is_unnamed_interpreter
 from mixedstack.analyze.processors.python import symbol_name
 
-SWITCH_EVENT = "sched:sched_switch"
-CPU_EVENT = "cpu-clock"
 MARKER_DSO = "off-cpu"  # the marker frame's module: not a kernel, JIT or start-up one
 WHATS = ("cpu", "off", "wall")
 
@@ -57,13 +57,6 @@ CHILD_FUNCTIONS = frozenset(["do_wait", "kernel_wait4", "kernel_waitid"])
 SYSCALL_FUNCTION = re.compile(r"^(?:__x64_sys_|__ia32_sys_|__se_sys_|__do_sys_|__sys_|ksys_|do_sys_)(\w+)$",
                               re.ASCII)
 SYSCALL_ENTRY = frozenset(["do_syscall_64", "x64_sys_call"])
-
-
-def record_arguments(frequency: int) -> List[str]:
-    """perf record's events for on- and off-CPU: the cpu-clock rate is set on the event
-    (a global -F would also turn the switch tracepoint into a sampled one)."""
-    return ["-e", "%s/freq=%d,name=%s/" % (CPU_EVENT, frequency, CPU_EVENT),
-            "-e", SWITCH_EVENT, "--switch-events"]
 
 
 def base_names(frames: Sequence[Frame]) -> set:
@@ -199,7 +192,7 @@ def blocked_reason(frames: Sequence[Frame], state: str) -> str:
 
 
 def marker(reason: str) -> Frame:
-    return Frame("0", "[off-cpu: %s]" % reason, MARKER_DSO)
+    return Frame("0", markers.off_cpu(reason), MARKER_DSO)
 
 
 def is_marker(frame: Frame) -> bool:

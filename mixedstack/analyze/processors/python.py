@@ -37,6 +37,7 @@ import os
 import re
 from typing import Dict, List, Optional, Sequence, Union
 
+from mixedstack.analyze.markers import BEFORE_ACTIVATION, TRUNCATED
 from mixedstack.model import Frame
 
 PYTHON_PREFIX = "py::"
@@ -98,10 +99,8 @@ LIBC_DSO = re.compile(r"(?:^|/)%s$" % LIBC, re.ASCII)
 # started before the trampoline was on; its callers (PyEval_EvalCode,
 # _PyEval_EvalFrame, PyEval_EvalFrameEx) precede every trampoline and are no sign.
 UNNAMED_EVAL = "_PyEval_EvalFrameDefault"
-BEFORE_ACTIVATION = "[python frames before activation]"
 # The root of a stack the unwinder gave up on (it never reached an entry point): the
 # frames above it are unknown, so the stack must not read as if it began here.
-TRUNCATED = "[truncated]"
 THREAD_START = "Thread._bootstrap ("  # threading's first Python frame of a thread
 
 Item = Union[Frame, str]  # a native frame still to be named, or a finished Python name

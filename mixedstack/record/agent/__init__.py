@@ -23,6 +23,8 @@ import tempfile
 import time
 from typing import List, Optional
 
+from mixedstack.errors import MixedstackError
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "_mixedstack_agent.c")
 MODULE = "_mixedstack_agent"
@@ -195,7 +197,7 @@ def readable_copy(folder: str, copy: str) -> str:
     return copy
 
 
-class AgentError(Exception):
+class AgentError(MixedstackError):
     """One-line message: what is missing and how to get it."""
 
 

@@ -1,0 +1,176 @@
+"""INPUT -> Stacks: the one pipeline that fold, flamegraph, diff and report read through.
+
+    path --sources.open_input--> Source (recording | perf script text | folded text)
+      recording, perf script text:
+        --parse--> samples --select_events, offcpu.weigh--> samples of the chosen events
+        --fold.Folder (the processors)--> Stacks
+      folded text --read_folded--> Stacks, as it is
+
+Errors are MixedstackError (a one-line message); warnings go to `warn`, progress
+(samples read so far) to `progress`: the caller decides what to show. Standard
+library only.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import re
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional
+
+from mixedstack.analyze.fold import Folder, FoldOptions
+from mixedstack.analyze.markers import is_off_cpu
+from mixedstack.analyze.parse import EventFilter, ProcessLabel, parse
+from mixedstack.analyze.processors import offcpu
+from mixedstack.analyze.sources import FOLDED, RECORDING, Source, folded_unit, open_input, parse_folded
+from mixedstack.errors import InputError, Interrupted
+from mixedstack.model import Sample, Stacks
+from mixedstack.perf import command as perf
+from mixedstack.perf.recording import Recording
+
+Warn = Callable[[str], None]
+Progress = Callable[[int], None]
+
+
+def _ignore(message: str) -> None:
+    pass
+
+
+class Selection(NamedTuple):
+    """Which samples of an input are read, and how off-CPU ones are weighed."""
+
+    events: EventFilter  # the on-CPU event (and the context switches, for off/wall)
+    switches: Optional[offcpu.Switches]  # blocked times of the switches, for off/wall
+    what: str  # cpu, off or wall
+
+
+class Loaded(NamedTuple):
+    """INPUT read into stacks, with what a summary line says about it."""
+
+    stacks: Stacks
+    summary: str
+
+
+def load(path: str = "perf.data", what: Optional[str] = None, options: Optional[FoldOptions] = None,
+         inline: bool = False, label: Optional[ProcessLabel] = None, event_filter: Optional[str] = None,
+         detail: bool = True, warn: Warn = _ignore, progress: Optional[Progress] = None) -> Stacks:
+    """A recording, `perf script` text or folded text -> Stacks (see read)."""
+    return read(path, what, options, inline, label, event_filter, detail, warn, progress).stacks
+
+
+def read(path: str, what: Optional[str] = None, options: Optional[FoldOptions] = None,
+         inline: bool = False, label: Optional[ProcessLabel] = None, event_filter: Optional[str] = None,
+         detail: bool = False, warn: Warn = _ignore, progress: Optional[Progress] = None) -> Loaded:
+    """INPUT -> stacks, with the summary the CLI prints.
+
+    `what` is cpu, off or wall; None means wall for a recording made with --off-cpu,
+    else cpu, and the whole file for folded text. detail=True adds sample counts and
+    each frame's layer (from DSOs) for pictures.
+    """
+    options = options or FoldOptions()
+    warnings: List[str] = []
+    try:
+        with open_input(path, inline=inline) as source:
+            if source.kind == FOLDED:
+                return read_folded(source, what, warn)
+            if source.recording:
+                options.activated = bool(source.recording.meta().get("activated"))
+            selection = select_events(source, what, event_filter, warn)
+            folder = Folder(options, detail=detail)
+            with samples_of(source, selection, label, warnings.append, progress) as samples:
+                folder.add_all(samples)
+    except KeyboardInterrupt:
+        raise Interrupted()
+    if folder.samples == 0:
+        raise InputError("%s holds no samples: it is not `perf script` output, folded stacks or a recording%s" % (
+            path, " (first line not understood: %r)" % warnings[0][:60] if warnings else ""))
+    if folder.stackless_samples == folder.samples:
+        # stackcollapse-perf.pl prints the process names alone here: so do we
+        warn("mixedstack: warning: no frame lines found in %s (perf script needs the ip, sym and dso "
+             "fields, and a recording with call graphs)" % path)
+    if source.kind == RECORDING:
+        unnamed_python_warning(source, folder.stacks, warn)
+    unit = "nanoseconds" if selection.events.wanted.startswith(("cpu-clock", "task-clock")) else "events"
+    summary = "%s samples -> %s stacks, %.1f%% with Python frames" % (
+        format(folder.samples, ","), format(len(folder.stacks), ","),
+        100.0 * folder.python_samples / folder.samples)
+    return Loaded(folder.stacks_with_detail(unit), summary)
+
+
+def select_events(source: Source, what: Optional[str], wanted: Optional[str], warn: Warn = _ignore) -> Selection:
+    """Which samples to read: in a recording made with --off-cpu, the on-CPU event
+    and, for --what off|wall, the context switches (with their blocked times).
+    `what` None: wall where the recording has switches, else cpu."""
+    switched = source.kind == RECORDING and perf.SWITCH_EVENT in perf.event_names(source.name)
+    if what is None:
+        what = "wall" if switched else "cpu"
+    if what != "cpu" and not switched:
+        raise InputError("%s holds no context switches, so no off-CPU time: record with "
+                         "`mixedstack record --off-cpu -- CMD`, or fold with --what cpu" % source.name)
+    if not switched:
+        return Selection(EventFilter(wanted, warn=warn), None, what)
+    also = () if what == "cpu" else (perf.SWITCH_EVENT,)
+    switches = None if what == "cpu" else offcpu.Switches.read(source.name)
+    return Selection(EventFilter(wanted or perf.CPU_EVENT, warn=warn, also=also), switches, what)
+
+
+@contextlib.contextmanager
+def samples_of(source: Source, selection: Selection, label: Optional[ProcessLabel] = None,
+               on_unrecognized: Optional[Callable[[str], None]] = None,
+               progress: Optional[Progress] = None) -> Iterator[Iterator[Sample]]:
+    """perf script text -> the samples `selection` chose, off-CPU ones weighed: what
+    fold, flamegraph, diff and report all read.
+
+    No cyclic garbage collection meanwhile: parsing makes a great many small
+    objects, none of them in cycles, and the collector's passes over them cost ~5%
+    of fold's time."""
+    samples = parse(source.text, label or ProcessLabel(), selection.events, on_unrecognized=on_unrecognized)
+    weighed = offcpu.weigh(samples, selection.what, selection.switches)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield counted(weighed, progress) if progress else weighed
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def counted(samples: Iterable[Sample], progress: Progress, every: int = 1000) -> Iterator[Sample]:
+    """Pass samples through, telling `progress` the count every `every` samples."""
+    count = 0
+    for count, sample in enumerate(samples, 1):
+        if count % every == 0:
+            progress(count)
+        yield sample
+
+
+def read_folded(source: Source, what: Optional[str], warn: Warn = _ignore) -> Loaded:
+    """Folded text -> stacks; --what cpu/off keeps the stacks without/with an off-CPU leaf."""
+    weights, bad = parse_folded(source.text)
+    if bad:
+        warn("mixedstack: warning: skipped %d lines of %s that are not `stack COUNT` (first: %r)"
+             % (len(bad), source.name, bad[0][:60]))
+    if what in ("cpu", "off"):
+        weights = {stack: value for stack, value in weights.items()
+                   if is_off_cpu(stack.rpartition(";")[2]) == (what == "off")}
+        if not weights:
+            raise InputError("%s holds no %s stacks; choose another --what" % (
+                source.name, "off-CPU (leaf [off-cpu: ...])" if what == "off" else "on-CPU"))
+    return Loaded(Stacks(weights, folded_unit(weights)), "%s stacks of folded text" % format(len(weights), ","))
+
+
+UNNAMED_TRAMPOLINE = re.compile(r"\[(?:jitted-\d+-\d+\.so|perf-\d+\.map)\]")
+
+
+def unnamed_python_warning(source: Source, stacks: Dict[str, int], warn: Warn) -> None:
+    """Trampolines perf could not name are Python frames lost: say where their names went."""
+    total = sum(stacks.values()) or 1
+    unnamed = sum(weight for stack, weight in stacks.items() if UNNAMED_TRAMPOLINE.search(stack))
+    if unnamed / total < 0.01:
+        return
+    recording = source.recording or Recording(source.name)
+    why = ("%s is not beside it: the jitted code and maps that name Python frames are kept there; move or "
+           "copy that folder with the recording" % recording.folder if not os.path.isdir(recording.folder) else
+           "their processes' jitdumps or perf maps did not name them (killed before they flushed them?)")
+    warn("mixedstack: warning: %.1f%% of %s's samples have Python frames without names "
+         "([jitted-PID-N.so]): %s" % (100.0 * unnamed / total, source.name, why))

@@ -1,0 +1,33 @@
+"""Synthetic frames: the names mixedstack itself puts in stacks, defined once.
+
+    [python frames before activation]  Python calls that started before the trampoline was on
+    [truncated]                        the root of a stack the unwinder gave up on
+    [off-cpu: REASON]                  the leaf of time spent blocked (GIL, sleep, lock, io, ...)
+
+Standard library only.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+# A trampoline turned on in a running process only serves the calls made after that.
+BEFORE_ACTIVATION = "[python frames before activation]"
+# The frames above it are unknown, so the stack must not read as if it began here.
+TRUNCATED = "[truncated]"
+OFF_CPU = "[off-cpu: %s]"
+_OFF_CPU_PREFIX = "[off-cpu"
+
+
+def off_cpu(reason: str) -> str:
+    """The leaf frame of time blocked for `reason` (GIL, sleep, lock, io, ...)."""
+    return OFF_CPU % reason
+
+
+def is_off_cpu(name: str) -> bool:
+    return name.startswith(_OFF_CPU_PREFIX)
+
+
+def off_cpu_reason(name: str) -> Optional[str]:
+    """`[off-cpu: GIL]` -> "GIL"; None for any other frame."""
+    prefix = OFF_CPU % ""
+    return name[len(prefix):-1] if name.startswith(prefix) and name.endswith("]") else None

@@ -1,0 +1,104 @@
+"""`mixedstack record` and `mixedstack doctor`: the recording side's commands."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mixedstack import cli
+from mixedstack.errors import MixedstackError
+from mixedstack.perf import command as perf
+from mixedstack.perf.recording import Recording
+
+
+@cli.main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("-o", "--output", default="perf.data", show_default=True, metavar="FILE",
+              help="Write the recording to FILE (and its side files to FILE.d/).")
+@click.option("-F", "--frequency", default=perf.DEFAULT_FREQUENCY, show_default=True,
+              type=click.IntRange(1, 100000),
+              metavar="HZ", help="Sample this many times a second.")
+@click.option("--call-graph", type=click.Choice(["auto", "fp", "dwarf"]), default="auto",
+              show_default=True, help="Unwind with frame pointers, DWARF, or what suits the interpreter.")
+@click.option("--stack-size", default=perf.DEFAULT_STACK_SIZE, show_default=True,
+              type=click.IntRange(1024, perf.MAX_STACK_SIZE),
+              metavar="BYTES", help="User stack copied per sample in DWARF mode.")
+@click.option("-f", "--force", is_flag=True, help="Replace an existing recording without asking.")
+@click.option("--agent", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="Use mixedstack's trampoline agent where CPython's own perf support is missing "
+                   "(3.8-3.12 without frame pointers), always, or never.")
+@click.option("-p", "--pid", type=int, default=None, metavar="PID",
+              help="Attach to a running process instead of running COMMAND.")
+@click.option("-d", "--duration", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
+              help="With --pid: stop after SECONDS (default: when it exits, or Ctrl-C).")
+@click.option("--off-cpu", is_flag=True,
+              help="Also record every switch of the target's threads off and back onto a CPU, with "
+                   "its stack: time spent blocked (sleep, I/O, locks, the GIL); see fold --what.")
+@click.option("--activate/--no-activate", default=None,
+              help="With --pid: let gdb run code in the process to turn its perf trampoline on "
+                   "(it stays on) and flush its jitdump at the end (default: ask on a terminal, else don't).")
+@click.option("-u", "--user", default=None, metavar="USER",
+              help="Run COMMAND as USER, with that user's groups and environment, while perf keeps "
+                   "the privileges it needs (for sudo: --user \"$SUDO_USER\").")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def record(output, frequency, call_graph, stack_size, force, agent, pid, duration, off_cpu, activate,
+           user, command) -> None:
+    """Run COMMAND under perf record, with Python frames where the interpreter allows.
+
+    Examples: mixedstack record -o app.data -- python app.py --its-args;
+    mixedstack record --pid 1234 -d 10
+    """
+    if bool(command) == (pid is not None):
+        cli.fail("give either a COMMAND to run (after --) or --pid PID to attach to", 2)
+    if duration is not None and pid is None:
+        cli.fail("--duration goes with --pid; a COMMAND is recorded until it ends", 2)
+    if activate is not None and pid is None:
+        cli.fail("--activate/--no-activate go with --pid; a COMMAND is started with its trampoline on", 2)
+    if user is not None and pid is not None:
+        cli.fail("--user goes with a COMMAND; a process attached to with --pid keeps its own user", 2)
+    from mixedstack.record.session import RecordOptions, record as run_record  # fold and report start without it
+
+    existing = Recording(output)
+    problem = existing.unusable_output()
+    if problem:
+        cli.fail(problem)
+    on_terminal = sys.stdin.isatty() and sys.stderr.isatty()
+    if existing.unfinished():
+        cli.say("mixedstack: replacing %s, left unfinished by an interrupted record" % existing.folder)
+        existing.remove()
+    if existing.exists() and not force:
+        if on_terminal:
+            if not click.confirm("mixedstack: %s exists: replace that recording?" % output, err=True):
+                cli.fail("kept the earlier recording %s; record to another file with -o" % output, 1)
+        else:
+            cli.fail("%s already exists: an earlier recording is never replaced silently; "
+                     "record with -o NEW.data, or pass --force to replace it" % output, 1)
+    if existing.exists():
+        existing.remove()
+    try:
+        result = run_record(
+            RecordOptions(list(command), output, frequency, call_graph, stack_size, agent, pid, duration,
+                          off_cpu, activate, user),
+            say=cli.say,
+            ask=(lambda question: click.confirm(question, err=True)) if on_terminal else None,
+        )
+    except MixedstackError as error:
+        cli.fail(str(error), error.status)
+    except OSError as error:  # e.g. a file system that refuses new files (/proc, /sys)
+        cli.fail("cannot record to %s: %s; choose another -o" % (output, error.strerror or error))
+    cli.say(result.summary)
+    sys.exit(result.status)
+
+
+@cli.main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def doctor(command) -> None:
+    """Check what this machine allows and what record will do (for COMMAND, if given).
+
+    Example: mixedstack doctor -- python3.12 app.py. Exit status 1 when record cannot work.
+    """
+    from mixedstack.record.doctor import doctor as run_checks
+
+    checks = run_checks(list(command))
+    for check in checks:
+        click.echo(check.line())
+    sys.exit(1 if any(check.level == "fail" for check in checks) else 0)

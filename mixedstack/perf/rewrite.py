@@ -1,0 +1,318 @@
+"""record's one pass over a fresh recording, rewriting perf.data in place.
+
+`tidy(path)` runs before `perf inject`:
+
+- Memory from before an exec is forgotten. perf 6.1 keeps the maps a task had
+  before exec() after the exec, so the new program's samples are unwound against
+  the old address space: measured here, 97% of a `subprocess`-started Python
+  child's samples stopped after their first frame. That hits every process
+  mixedstack records: the target is attached while held before exec (launch.py),
+  and its children are forked then exec'd. A FORK record of such a process becomes
+  an EXIT record of the same size (perf ignores the exit of a task it does not know
+  yet), and its earlier MMAP records are moved to a pid that does not exist; perf
+  then builds the process from its own mmaps. Forks without exec (multiprocessing's
+  fork workers) are left alone: they do run in their parent's trampolines and maps.
+- Each sample's user stack copy is cut where the stack ends (see below) and the
+  file is compacted to the bytes copied: perf records --stack-size bytes a sample
+  whatever the kernel could copy, ~6x what a Python stack uses here.
+- Jitdumps are named relative to perf inject's folder: a mapped `/tmp/jit-PID.dump`
+  becomes `./jit-PID.dump` (same record size, NUL-padded), and record runs perf
+  inject in the recording's own folder of dumps, so that inject neither reads a
+  dump nor writes its jitted-*.so where another user can place files (record/tmpfiles.py).
+- It counts what record reports (samples, lost samples, the pids seen), so that no
+  second perf process is needed for that.
+"""
+from __future__ import annotations
+
+import bisect
+import mmap
+import os
+import struct
+from typing import Dict, List, Optional, Tuple
+
+from mixedstack.perf.data import (
+    AT_PAGESZ, DATA_SECTION, ENTRY_TRIES, FEATURE_BITS, FEATURES, JITDUMP_FOLDER, KERNEL_START, NO_SUCH_PID,
+    PERF_CONTEXT_MAX, PERF_MAGIC, PERF_RECORD_EXIT, PERF_RECORD_SAMPLE, SP_REGISTER, STACK_REACH, Tidied,
+    UserStack, _mmap_name_at, _Scan, _scan, records, register_at, sample_layouts, user_stack,
+)
+
+# -- Thread stacks: cut each sample's stack copy at the end of the stack --------
+#
+# perf copies --stack-size bytes above the stack pointer, whatever lies there. A
+# thread's stack is an mmap like any other, so the copy runs on into the next
+# mapping: measured here, when that was CPython's trampoline arena, DWARF
+# unwinding of every thread sample stopped at its first Python frame (with an
+# 8 KB copy, which stayed inside the stack, the same threads unwound fully).
+# The copy is cut where the next mapping of the process starts above the stack
+# pointer: a stack never overlaps another mapping, so no stack is lost.
+
+
+def next_mapping_above(sp: int, pid: int, starts: Dict[int, List[int]], parent: Dict[int, int]) -> Optional[int]:
+    best = None
+    seen = set()
+    while pid is not None and pid not in seen:
+        seen.add(pid)
+        candidates = starts.get(pid, [])
+        index = bisect.bisect_right(candidates, sp)
+        if index < len(candidates) and (best is None or candidates[index] < best):
+            best = candidates[index]
+        pid = parent.get(pid)
+    return best
+
+
+def tidy(path: str) -> Tidied:
+    """Rewrite a fresh recording in place (see the module's docstring); the file
+    shrinks to the stack bytes the kernel copied. Not perf.data: nothing is done."""
+    with open(path, "r+b") as f:
+        if f.read(8) != PERF_MAGIC:
+            return Tidied(0, 0, set(), 0, 0, 0)
+        with mmap.mmap(f.fileno(), 0) as buf:
+            offset, size = struct.unpack_from("<QQ", buf, DATA_SECTION)
+            end = min(offset + size, len(buf))
+            scan = _scan(buf, offset, end)
+            scan.movable &= offset + size <= len(buf)  # a cut file has no feature sections to move
+            forgotten = _forget_memory_before_exec(buf, scan)
+            _jitdumps_relative(buf, scan)
+            clipped, write, full, stepped = _clip_and_compact(buf, offset, end, scan)
+            saved = end - write if write is not None else 0
+            if saved:
+                _close_gap(buf, write, end)
+            buf.flush()
+        if saved:
+            f.truncate(os.fstat(f.fileno()).st_size - saved)
+    # LOST (ring buffer full) and LOST_SAMPLES (the event's own count) see the same losses
+    lost = max(scan.lost_records, scan.lost_samples)
+    kernel = None
+    if scan.addresses is not None:  # the kernel's half of the address space, without perf's context markers
+        kernel = {address for address in scan.addresses if KERNEL_START <= address < PERF_CONTEXT_MAX}
+    return Tidied(scan.samples, lost, scan.pids, forgotten, clipped, saved, scan.times, kernel, full, stepped)
+
+
+def _forget_memory_before_exec(buf, scan: _Scan) -> int:
+    changed = 0
+    for position, pid, _, when, _ in scan.mmaps:
+        if pid in scan.last_exec and when < scan.last_exec[pid]:
+            struct.pack_into("<II", buf, position + 8, NO_SUCH_PID, NO_SUCH_PID)
+            changed += 1
+    for position, pid, ppid, tid in scan.forks:
+        if pid in scan.last_exec and pid == tid and pid != ppid:
+            struct.pack_into("<I", buf, position, PERF_RECORD_EXIT)
+            changed += 1
+    return changed
+
+
+def _jitdumps_relative(buf, scan: "_Scan") -> None:
+    for position, _, _, _, _ in scan.mmaps:
+        record_type, _, size = struct.unpack_from("<IHH", buf, position)
+        name_at = _mmap_name_at(position, record_type)
+        end = buf.find(b"\0", name_at, position + size)
+        if end < 0:
+            continue
+        name = bytes(buf[name_at:end])
+        if name.startswith(JITDUMP_FOLDER) and name.endswith(b".dump") and name.startswith(b"jit-", len(JITDUMP_FOLDER)):
+            relative = b"./" + name[len(JITDUMP_FOLDER):]
+            buf[name_at:end] = relative + b"\0" * (end - name_at - len(relative))
+
+
+def _clip_and_compact(buf, offset: int, end: int, scan: _Scan) -> Tuple[int, Optional[int], int, int]:
+    """Pass 2: cut each stack copy at the next mapping above its stack pointer, and
+    (when the file allows) move every record down over the bytes no copy used.
+    Returns (samples clipped, new end of the data section or None, copies still full,
+    samples stepped over a return)."""
+    layout_of = sample_layouts(buf)
+    if layout_of is None:
+        return 0, None, 0, 0
+    starts: Dict[int, List[int]] = {}
+    for _, pid, start, when, is_stack in scan.mmaps:
+        forgotten = pid in scan.last_exec and when < scan.last_exec[pid]
+        # the main stack grows down past where its first mmap said it began
+        if not is_stack and not forgotten:
+            starts.setdefault(pid, []).append(start)
+    for pid in starts:
+        starts[pid].sort()
+    # a forked process (not exec'd) runs in its parent's mappings too
+    parent = {pid: ppid for _, pid, ppid, tid in scan.forks
+              if pid != ppid and not (pid in scan.last_exec and pid == tid)}
+    entry: Dict[int, Optional[int]] = {}  # pid -> where argc is (None: not found yet)
+    tries: Dict[int, int] = {}
+    clipped = full = 0
+    returns = Returns(scan.code, parent)
+    write = offset
+    for position, record_type, _, size in records(buf, offset, end):
+        stack = None
+        if record_type == PERF_RECORD_SAMPLE:
+            layout = layout_of(position)
+            stack = user_stack(buf, position, *layout) if layout else None
+        if stack is not None:
+            stack = returns.step_over(buf, position, stack)
+            dyn_size = stack.dyn_size
+            limit = next_mapping_above(stack.sp, stack.pid, starts, parent)
+            if limit is not None and stack.sp + dyn_size > limit:
+                dyn_size = limit - stack.sp
+                struct.pack_into("<Q", buf, stack.size_at + 8 + stack.size, dyn_size)
+                clipped += 1
+            argc = entry.get(stack.pid)
+            # a copy that ran to the stack's top ends at a page boundary
+            if argc is None and (stack.sp + dyn_size) % 4096 == 0 and tries.get(stack.pid, 0) < ENTRY_TRIES:
+                tries[stack.pid] = tries.get(stack.pid, 0) + 1
+                argc = entry[stack.pid] = entry_stack_pointer(buf, stack.size_at + 8, dyn_size, stack.sp)
+            if argc is not None and stack.sp < argc < stack.sp + dyn_size - 8:
+                dyn_size = argc + 8 - stack.sp  # frames are below argc: above it, argv, environ, auxv
+                clipped += 1
+            full += dyn_size >= stack.size  # the stack went on above what was copied
+            if scan.movable and dyn_size <= stack.size and stack.size_at + 16 + stack.size <= position + size:
+                write += _compact_sample(buf, position, size, write, stack, dyn_size)
+                continue
+        if scan.movable and write != position:
+            buf.move(write, position, size)
+        write += size
+    returns.close()
+    return clipped, write if scan.movable else None, full, returns.stepped
+
+
+IP_REGISTER = 8  # PERF_REG_X86_IP
+RET = (b"\xc3", b"\xf3\xc3")  # ret, repz ret
+
+
+class Returns:
+    """A sample taken on a function's `ret` has a stack no DWARF unwinder gets past.
+
+    GCC's unwind tables say, for the `ret` after `leave` or `pop %rbp`, that the
+    caller's %rbp is saved 16 bytes below the CFA: 8 bytes below the stack pointer,
+    which perf does not copy (its copy starts at the stack pointer). The caller's
+    frame then has no CFA and the stack ends there, one frame under the leaf:
+    measured on Debian's 3.15 (frame pointers everywhere), 0.5-1.3% of all samples,
+    every one on a `ret`. Such a sample is made the state `ret` leads to: the return
+    address popped into the instruction pointer. The stack is then whole; the sample
+    counts in the caller, at the instruction after its call (the leaf's last
+    instruction is its return)."""
+
+    def __init__(self, code: List[Tuple[int, int, int, int, bytes]], parent: Dict[int, int]):
+        self.code: Dict[int, List[Tuple[int, int, int, bytes]]] = {}
+        for pid, start, end, pgoff, name in code:
+            self.code.setdefault(pid, []).append((start, end, pgoff, name))
+        for maps in self.code.values():
+            maps.sort()
+        self.parent = parent
+        self.files: Dict[bytes, Optional[int]] = {}
+        self.stepped = 0
+
+    def mapping(self, pid: int, address: int) -> Optional[Tuple[int, int, int, bytes]]:
+        seen = set()
+        while pid is not None and pid not in seen:
+            seen.add(pid)
+            maps = self.code.get(pid, [])
+            index = bisect.bisect_right(maps, (address, 1 << 64)) - 1
+            if index >= 0 and maps[index][0] <= address < maps[index][1]:
+                return maps[index]
+            pid = self.parent.get(pid)
+        return None
+
+    def code_at(self, name: bytes, offset: int) -> bytes:
+        if name not in self.files:
+            try:
+                self.files[name] = os.open(name, os.O_RDONLY) if name.startswith(b"/") else None
+            except OSError:
+                self.files[name] = None
+        fd = self.files[name]
+        try:
+            return os.pread(fd, 2, offset) if fd is not None else b""
+        except OSError:
+            return b""
+
+    def step_over(self, buf, position: int, stack: UserStack) -> UserStack:
+        if not (stack.regs >> IP_REGISTER & 1) or stack.dyn_size < 16:
+            return stack
+        ip_at = register_at(stack.regs_at, stack.regs, IP_REGISTER)
+        ip = struct.unpack_from("<Q", buf, ip_at)[0]
+        where = self.mapping(stack.pid, ip)
+        if where is None or not self.code_at(where[3], where[2] + ip - where[0]).startswith(RET):
+            return stack
+        copy_at = stack.size_at + 8
+        back = struct.unpack_from("<Q", buf, copy_at)[0]
+        if self.mapping(stack.pid, back) is None:
+            return stack  # not a return address into code: leave the sample as it is
+        struct.pack_into("<Q", buf, ip_at, back)
+        struct.pack_into("<Q", buf, register_at(stack.regs_at, stack.regs, SP_REGISTER), stack.sp + 8)
+        buf.move(copy_at, copy_at + 8, stack.dyn_size - 8)
+        struct.pack_into("<Q", buf, copy_at + stack.size, stack.dyn_size - 8)
+        self.stepped += 1
+        return stack._replace(sp=stack.sp + 8, dyn_size=stack.dyn_size - 8)
+
+    def close(self) -> None:
+        for fd in self.files.values():
+            if fd is not None:
+                os.close(fd)
+
+
+def entry_stack_pointer(buf, at: int, length: int, sp: int) -> Optional[int]:
+    """Where argc is, in a copy (at `at`, of `length` bytes from address `sp`) of a
+    main thread's stack that runs to the top of what the kernel could copy: the
+    stack pointer when the process started. Above it (System V ABI) lie argv[] and
+    envp[] (pointers, in increasing order, to strings further up; each list ended
+    by NULL), the auxiliary vector (type/value pairs to AT_NULL), then the strings
+    and up to 8 KB of random padding: up to ~10 KB a sample that no unwinder reads.
+    None unless that layout is all there."""
+    words = struct.unpack_from("<%dQ" % (length // 8), buf, at)
+    for pagesz in (i for i, word in enumerate(words[:-1]) if word == AT_PAGESZ):
+        if words[pagesz + 1] not in (4096, 16384, 65536):
+            continue
+        auxv = pagesz
+        while auxv >= 2 and 0 < words[auxv - 2] < 64:  # back over (type, value) pairs
+            auxv -= 2
+        end = next((i for i in range(auxv, len(words) - 1, 2) if words[i] == 0), None)
+        if end is None or end < pagesz or auxv < 2 or words[auxv - 1] != 0:
+            continue
+        # back over envp[] then argv[]: strings above them, each below the next
+        argv_end = _strings_down(words, auxv - 2, sp)
+        if argv_end < 0 or words[argv_end] != 0:
+            continue
+        argc = _strings_down(words, argv_end - 1, sp, below=words[argv_end + 1] if argv_end + 1 < auxv - 1 else None)
+        if argc >= 0 and words[argc] == argv_end - 1 - argc:
+            return sp + 8 * argc
+    return None
+
+
+def _strings_down(words, index: int, sp: int, below: Optional[int] = None) -> int:
+    """From `index` down, over pointers to strings above the stack pointer, each
+    lower than the one after it; returns the index of the first other word."""
+    while index >= 0 and sp + 8 * index < words[index] < sp + STACK_REACH and (below is None or words[index] < below):
+        below = words[index]
+        index -= 1
+    return index
+
+
+def _compact_sample(buf, position: int, size: int, write: int, stack: UserStack, dyn_size: int) -> int:
+    """Move one sample record to `write` with its stack copy cut to `dyn_size`
+    bytes (rounded up to u64, as the kernel writes it); returns its new size. perf
+    reads the copy's size from the record itself, so a shorter copy is a valid one."""
+    keep = (dyn_size + 7) & ~7
+    head = stack.size_at - position  # everything before the copy's size field
+    tail_at = stack.size_at + 8 + stack.size + 8  # what follows dyn_size (weight, data_src...)
+    tail = position + size - tail_at
+    # every destination below is at or before its source: memmove order is safe
+    buf.move(write, position, head)
+    struct.pack_into("<Q", buf, write + head, keep)
+    at = write + head + 8
+    if keep:  # a copy of 0 bytes has no dyn_size, as the kernel writes it
+        buf.move(at, stack.size_at + 8, keep)
+        struct.pack_into("<Q", buf, at + keep, dyn_size)
+        at += keep + 8
+    buf.move(at, tail_at, tail)
+    new_size = at + tail - write
+    struct.pack_into("<H", buf, write + 6, new_size)
+    return new_size
+
+
+def _close_gap(buf, write: int, end: int) -> None:
+    """Move the feature sections (after the data) down to the new end of the data."""
+    offset = struct.unpack_from("<Q", buf, DATA_SECTION)[0]
+    struct.pack_into("<Q", buf, DATA_SECTION + 8, write - offset)
+    saved = end - write
+    buf.move(write, end, len(buf) - end)
+    features = int.from_bytes(buf[FEATURES:FEATURES + FEATURE_BITS // 8], "little")
+    for index in range(bin(features).count("1")):
+        at = write + 16 * index
+        struct.pack_into("<Q", buf, at, struct.unpack_from("<Q", buf, at)[0] - saved)
+
+
