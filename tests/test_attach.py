@@ -1,5 +1,5 @@
 """Profiles a running process: `record --pid PID --activate` turns CPython's trampoline on
-in it through gdb (mixedstack/attach.py), and says plainly when it cannot.
+in it through gdb (mixedstack/record/attach/), and says plainly when it cannot.
 
 Each target is a real pyenv CPython started without any perf support in its
 environment, looping in tests/workloads/attach_target.py.
@@ -26,9 +26,9 @@ MARK = "[python frames before activation]"
 @pytest.fixture
 def gdb_ok() -> None:
     """A gdb that can call into a process here (`make test` installs one: mixedstack[attach])."""
-    from mixedstack.record.attach import find_gdb
-    from mixedstack.record.attach import gdb_problem
-    from mixedstack.record.attach import ptrace_problem
+    from mixedstack.record.attach.inject import find_gdb
+    from mixedstack.record.attach.inject import gdb_problem
+    from mixedstack.record.attach.inject import ptrace_problem
 
     gdb = find_gdb()
     problem = "no gdb found" if gdb is None else gdb_problem(gdb) or ptrace_problem()
@@ -160,7 +160,7 @@ def test_without_gdb_it_says_so_and_records_native_frames(perf_ok, tmp_path):
 
 
 def test_a_gdb_that_cannot_call_on_this_cpu_is_never_used(perf_ok, tmp_path):
-    from mixedstack.record.attach import gdb_problem
+    from mixedstack.record.attach.inject import gdb_problem
 
     old = shutil.which("gdb", path="/usr/bin")  # Debian 12's gdb 13
     if old is None or gdb_problem(old) is None:

@@ -143,7 +143,7 @@ def test_report_adds_up_on_and_off_cpu_time_per_thread_and_syscall():
     read = next(row for row in figures["syscalls"] if row["syscall"] == "read")
     assert read["blocked_s"] == pytest.approx(0.0500002) and read["on_cpu_s"] == 0
     layers = {row["layer"]: row["on_cpu_s"] for row in figures["layers"]}
-    assert layers["interpreter C"] == 0.002 and layers["Python (bytecode loop)"] == 0.003 and layers["kernel"] == 0
+    assert layers["C in the interpreter"] == 0.002 and layers["Python (bytecode loop)"] == 0.003 and layers["kernel"] == 0
     assert figures["health"]["samples"] == 2 and figures["health"]["context_switches"] == 1
 
 
@@ -266,3 +266,12 @@ def test_the_merges_marks_are_no_python_functions_in_the_report():
     figures = ReportBuilder().add_all([Sample("p", 1000, "cpu-clock", cut, "p", "1", "1")]).result()
     assert sorted(row["function"] for row in figures["functions"]["by_total"]) == ["leaf (a.py)", "outer (a.py)"]
     assert figures["health"]["broken_stacks"] == 1.0
+
+
+@pytest.mark.parametrize("reason", ["GIL", "sleep", "lock", "io", "wait", "preempted", "blocked"])
+def test_an_off_cpu_marker_names_its_reason(reason):
+    from mixedstack.analyze import markers
+
+    name = markers.off_cpu(reason)
+    assert markers.is_off_cpu(name) and markers.off_cpu_reason(name) == reason
+    assert markers.off_cpu_reason("take_gil") is None and not markers.is_off_cpu("take_gil")

@@ -14,8 +14,8 @@ from typing import Optional
 BEFORE_ACTIVATION = "[python frames before activation]"
 # The frames above it are unknown, so the stack must not read as if it began here.
 TRUNCATED = "[truncated]"
-OFF_CPU = "[off-cpu: %s]"
-_OFF_CPU_PREFIX = "[off-cpu"
+_OFF_CPU_PREFIX = "[off-cpu: "
+OFF_CPU = _OFF_CPU_PREFIX + "%s]"
 
 
 def off_cpu(reason: str) -> str:
@@ -29,5 +29,4 @@ def is_off_cpu(name: str) -> bool:
 
 def off_cpu_reason(name: str) -> Optional[str]:
     """`[off-cpu: GIL]` -> "GIL"; None for any other frame."""
-    prefix = OFF_CPU % ""
-    return name[len(prefix):-1] if name.startswith(prefix) and name.endswith("]") else None
+    return name[len(_OFF_CPU_PREFIX):-1] if is_off_cpu(name) and name.endswith("]") else None

@@ -3,8 +3,8 @@
 Samples (on-CPU, and off-CPU ones weighed by offcpu.weigh) -> one Report, a plain
 dict of figures (renderers/report_text.py prints it; `--format json` dumps it):
 
-    layers    where on-CPU time went: the bytecode loop, interpreter C, extension and
-              library C, kernel (by each sample's leaf frame)
+    layers    where on-CPU time went: the bytecode loop, C in the interpreter, C in
+              extensions and libraries, kernel (by each sample's leaf frame)
     syscalls  per system call: on-CPU and blocked time, and the Python function that
               issued most of it
     gil       per thread: time waiting for the GIL (blocked in take_gil/drop_gil, or
@@ -23,7 +23,9 @@ import os
 import re
 from typing import Callable, Counter, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from mixedstack.analyze.load import samples_of, select_events
 from mixedstack.analyze.processors import layers
+from mixedstack.analyze.sources import FOLDED, open_input
 from mixedstack.errors import InputError, Interrupted
 from mixedstack.perf import command as perf
 from mixedstack.analyze.processors import offcpu
@@ -34,7 +36,8 @@ from mixedstack.analyze.processors.python import is_entry
 from mixedstack.analyze.processors.python import is_python
 from mixedstack.analyze.processors.python import symbol_name
 
-LAYERS = ("Python (bytecode loop)", "interpreter C", "extension and library C", "kernel", "unresolved")
+LAYERS = tuple(layers.NAMES[kind] for kind in (layers.BYTECODE, layers.INTERPRETER, layers.LIBRARY, layers.KERNEL,
+                                                 layers.UNRESOLVED))
 EVAL_LOOP = re.compile(r"^_?PyEval_EvalFrame(?:Default|Ex)?$", re.ASCII)
 # threading's own frames (qualified names from 3.11; bare ones before)
 THREAD_BOOTSTRAP = re.compile(r"^(?:Thread\.)?_bootstrap(?:_inner)? \(threading\.py", re.ASCII)
@@ -46,14 +49,14 @@ def layer(frame: Frame) -> str:
     unresolved frames told apart."""
     name = symbol_name(frame)
     if layers.is_kernel(frame.dso):
-        return "kernel"
-    if is_python(frame) or EVAL_LOOP.match(name):
-        return "Python (bytecode loop)"
-    if frame.symbol.startswith("[unknown]") or frame.dso == "[unknown]":
-        return "unresolved"
-    if layers.of_native(frame, name) == layers.INTERPRETER:
-        return "interpreter C"
-    return "extension and library C"
+        kind = layers.KERNEL
+    elif is_python(frame) or EVAL_LOOP.match(name):
+        kind = layers.BYTECODE
+    elif frame.symbol.startswith("[unknown]") or frame.dso == "[unknown]":
+        kind = layers.UNRESOLVED
+    else:
+        kind = layers.of_native(frame, name)
+    return layers.NAMES[kind]
 
 
 def function_name(python_frame: str) -> str:
@@ -235,9 +238,6 @@ class ReportBuilder:
 
 def report(path: str, top: int = 10, warn: Callable[[str], None] = lambda message: None) -> dict:
     """INPUT (a recording or `perf script` text) -> the report's figures."""
-    from mixedstack.analyze.load import samples_of, select_events
-    from mixedstack.analyze.sources import FOLDED, open_input
-
     try:
         with open_input(path) as source:
             if source.kind == FOLDED:

@@ -11,11 +11,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple
 
 from mixedstack.record import debuginfo
+from mixedstack.record.attach.inject import ActivationError, find_gdb, ptrace_problem, run_in
 from mixedstack.perf import command
 from mixedstack.record.elf import build_id, read_file
+from mixedstack.record.system import capabilities, read
 from mixedstack.record.target import TargetError
 from mixedstack.record.target import find_interpreter
 from mixedstack.record.target import perf_mode
@@ -31,21 +33,6 @@ class Check(NamedTuple):
 
     def line(self) -> str:
         return "%-4s  %s: %s%s" % (self.level, self.what, self.finding, "  -> " + self.fix if self.fix else "")
-
-
-def read(path: str) -> Optional[str]:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def capabilities() -> int:
-    for line in (read("/proc/self/status") or "").splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    return 0
 
 
 def perf_checks() -> List[Check]:
@@ -118,10 +105,6 @@ def target_checks(command: List[str]) -> List[Check]:
 def attach_checks() -> List[Check]:
     """Can `record --pid --activate` run code in a live CPython here? Tried for real on
     a short-lived Python of our own, since a gdb may attach and still fail to call."""
-    from mixedstack.record.attach import ActivationError
-    from mixedstack.record.attach import find_gdb
-    from mixedstack.record.attach import ptrace_problem
-    from mixedstack.record.attach import run_in
 
     what = "record --pid --activate"
     gdb = find_gdb()

@@ -19,7 +19,8 @@ from typing import Callable, List, Optional
 from mixedstack.record import debuginfo
 from mixedstack.perf import command as perf
 from mixedstack.record import tmpfiles
-from mixedstack.record.attach import attach
+from mixedstack.record.attach.pid import attach
+from mixedstack.record.system import capabilities
 from mixedstack.record.agent import readable_copy
 from mixedstack.record.launch import Account
 from mixedstack.record.launch import attach_to
@@ -92,8 +93,6 @@ CAP_IPC_LOCK = 14
 
 def may_lock_memory() -> bool:
     """Root or CAP_IPC_LOCK: perf may map more than perf_event_mlock_kb."""
-    from mixedstack.record.doctor import capabilities
-
     return os.geteuid() == 0 or bool(capabilities() >> CAP_IPC_LOCK & 1)
 
 

@@ -69,7 +69,8 @@ def _agent(reason: str) -> Mode:
     return Mode("agent", {}, "dwarf", True, reason)
 
 
-def _native(call_graph: str, reason: str) -> Mode:
+def native(call_graph: str, reason: str) -> Mode:
+    """No trampoline: Python frames show as the interpreter's C frames."""
     return Mode("native", {}, call_graph, False, reason)
 
 
@@ -97,13 +98,13 @@ def perf_mode(interp: Optional[Interpreter], call_graph: str = "auto", agent: st
 def _own_perf_mode(interp: Optional[Interpreter], call_graph: str) -> Mode:
     """The mode with CPython's own perf support only."""
     if interp is None:
-        return _native("fp" if call_graph == "fp" else "dwarf",
+        return native("fp" if call_graph == "fp" else "dwarf",
                        "not a CPython interpreter: only C and kernel frames are recorded")
     version = ".".join(map(str, interp.version[:2]))
     missing = "Python frames will be missing; C and kernel frames are recorded"
     if call_graph == "fp":
         if not interp.perf_trampoline:
-            return _native("fp", "frame-pointer unwinding was asked for; CPython %s has no "
+            return native("fp", "frame-pointer unwinding was asked for; CPython %s has no "
                            "perf trampoline: %s" % (version, missing))
         return _perf_map("frame-pointer unwinding was asked for" + (
             "" if interp.frame_pointers else
@@ -111,7 +112,7 @@ def _own_perf_mode(interp: Optional[Interpreter], call_graph: str) -> Mode:
     if call_graph == "dwarf":
         if interp.perf_jit:
             return _perf_jit("DWARF unwinding was asked for: -X perf_jit and perf inject --jit")
-        return _native("dwarf", "DWARF unwinding was asked for; CPython %s has no -X perf_jit "
+        return native("dwarf", "DWARF unwinding was asked for; CPython %s has no -X perf_jit "
                        "(3.13+): %s" % (version, missing))
     # perf_jit writes DWARF unwind info for its trampolines, so no frame pointers needed;
     # and DWARF also walks the libraries built without them. An interpreter with frame
@@ -133,7 +134,7 @@ def _own_perf_mode(interp: Optional[Interpreter], call_graph: str) -> Mode:
         why = "has no frame pointers (its perf trampoline needs them; 3.13+ can use perf_jit)"
     else:
         why = "was built without perf trampoline support"
-    return _native("dwarf", "CPython %s %s: %s" % (version, why, missing))
+    return native("dwarf", "CPython %s %s: %s" % (version, why, missing))
 
 
 # --------------------------------------------------------------------------------------
@@ -332,7 +333,7 @@ def _pyenv_which(shim: Tuple[str, Optional[str]], name: str, path: str,
 # Python 2.7 compatible, so an old interpreter is reported as old rather than as an
 # error. -E -s -S plus dropping the cwd entry is what -I does on 3.4+: nothing from the
 # user's environment or current directory can shadow json or sysconfig.
-_PROBE_CODE = r"""
+PROBE_CODE = r"""
 import sys
 sys.path[:] = [p for p in sys.path if p not in ('', '.')]
 import json, os, platform, sysconfig
@@ -362,13 +363,19 @@ sys.stdout.write(json.dumps({
     'Py_ENABLE_SHARED': v('Py_ENABLE_SHARED'),
     'CFLAGS': v('CFLAGS'),
     'CONFIG_ARGS': v('CONFIG_ARGS'),
+    # what the agent builds with (record/agent): the target's own headers and suffix
+    'base_prefix': os.path.realpath(getattr(sys, 'base_prefix', sys.prefix)),
+    'include': sysconfig.get_paths().get('include'),
+    'platinclude': sysconfig.get_paths().get('platinclude'),
+    'ext_suffix': v('EXT_SUFFIX') or '.so',
+    'debug': hasattr(sys, 'gettotalrefcount'),
 }))
 """
 
 
 def _probe(argv: List[str], env: Mapping[str, str], shown: str) -> dict:
     try:
-        done = subprocess.run(argv + ["-E", "-s", "-S", "-c", _PROBE_CODE], env=dict(env),
+        done = subprocess.run(argv + ["-E", "-s", "-S", "-c", PROBE_CODE], env=dict(env),
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, timeout=_PROBE_TIMEOUT,
                               universal_newlines=True)

@@ -16,6 +16,7 @@ from typing import Dict, Sequence, Tuple
 
 from mixedstack.model import Frame
 from mixedstack.analyze.markers import BEFORE_ACTIVATION, is_off_cpu
+from mixedstack.analyze.processors.python import INTERPRETER_DSO, TRAMPOLINE_DSO
 
 PROCESS = "process"  # the root frame: the process (or thread) label
 PYTHON = "python"
@@ -24,6 +25,8 @@ LIBRARY = "library"
 KERNEL = "kernel"
 OFF_CPU = "off-cpu"
 GIL = "gil"
+BYTECODE = "bytecode"  # report's leaf layer: the eval loop or a trampoline (Python's own time)
+UNRESOLVED = "unresolved"  # report's leaf layer: a frame perf could not name, nor its DSO
 
 # Legend order and wording.
 NAMES: Dict[str, str] = {
@@ -34,13 +37,10 @@ NAMES: Dict[str, str] = {
     OFF_CPU: "off-CPU",
     GIL: "GIL wait",
     PROCESS: "process",
+    BYTECODE: "Python (bytecode loop)",
+    UNRESOLVED: "unresolved",
 }
 
-# The python executable or libpython; CPython's own extension modules
-# (lib-dynload/_hashlib.cpython-313-...so) are extensions, not the interpreter.
-INTERPRETER_DSO = re.compile(r"(?:^|/)(?:lib)?python\d[\d.]*[a-z]*(?:\.so[\d.]*)?$", re.ASCII)
-# Code perf learnt from a jitdump or perf map: CPython's trampolines (or our agent's).
-TRAMPOLINE_DSO = re.compile(r"(?:^|/)(?:jitted-\d+-\d+\.so|perf-\d+\.map)$", re.ASCII)
 # Bracketed DSOs that are user space, not the kernel or a kernel module.
 USER_BRACKETS = {"[vdso]", "[vsyscall]", "[unknown]", "[heap]", "[stack]", "[anon]", "[uprobes]"}
 

@@ -38,10 +38,10 @@ import re
 from typing import Dict, List, Optional, Sequence, Union
 
 from mixedstack.analyze.markers import BEFORE_ACTIVATION, TRUNCATED
+from mixedstack.analyze.processors.names import OFFSET
 from mixedstack.model import Frame
 
 PYTHON_PREFIX = "py::"
-OFFSET = re.compile(r"\+0x[\da-f]+$", re.ASCII)
 
 # Call plumbing: C functions whose only job is to get from one Python frame (or
 # a C caller) to the next evaluation. Named exactly, across CPython 3.8-3.13, so
@@ -74,9 +74,12 @@ PLUMBING = re.compile(
 COMPILER_SUFFIX = re.compile(r"(?:\.(?:cold|lto_priv|part|isra|constprop|llvm|localalias)(?:\.\d+)?)+$",
                              re.ASCII)
 
-# Where perf finds trampolines: jitdump code after `perf inject --jit`, or a perf map.
+# Where perf finds trampolines (CPython's, or our agent's): jitdump code after
+# `perf inject --jit`, or a perf map.
 TRAMPOLINE_DSO = re.compile(r"(?:^|/)(?:jitted-\d+-\d+\.so|perf-\d+\.map)$", re.ASCII)
-INTERPRETER = r"(?:lib)?python[\d.]*[dmut]*(?:\.so[\d.]*)?"  # python3.15, libpython3.13.so.1.0
+# The python executable or libpython (python3.15, libpython3.13.so.1.0); CPython's own
+# extension modules (lib-dynload/_hashlib.cpython-313-...so) are extensions, not it.
+INTERPRETER = r"(?:lib)?python[\d.]*[dmut]*(?:\.so[\d.]*)?"
 INTERPRETER_DSO = re.compile(r"(?:^|/)%s$" % INTERPRETER, re.ASCII)
 LIBC = r"libc[.-][^/]*"
 STARTUP_DSO = re.compile(

@@ -24,27 +24,13 @@ import time
 from typing import List, Optional
 
 from mixedstack.errors import MixedstackError
+from mixedstack.record.target import AGENT_VERSIONS as SUPPORTED  # 3.13 also has its own -X perf_jit
+from mixedstack.record.target import PROBE_CODE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "_mixedstack_agent.c")
 MODULE = "_mixedstack_agent"
-SUPPORTED = ((3, 8), (3, 13))  # inclusive; 3.13 also has its own -X perf_jit
 
-# Asked of the target with -E -s -S: its own include folders, not ours.
-_PROBE = r"""
-import json, os, sys, sysconfig
-paths = sysconfig.get_paths()
-print(json.dumps({
-    "version": list(sys.version_info[:3]),
-    "implementation": sys.implementation.name,
-    "executable": os.path.realpath(sys.executable),
-    "base_prefix": os.path.realpath(sys.base_prefix),
-    "include": paths.get("include"),
-    "platinclude": paths.get("platinclude"),
-    "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX") or ".so",
-    "debug": hasattr(sys, "gettotalrefcount"),
-}))
-"""
 
 # The end of every sitecustomize we put first on the target's PYTHONPATH. Python 2.7
 # must at least parse it: a child process may run any Python that inherits PYTHONPATH;
@@ -212,9 +198,10 @@ def cache_root() -> str:
 
 
 def probe(executable: str) -> dict:
-    """The target's version, real path and include folders, asked of the target."""
+    """The target's version, real path and include folders, asked of the target
+    (-E -s -S: its own include folders, not ours)."""
     try:
-        done = subprocess.run([executable, "-E", "-s", "-S", "-c", _PROBE],
+        done = subprocess.run([executable, "-E", "-s", "-S", "-c", PROBE_CODE],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               universal_newlines=True, timeout=30)
         info = json.loads(done.stdout)
@@ -276,8 +263,8 @@ def agent_path(interp) -> str:
         raise AgentError("%s is not CPython: the agent hooks CPython's frame evaluation"
                          % executable)
     if not SUPPORTED[0] <= version[:2] <= SUPPORTED[1]:
-        raise AgentError("CPython %s (%s) is not supported by the agent (3.8-3.13)"
-                         % (name, executable))
+        raise AgentError("CPython %s (%s) is not supported by the agent (%d.%d-%d.%d)"
+                         % ((name, executable) + SUPPORTED[0] + SUPPORTED[1]))
     module = os.path.join(folder, MODULE + info["ext_suffix"])
 
     include = _python_h(info)

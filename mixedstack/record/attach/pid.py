@@ -1,0 +1,130 @@
+"""`record --pid`: the mode for a running process, activating its trampoline if asked."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable, Optional, Tuple
+
+
+from mixedstack.record.agent import AgentError
+from mixedstack.record.target import Interpreter
+from mixedstack.record.target import Mode
+from mixedstack.record.target import native, perf_mode
+from mixedstack.record.attach.activation import FLUSH_CODE, agent_code, perf_jit_code, perf_map_code
+from mixedstack.record.attach.inject import ActivationError, run_in
+from mixedstack.record.attach.process import interpreter_of, runs_agent, trampoline_on
+from mixedstack.record.attach.inject import REMOTE_EXEC
+
+ACTIVATION_WAIT = 10.0  # seconds for the main thread to run the queued code
+FLUSH_WAIT = 5.0
+ACTIVATABLE = ((3, 8), (3, 15))  # tested here, inclusive
+
+Ask = Optional[Callable[[str], bool]]
+Say = Callable[[str], None]
+
+
+@dataclasses.dataclass
+class Attached:
+    pid: int
+    interp: Optional[Interpreter]
+    mode: Mode
+    activated: bool = False  # mixedstack turned the trampoline on
+    flush: bool = False  # flush the jitdump's stdio buffer when the recording stops
+
+    def before_inject(self, say: Say) -> None:
+        """Flush CPython's jitdump buffer in the still running process."""
+        if not self.flush or not os.path.exists("/proc/%d" % self.pid):
+            return
+        try:
+            outcome = run_in(self.pid, FLUSH_CODE, FLUSH_WAIT, remote=self.interp)
+        except ActivationError as error:
+            outcome = {"error": str(error)}
+        if outcome is None:
+            outcome = {"error": "its main thread ran no Python code within %gs" % FLUSH_WAIT}
+        if not outcome.get("ok"):
+            say("mixedstack: could not flush the jitdump of process %d (%s): Python frames of "
+                "functions first called in the last moments may show as [unknown]"
+                % (self.pid, outcome["error"]))
+
+
+def attach(pid: int, call_graph: str, agent: str, activate: Optional[bool], say: Say,
+           ask: Ask = None) -> Attached:
+    """Look at `pid`, turn its trampoline on if allowed and possible; the mode to record in."""
+    interp = interpreter_of(pid)
+    mode = perf_mode(interp, call_graph)
+    if interp is None:
+        return Attached(pid, interp, mode)
+    version = "CPython %d.%d" % interp.version[:2]
+    state = trampoline_on(pid)
+    if state is not None:
+        agent_on = runs_agent(pid)
+        mode = perf_mode(interp, "dwarf", "always" if agent_on else "never") if state == "jit" \
+            else perf_mode(interp, "fp")
+        if mode.name != "native":
+            mode = dataclasses.replace(mode, env={}, reason="process %d already has its trampoline on" % pid)
+        if state == "jit" and not agent_on:  # CPython's own perf_jit: a buffered jitdump
+            if _consent(pid, activate, ask, "flush %s's jitdump buffer when the recording stops" % version):
+                return Attached(pid, interp, mode, flush=True)
+            say("mixedstack: CPython 3.13+ writes its jitdump through a 2 MiB buffer: Python frames of "
+                "functions process %d first called since it last flushed will be [unknown]; --activate "
+                "lets mixedstack flush it when the recording stops" % pid)
+        return Attached(pid, interp, mode)
+
+    missing = "Python frames will be missing"
+    restart = "(restarted under `mixedstack record -- CMD` it would have them)"
+    wanted = perf_mode(interp, call_graph, agent)
+    if wanted.name == "native":  # no trampoline for this interpreter at all
+        return Attached(pid, interp, native(mode.call_graph, "process %d: %s" % (pid, wanted.reason)))
+    if not ACTIVATABLE[0] <= interp.version[:2] <= ACTIVATABLE[1]:
+        return Attached(pid, interp, native(mode.call_graph, "process %d (%s) has no perf trampoline on, and mixedstack "
+                                             "turns one on in CPython 3.8-3.15 only: %s %s"
+                                             % (pid, version, missing, restart)))
+    if not _consent(pid, activate, ask, "turn %s's perf trampoline on in it (it stays on)" % version):
+        return Attached(pid, interp, native(mode.call_graph, "process %d (%s) has no perf trampoline on: %s; %s" % (
+            pid, version, missing, "--no-activate was given" if activate is False else
+            "--activate turns it on (%s runs code in the process)" % (
+                "sys.remote_exec" if interp.version[:2] >= REMOTE_EXEC else "gdb"))))
+    try:
+        wanted, body = _activation(pid, interp, wanted, call_graph, agent)
+        outcome = run_in(pid, body, ACTIVATION_WAIT, remote=interp)
+    except (ActivationError, AgentError) as error:
+        return Attached(pid, interp, native(mode.call_graph, "cannot turn the trampoline on in process %d: %s; %s %s"
+                                             % (pid, error, missing, restart)))
+    if outcome is not None and not outcome.get("ok"):
+        return Attached(pid, interp, native(mode.call_graph, "turning the trampoline on in process %d failed (%s): %s %s"
+                                             % (pid, outcome["error"], missing, restart)))
+    how = {"perf-map": "its perf trampoline (perf map, frame pointers)",
+           "perf-jit": "its perf_jit trampoline (DWARF unwinding, perf inject --jit)",
+           "agent": "the mixedstack agent (DWARF unwinding, perf inject --jit)"}[wanted.name]
+    reason = "turned %s on in process %d (%s); calls already running show under " \
+             "[python frames before activation]" % (how, pid, version)
+    if outcome is None:
+        reason = ("queued %s for process %d, whose main thread ran no Python code within %gs: Python "
+                  "frames appear once it does" % (how, pid, ACTIVATION_WAIT))
+    return Attached(pid, interp, dataclasses.replace(wanted, env={}, reason=reason),
+                    activated=outcome is not None, flush=wanted.name == "perf-jit")
+
+
+def _activation(pid: int, interp: Interpreter, wanted: Mode, call_graph: str, agent: str) -> Tuple[Mode, str]:
+    if wanted.name == "perf-map":
+        return wanted, perf_map_code()
+    if wanted.name == "perf-jit" and interp.version[:2] >= REMOTE_EXEC:  # its own switch works there
+        return wanted, 'import sys\nif not sys.is_stack_trampoline_active():\n' \
+                       '    sys.activate_stack_trampoline("perf_jit")\n'
+    if wanted.name == "perf-jit":
+        try:
+            return wanted, perf_jit_code(pid, interp)
+        except ActivationError as error:
+            if agent == "never":
+                raise ActivationError("%s, and --agent never forbids the mixedstack agent" % error)
+        wanted = perf_mode(interp, call_graph, "always")  # the agent serves 3.13 too
+    return wanted, agent_code(interp)
+
+
+def _consent(pid: int, activate: Optional[bool], ask: Ask, action: str) -> bool:
+    """--activate, --no-activate, or (neither) the answer to a question on a terminal."""
+    if activate is not None or ask is None:
+        return bool(activate)
+    return ask("mixedstack: may mixedstack run code in process %d (through gdb, or sys.remote_exec on "
+               "3.14+) to %s?" % (pid, action))

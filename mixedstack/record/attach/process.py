@@ -1,0 +1,102 @@
+"""What runs in a process: its interpreter, and whether a trampoline is on in it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, Optional, Tuple
+
+
+from mixedstack.perf.command import PerfError
+from mixedstack.record.tmpfiles import owned_mtime
+from mixedstack.record.tmpfiles import owner_of
+from mixedstack.record.target import Interpreter
+from mixedstack.record.target import TargetError
+from mixedstack.record.target import find_interpreter
+
+AGENT_MODULE = "_mixedstack_agent"
+
+
+def interpreter_of(pid: int) -> Optional[Interpreter]:
+    """The CPython running as `pid`: its executable, or the python installed beside
+    the libpython it maps (uwsgi and other programs embedding Python)."""
+    try:
+        executable = os.readlink("/proc/%d/exe" % pid)
+    except FileNotFoundError:
+        if os.path.exists("/proc/%d" % pid):  # a kernel thread, or a zombie: no program
+            raise PerfError("process %d runs no program file (a kernel thread or an exited process): "
+                            "attach to a Python process" % pid)
+        raise PerfError("no process %d to attach to; check the pid with ps" % pid)
+    except OSError as error:
+        raise PerfError("process %d exists but cannot be read (%s: another user's, or a container "
+                        "here keeps it from us): run mixedstack as that user or as root, or pick "
+                        "another pid" % (pid, error.strerror))
+    if executable.endswith(" (deleted)"):
+        raise PerfError("process %d runs %s, which has been replaced on disk since it started: "
+                        "its interpreter cannot be probed; restart it" % (pid, executable))
+    interp = find_interpreter([executable])
+    libpython = mapped_libpython(pid)
+    if interp is not None and libpython and interp.libpython != libpython:
+        # e.g. LD_LIBRARY_PATH gave it another copy: the one it runs is the one that counts
+        interp = dataclasses.replace(interp, libpython=libpython)
+    if interp is None:
+        if libpython:
+            version = os.path.basename(libpython)[len("libpython"):].split(".so")[0].rstrip("dmu")
+            prefix = os.path.dirname(os.path.dirname(libpython))
+            python = os.path.join(prefix, "bin", "python" + version)
+            if os.access(python, os.X_OK):
+                try:
+                    interp = find_interpreter([python])
+                except TargetError:
+                    interp = None
+    return interp
+
+
+def mapped_libpython(pid: int) -> Optional[str]:
+    for path in mapped_files(pid):
+        if os.path.basename(path).startswith("libpython"):
+            return path
+    return None
+
+
+def mapped_files(pid: int) -> Dict[str, Tuple[str, int]]:
+    """{path: (device "MAJOR:MINOR" in hex, inode)} of the files mapped in `pid`."""
+    files: Dict[str, Tuple[str, int]] = {}
+    try:
+        with open("/proc/%d/maps" % pid) as maps:
+            for line in maps:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and parts[5].startswith("/"):
+                    files.setdefault(parts[5].rstrip("\n"), (parts[3], int(parts[4])))
+    except OSError:
+        pass
+    return files
+
+
+def trampoline_on(pid: int) -> Optional[str]:
+    """"jit" (a jitdump mapped: CPython's perf_jit or the agent), "map" (a perf map
+    written since the process started: CPython's perf backend), or None."""
+    if "/tmp/jit-%d.dump" % pid in mapped_files(pid):
+        return "jit"
+    # a map counts only if the process's own user wrote it: anyone can place one in /tmp
+    owner = owner_of(pid)
+    written = owned_mtime("/tmp/perf-%d.map" % pid, owner) if owner is not None else None
+    try:
+        if written is not None and written >= started_at(pid):
+            return "map"
+    except OSError:
+        pass
+    return None
+
+
+def runs_agent(pid: int) -> bool:
+    return any(os.path.basename(path).startswith(AGENT_MODULE) for path in mapped_files(pid))
+
+
+def started_at(pid: int) -> float:
+    """The process's start, in seconds since the epoch."""
+    with open("/proc/%d/stat" % pid) as f:
+        ticks = int(f.read().rpartition(")")[2].split()[19])
+    with open("/proc/stat") as f:
+        boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
