@@ -55,7 +55,7 @@ fp-python:
 current-python:
 	tests/tools/current-python.sh
 
-# Third-party programs for tests/test_programs.py (pytest running networkx's own tests),
+# Third-party programs for tests/programs/test_programs.py (pytest running networkx's own tests),
 # pure Python, into ~/.cache/mixedstack/programs; those tests skip without it outside CI.
 PROGRAMS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mixedstack/programs
 programs: $(STAMP)
@@ -70,7 +70,7 @@ bench: $(VENV)/.test-installed
 	$(BIN)/python -m compileall -q mixedstack
 	$(BIN)/python bench/run.py
 
-# Debian's Chromium for the browser test (tests/test_flamegraph_browser.py, which
+# Debian's Chromium for the browser test (tests/renderers/test_flamegraph_browser.py, which
 # skips without it outside CI); CI runs this before make test. Needs root.
 browser:
 	@if command -v chromium >/dev/null; then chromium --version; else \

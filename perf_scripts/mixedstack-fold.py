@@ -19,7 +19,7 @@ try:
 except ImportError:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mixedstack.perf.callbacks import FoldCallbacks  # noqa: E402
+from mixedstack.analyze.callbacks import FoldCallbacks  # noqa: E402
 
 _fold = FoldCallbacks(sys.argv[1:])
 

@@ -21,7 +21,8 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKLOADS = ROOT / "tests" / "workloads"
+TESTS = ROOT / "tests"
+WORKLOADS = TESTS / "workloads"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -189,3 +190,23 @@ def record_and_fold(tmp_path: Path, command: List[str], *fold_args: str,
     folded = mixedstack("fold", str(data), *fold_args)
     assert folded.returncode == 0, folded.stderr
     return recorded, Folded(folded.stdout)
+
+
+@pytest.fixture(scope="session")
+def phases(tmp_path_factory):
+    """phases.py recorded once on 3.13 (perf-jit): (perf.data, its fold)."""
+    if perf_problem():
+        skip_or_fail(perf_problem())
+    tmp = tmp_path_factory.mktemp("slices")
+    recorded, folded = record_and_fold(
+        tmp, [interpreter((3, 13)), str(WORKLOADS / "phases.py"), str(tmp / "t.json"), "0.4"])
+    assert recorded.returncode == 0, recorded.stderr
+    return tmp / "perf.data", folded
+
+
+def perf_script_text(data: Path, buildid: Path) -> bytes:
+    """perf script's text of a recording, with its build-id cache."""
+    from mixedstack.perf import command as perf
+
+    return subprocess.run(perf.script_command(str(data), str(buildid)), stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, check=True).stdout

@@ -35,7 +35,7 @@ HEADER_TIME = re.compile(r"\s(\d+\.\d+):\s", re.ASCII)
 TIMED_EVENT = "sched:sched_switch"
 # The header as perf script prints fold's fields, "comm pid/tid time: period event: ",
 # for a comm of two or more characters without blanks: one match gives what HEADER,
-# HEADER_EVENT and HEADER_TIME would (tests/test_fuzz_parser.py checks that they agree).
+# HEADER_EVENT and HEADER_TIME would (tests/analyze/test_fuzz_parser.py checks that they agree).
 COMMON_HEADER = re.compile(r"(\S\S+) +(\d+)/(\d+) +(\d+\.\d+): +(\d+) +(\S+): *$", re.ASCII)
 # "\t pc symbol+0xoff (dso)"
 FRAME = re.compile(r"^\s*(\w+)\s*(.+) \((.*)\)", re.ASCII)

@@ -14,70 +14,10 @@ or when record itself was stopped by signal N: SIGINT, SIGTERM, SIGHUP);
 1 when mixedstack could not do its job (perf failed, unreadable input); 2 for bad
 usage (click's convention); 130 after Ctrl-C during fold.
 """
-from __future__ import annotations
+from mixedstack.cli import analyze, record  # noqa: F401  (their commands join main)
+from mixedstack.cli.main import main, run
 
-import atexit
-import contextlib
-import os
-import sys
-import threading
-from typing import Iterator, NoReturn
-
-import click
-
-from mixedstack import __version__
-from mixedstack.errors import MixedstackError
-
-
-def fail(message: str, status: int = 1) -> NoReturn:
-    click.echo("mixedstack: error: %s" % message, err=True)
-    sys.exit(status)
-
-
-@contextlib.contextmanager
-def errors_to_exit() -> Iterator[None]:
-    """The library's errors -> their one line on stderr and their exit status."""
-    try:
-        yield
-    except MixedstackError as error:
-        fail(str(error), error.status)
-
-
-def say(message: str) -> None:
-    """A line for the user, on stderr (stdout carries the output)."""
-    click.echo(message, err=True)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="mixedstack")
-def main() -> None:
-    """One stack for Python, C and kernel frames, from Linux perf."""
-
-
-def run() -> None:
-    """The `mixedstack` command: main(), then, once its output is flushed, an
-    immediate exit. The interpreter's own tear-down would free fold's caches (a
-    large recording's stacks, frames and lines: millions of small objects) one by
-    one, ~25 ms spent on what the process's exit frees at once anyway."""
-    try:
-        main()
-    except SystemExit as exit:
-        status = exit.code
-        if not (status is None or isinstance(status, int)) or threading.active_count() > 1:
-            raise  # a message to print, or threads to wait for: the normal exit
-    else:
-        status = 0
-    atexit._run_exitfuncs()  # what libraries asked to run at exit still runs
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:  # `mixedstack fold | head`: what was read is what was wanted
-        pass
-    os._exit(status or 0)
-
-
-
-from mixedstack.cli import analyze, record  # noqa: E402,F401  (their commands join main)
+__all__ = ["main", "run"]
 
 if __name__ == "__main__":  # pragma: no cover
     run()

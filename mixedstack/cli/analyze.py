@@ -11,7 +11,7 @@ import time
 
 import click
 
-from mixedstack import cli
+from mixedstack.cli import main as cli
 from mixedstack.analyze.fold import FoldOptions
 from mixedstack.analyze.load import Loaded, read
 from mixedstack.analyze.parse import ProcessLabel

@@ -33,8 +33,11 @@ writes it through a 2 MiB stdio buffer, so entries still in the buffer would lea
 their Python frames `[unknown]` after `perf inject --jit`.
 
 Calls already running at activation go on without a trampoline; the Python merge
-marks them (processors/python.py, BEFORE_ACTIVATION). The trampoline stays on after
+marks them (analyze/processors/python.py, BEFORE_ACTIVATION). The trampoline stays on after
 the recording (CPython's own deactivation has had use-after-free bugs, gh-112367).
+
+    process.py     what runs in the process, and whether a trampoline is on in it
+    inject.py      running code there: gdb's pending call, or sys.remote_exec
+    activation.py  the code that turns each kind of trampoline on
+    pid.py         `record --pid`: the mode, activating if asked (attach())
 """
-from mixedstack.record.attach.inject import ActivationError  # noqa: F401
-from mixedstack.record.attach.pid import Attached, attach  # noqa: F401

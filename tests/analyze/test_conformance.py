@@ -13,7 +13,9 @@ import pytest
 
 from folding import OPTIONS, fold, read_text, split_lines
 
-DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "flamegraph"
+from conftest import ROOT
+
+DEFAULT_DIR = ROOT.parent / "shared" / "conformance" / "flamegraph"
 CORPUS = Path(os.environ.get("MIXEDSTACK_CONFORMANCE_DIR") or DEFAULT_DIR)
 RESULTS = CORPUS / "results"
 SUFFIX = "-collapsed-"

@@ -7,13 +7,14 @@ tests/data/README.md says how to regenerate them.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from folding import OPTIONS, fold, read_text, split_lines
 
-ODD = Path(__file__).resolve().parent / "data" / "odd"
+from conftest import TESTS
+
+ODD = TESTS / "data" / "odd"
 EXPECTED = ODD / "expected"
 INPUTS = sorted(path.stem for path in ODD.glob("*.txt"))
 # --event-filter runs: (input, event) -> expected/INPUT-event-EVENT.txt

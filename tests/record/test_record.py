@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_shares_match, WORKLOADS, Folded, interpreter, mixedstack, record_and_fold
+from conftest import ROOT, assert_shares_match, WORKLOADS, Folded, interpreter, mixedstack, record_and_fold
 
 pytestmark = pytest.mark.perf
 
@@ -162,7 +162,7 @@ def test_a_recording_moved_without_its_folder_says_what_is_missing(perf_ok, phas
 
 def test_perf_script_path_gives_the_same_output(perf_ok, phases_313):
     _, folded, _, tmp = phases_313
-    script = Path(__file__).resolve().parents[1] / "perf_scripts" / "mixedstack-fold.py"
+    script = ROOT / "perf_scripts" / "mixedstack-fold.py"
     done = subprocess.run(
         ["perf", "--buildid-dir", str(tmp / "perf.data.d" / "buildid"), "script",
          "-i", str(tmp / "perf.data"), "--no-inline", "--max-stack", "4096", "-s", str(script),

@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 
 from folding import OPTIONS, fold_text, read_text
 
-DATA = Path(__file__).resolve().parent / "data"
+from conftest import ROOT, TESTS
+
+DATA = TESTS / "data"
 SEEDS = sorted(DATA.glob("odd/*.txt")) + sorted(DATA.glob("python/*.txt"))
 CORPUS = os.environ.get("MIXEDSTACK_CONFORMANCE_DIR",
-                        str(Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "flamegraph"))
+                        str(ROOT.parent / "shared" / "conformance" / "flamegraph"))
 SEEDS += sorted(Path(CORPUS).glob("*.txt"))[:4]
 LINES = [line for path in SEEDS for line in read_text(path).split("\n")[:400]]
 

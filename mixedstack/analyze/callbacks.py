@@ -2,7 +2,7 @@
 
 Used by perf_scripts/mixedstack-fold.py inside perf's embedded Python, so standard
 library only. Builds the same Sample objects as the text parser (samples.py) and
-runs them through the same Folder and renderer.
+runs them through the same Folder, and writes the same folded text.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import Any, Dict, List
 from mixedstack.analyze.fold import Folder
 from mixedstack.analyze.fold import FoldOptions
 from mixedstack.model import Frame, Sample, Stacks
-from mixedstack.renderers import folded
 from mixedstack.perf.command import SWITCH_EVENT
 from mixedstack.analyze.parse import EventFilter
 from mixedstack.analyze.parse import ProcessLabel
@@ -63,9 +62,10 @@ class FoldCallbacks:
         self.folder.add(Sample(self.label(comm, pid, tid), period, event, frames, comm, pid, tid))
 
     def trace_end(self) -> None:
+        lines = Stacks(self.folder.stacks).folded_lines()  # the folded renderer's text
         if self.output == "-":
-            folded.render(Stacks(self.folder.stacks), sys.stdout)
+            sys.stdout.writelines(lines)
             sys.stdout.flush()
         else:
             with open(self.output, "w", encoding="utf-8", errors="surrogateescape") as out:
-                folded.render(Stacks(self.folder.stacks), out)
+                out.writelines(lines)

@@ -26,9 +26,11 @@ from mixedstack.analyze.parse import ProcessLabel
 from mixedstack.perf.text import Text
 from mixedstack.analyze.parse import parse
 
-DATA = Path(__file__).resolve().parent / "data"
+from conftest import ROOT, TESTS
+
+DATA = TESTS / "data"
 CORPUS = Path(os.environ.get("MIXEDSTACK_CONFORMANCE_DIR",
-                             str(Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "flamegraph")))
+                             str(ROOT.parent / "shared" / "conformance" / "flamegraph")))
 INPUTS = (sorted(DATA.glob("odd/*.txt")) + sorted(DATA.glob("python/*.txt"))
           + sorted(p for p in CORPUS.glob("*.txt") if not p.name.startswith("LICENSE")))
 

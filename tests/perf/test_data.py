@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import struct
+import subprocess
 
+from mixedstack.perf import data as perfdata
 from mixedstack.perf.data import SAMPLE
 from mixedstack.perf.data import sample_layouts
 
@@ -60,3 +62,11 @@ def test_no_usable_layout():
     assert sample_layouts(perf_data((DWARF & ~SAMPLE["STACK_USER"], REGS, [1]))) is None
     # different layouts without IDENTIFIER: a sample's event cannot be known
     assert sample_layouts(perf_data((DWARF, REGS, [1]), (DWARF | SAMPLE["CPU"], REGS, [2]))) is None
+
+
+def test_event_names_are_read_from_the_file_as_perf_evlist_names_them(phases):
+    data, _ = phases
+    listed = subprocess.run(["perf", "evlist", "-i", str(data)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True).stdout.split()
+    assert perfdata.event_names(str(data)) == listed
+    assert perfdata.event_names(__file__) is None

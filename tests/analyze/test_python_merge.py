@@ -18,7 +18,9 @@ from mixedstack.analyze.fold import FoldOptions
 from mixedstack.analyze.processors.python import shorten_path
 from mixedstack.analyze.parse import parse
 
-DATA = Path(__file__).resolve().parent / "data" / "python"
+from conftest import TESTS
+
+DATA = TESTS / "data" / "python"
 JIT = DATA / "perf-jit-3.13.txt"  # -X perf_jit, DWARF unwind, after perf inject --jit
 FP = DATA / "perf-map-3.13-fp.txt"  # -X perf (perf map), frame-pointer unwind
 RECURSION = DATA / "perf-map-3.13-fp-recursion.txt"

@@ -10,10 +10,10 @@ import sys
 import pytest
 from pathlib import Path
 
-from conftest import mixedstack
+from conftest import TESTS, mixedstack
 from folding import read_text, split_lines
 
-ODD = os.path.join(os.path.dirname(__file__), "data", "odd")
+ODD = str(TESTS / "data" / "odd")
 TEXT = ("app 10/10 [000] 1.0: 1000 cpu-clock:\n"
         "\t400100 leaf+0x10 (/usr/bin/app)\n"
         "\t400000 main+0x20 (/usr/bin/app)\n\n")
