@@ -1,10 +1,12 @@
-"""The core data model: a frame as perf printed it, and a sample (one stack).
+"""The core data model: a frame as perf printed it, a sample (one stack), a Python
+frame as data, and the stacks renderers draw.
 
 Standard library only (perf's embedded Python imports it too).
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+import re
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 
 class Frame(NamedTuple):
@@ -31,19 +33,89 @@ class Sample(NamedTuple):
     time: str = ""
 
 
-class Stacks(NamedTuple):
-    """What renderers draw: folded stacks (root first, `;`-joined) and their weights."""
+class PyFrame(NamedTuple):
+    """A Python function's frame, as data: renderers format it (`text`), and speedscope
+    and pprof keep its file and line as fields of their own."""
 
-    weights: Dict[str, int]  # stack -> total period (what folded output prints)
+    function: str  # the qualified name: `Handler.get`, `<module>`, `main.<locals>.inner`
+    file: str = ""  # shortened as py-spy does: `pkg/sub/mod.py`, `app.py`; "" when unknown
+    line: int = 0  # its first line where the trampoline says it (the agent), else 0
+
+    def text(self) -> str:
+        """`function (file:line)`, `function (file)` or `function`: its folded name."""
+        if not self.file:
+            return self.function
+        return "%s (%s:%d)" % (self.function, self.file, self.line) if self.line else \
+            "%s (%s)" % (self.function, self.file)
+
+    @classmethod
+    def parse(cls, name: str) -> Optional["PyFrame"]:
+        """A folded name back into a PyFrame (folded text keeps no structure), or None
+        for any other frame. Native names never end in ` (...)`: fold cuts a C++
+        signature at its "(" (but for `(anonymous namespace)`), as stackcollapse does."""
+        match = PYTHON_TEXT.match(name)
+        if match is None:
+            return None
+        return cls(match.group(1), match.group(2), int(match.group(3) or 0))
+
+
+# `func (file.py)` / `func (file.py:LINE)`; `(anonymous namespace)` is C++'s
+PYTHON_TEXT = re.compile(r"^(.+) \((?!anonymous namespace\))([^()]+?)(?::(\d+))?\)$", re.DOTALL)
+
+StackFrame = Union[str, PyFrame]  # a native name or a synthetic marker, or a Python frame
+Stack = Tuple[StackFrame, ...]  # root first: the process (or thread) label, then its frames
+
+
+def frame_text(frame: StackFrame) -> str:
+    return frame if type(frame) is str else frame.text()
+
+
+class Stacks(NamedTuple):
+    """What renderers draw: stacks of frames (root first) and their weights."""
+
+    weights: Dict[Stack, int]  # stack -> total period (what folded output prints)
     unit: str = "nanoseconds"  # of the weights: "nanoseconds" (cpu-clock), "events" (other periods), "samples"
-    counts: Optional[Dict[str, int]] = None  # stack -> samples, when known (recordings)
-    layers: Optional[Dict[str, Tuple[str, ...]]] = None  # stack -> each frame's layer, from DSOs
+    counts: Optional[Dict[Stack, int]] = None  # stack -> samples, when known (recordings)
+    layers: Optional[Dict[Stack, Tuple[str, ...]]] = None  # stack -> each frame's layer, from DSOs
+
+    @classmethod
+    def from_folded(cls, weights: Dict[str, int], unit: str = "nanoseconds") -> "Stacks":
+        """Stacks of folded text (`frame;frame;...` -> weight), Python frames parsed."""
+        parsed: Dict[str, StackFrame] = {}
+
+        def frame(name: str) -> StackFrame:
+            known = parsed.get(name)
+            if known is None:
+                known = parsed[name] = PyFrame.parse(name) or name
+            return known
+
+        stacks: Dict[Stack, int] = {}
+        for text, weight in weights.items():
+            names = text.split(";")
+            stack = (names[0],) + tuple(frame(name) for name in names[1:])
+            stacks[stack] = stacks.get(stack, 0) + weight
+        return cls(stacks, unit)
+
+    def texts(self) -> Dict[Stack, str]:
+        """Each stack's folded text (`frame;frame;...`), formatted once a frame."""
+        names: Dict[StackFrame, str] = {}
+        texts = {}
+        for stack in self.weights:
+            parts = []
+            for frame in stack:
+                name = names.get(frame)
+                if name is None:
+                    name = names[frame] = frame_text(frame)
+                parts.append(name)
+            texts[stack] = ";".join(parts)
+        return texts
 
     def folded_lines(self) -> Iterator[str]:
         """`stack WEIGHT` lines, in byte order of the stacks (stackcollapse-perf.pl's)."""
         weights = self.weights
-        for stack in sorted(weights):
-            yield "%s %d\n" % (stack, weights[stack])
+        texts = self.texts()
+        for stack in sorted(weights, key=texts.__getitem__):
+            yield "%s %d\n" % (texts[stack], weights[stack])
 
     def to_folded(self) -> str:
         """The folded text: one `frame;frame;... WEIGHT` line per distinct stack."""

@@ -210,3 +210,18 @@ def perf_script_text(data: Path, buildid: Path) -> bytes:
 
     return subprocess.run(perf.script_command(str(data), str(buildid)), stdout=subprocess.PIPE,
                           stderr=subprocess.DEVNULL, check=True).stdout
+
+
+def one_line_error(done: subprocess.CompletedProcess, status: int, *words: str) -> None:
+    """The CLI failed as it should: one `mixedstack: error:` line with `words`, exit `status`."""
+    assert done.returncode == status, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mixedstack: error: "), done.stderr
+    assert "Traceback" not in done.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+# A CPython 3.13 with frame pointers (`make fp-python`), for the frame-pointer mode tests
+FP_PYTHON = os.environ.get("MIXEDSTACK_FP_PYTHON", str(
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mixedstack" / "fp-python" / "bin" / "python3.13"))

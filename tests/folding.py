@@ -7,7 +7,6 @@ from typing import Iterable, List, Optional, Union
 
 from mixedstack.analyze.fold import Folder
 from mixedstack.analyze.fold import FoldOptions
-from mixedstack.model import Stacks
 from mixedstack.renderers.folded import render
 from mixedstack.analyze.parse import EventFilter
 from mixedstack.analyze.parse import ProcessLabel
@@ -49,7 +48,7 @@ def fold(
                                 all=option == "all", addrs=option == "addrs",
                                 keep_interpreter=keep_interpreter)).add_all(samples)
     out = io.StringIO(newline="\n")
-    render(Stacks(folder.stacks), out)
+    render(folder.result(), out)
     return split_lines(out.getvalue())
 
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 
 from mixedstack.analyze.fold import Folder
 from mixedstack.analyze.fold import FoldOptions
-from mixedstack.model import Frame, Sample, Stacks
+from mixedstack.model import Frame, Sample
 from mixedstack.perf.command import SWITCH_EVENT
 from mixedstack.analyze.parse import EventFilter
 from mixedstack.analyze.parse import ProcessLabel
@@ -62,7 +62,7 @@ class FoldCallbacks:
         self.folder.add(Sample(self.label(comm, pid, tid), period, event, frames, comm, pid, tid))
 
     def trace_end(self) -> None:
-        lines = Stacks(self.folder.stacks).folded_lines()  # the folded renderer's text
+        lines = self.folder.result().folded_lines()  # the folded renderer's text
         if self.output == "-":
             sys.stdout.writelines(lines)
             sys.stdout.flush()

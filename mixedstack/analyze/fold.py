@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from mixedstack.analyze.processors import layers
-from mixedstack.model import Sample, Stacks
+from mixedstack.model import PyFrame, Sample, Stack, StackFrame, Stacks
 from mixedstack.analyze.processors.names import NativeNames
 from mixedstack.analyze.processors.python import PythonMerge
 from mixedstack.analyze.parse import Frames
@@ -54,6 +54,9 @@ class Folder:
         self._cache: Dict[Tuple[str, object], Tuple[str, bool]] = {}
         self._named: Dict[Tuple[str, tuple], Tuple[str, bool]] = {}  # by (symbol, dso) of each frame
         self.counts: Optional[Dict[str, int]] = {} if detail else None
+        # each folded text's frames: samples are counted by the text, whose hash Python
+        # keeps (a tuple's it computes again at every sample); result() hands on the frames
+        self._frames: Dict[str, Stack] = {}
         self.layers: Optional[Dict[str, Tuple[str, ...]]] = {} if detail else None
 
     def add(self, sample: Sample) -> None:
@@ -81,8 +84,13 @@ class Folder:
         self.stackless_samples += stackless
         return self
 
-    def stacks_with_detail(self, unit: str) -> Stacks:
-        return Stacks(self.stacks, unit, self.counts, self.layers)
+    def result(self, unit: str = "nanoseconds") -> Stacks:
+        """The stacks, their frames as data (Python frames as PyFrame), for renderers."""
+        frames = self._frames
+        weights = {frames[text]: weight for text, weight in self.stacks.items()}
+        counts = None if self.counts is None else {frames[text]: n for text, n in self.counts.items()}
+        kinds = None if self.layers is None else {frames[text]: k for text, k in self.layers.items()}
+        return Stacks(weights, unit, counts, kinds)
 
     def _miss(self, key: Tuple[str, object], sample: Sample) -> Tuple[str, bool]:
         if len(self._cache) >= CACHE_LIMIT:
@@ -99,21 +107,22 @@ class Folder:
         return cached
 
     def _fold(self, sample: Sample) -> Tuple[str, bool]:
-        parts: List[str] = [sample.label]
+        parts: List[StackFrame] = [sample.label]
         kinds: Optional[List[str]] = None if self.layers is None else [layers.PROCESS]
         items = self.merge(sample.frames) if self.merge else None
         for item in reversed(sample.frames) if items is None else items:
-            if isinstance(item, str):  # a Python frame (or a marker) the merge named
+            if type(item) is PyFrame or type(item) is str:  # a Python frame, or a marker, the merge named
                 parts.append(item)
                 if kinds is not None:
-                    kinds.append(layers.of_marker(item) or layers.PYTHON)
+                    kinds.append(layers.PYTHON if type(item) is PyFrame else layers.of_marker(item) or layers.PYTHON)
                 continue
             names = self.native(item, sample.label)
             parts.extend(names)
             if kinds is not None and names:
                 kind = layers.of_marker(names[0]) or layers.of_native(item, self.native.symbol(item))
                 kinds.extend([kind] * len(names))
-        stack = ";".join(parts)
+        stack = ";".join([part if type(part) is str else part.text() for part in parts])
+        self._frames.setdefault(stack, tuple(parts))
         if kinds is not None:
             self.layers.setdefault(stack, tuple(kinds))
         return stack, items is not None

@@ -94,7 +94,7 @@ def read(path: str, what: Optional[str] = None, options: Optional[FoldOptions] =
     summary = "%s samples -> %s stacks, %.1f%% with Python frames" % (
         format(folder.samples, ","), format(len(folder.stacks), ","),
         100.0 * folder.python_samples / folder.samples)
-    return Loaded(folder.stacks_with_detail(unit), summary)
+    return Loaded(folder.result(unit), summary)
 
 
 def select_events(source: Source, what: Optional[str], wanted: Optional[str], warn: Warn = _ignore) -> Selection:
@@ -156,7 +156,8 @@ def read_folded(source: Source, what: Optional[str], warn: Warn = _ignore) -> Lo
         if not weights:
             raise InputError("%s holds no %s stacks; choose another --what" % (
                 source.name, "off-CPU (leaf [off-cpu: ...])" if what == "off" else "on-CPU"))
-    return Loaded(Stacks(weights, folded_unit(weights)), "%s stacks of folded text" % format(len(weights), ","))
+    return Loaded(Stacks.from_folded(weights, folded_unit(weights)),
+                  "%s stacks of folded text" % format(len(weights), ","))
 
 
 UNNAMED_TRAMPOLINE = re.compile(r"\[(?:jitted-\d+-\d+\.so|perf-\d+\.map)\]")

@@ -29,8 +29,8 @@ from mixedstack.analyze.sources import FOLDED, open_input
 from mixedstack.errors import InputError, Interrupted
 from mixedstack.perf import command as perf
 from mixedstack.analyze.processors import offcpu
-from mixedstack.model import Frame, Sample
-from mixedstack.analyze.markers import BEFORE_ACTIVATION, TRUNCATED, off_cpu_reason
+from mixedstack.model import Frame, PyFrame, Sample
+from mixedstack.analyze.markers import off_cpu_reason
 from mixedstack.analyze.processors.python import PythonMerge
 from mixedstack.analyze.processors.python import is_entry
 from mixedstack.analyze.processors.python import is_python
@@ -39,9 +39,9 @@ from mixedstack.analyze.processors.python import symbol_name
 LAYERS = tuple(layers.NAMES[kind] for kind in (layers.BYTECODE, layers.INTERPRETER, layers.LIBRARY, layers.KERNEL,
                                                  layers.UNRESOLVED))
 EVAL_LOOP = re.compile(r"^_?PyEval_EvalFrame(?:Default|Ex)?$", re.ASCII)
-# threading's own frames (qualified names from 3.11; bare ones before)
-THREAD_BOOTSTRAP = re.compile(r"^(?:Thread\.)?_bootstrap(?:_inner)? \(threading\.py", re.ASCII)
-THREAD_RUN = re.compile(r"^(?:Thread\.)?run \(threading\.py", re.ASCII)
+# threading's own functions (qualified names from 3.11; bare ones before)
+THREAD_BOOTSTRAP = frozenset(["_bootstrap", "_bootstrap_inner", "Thread._bootstrap", "Thread._bootstrap_inner"])
+THREAD_RUN = frozenset(["run", "Thread.run"])
 
 
 def layer(frame: Frame) -> str:
@@ -59,22 +59,21 @@ def layer(frame: Frame) -> str:
     return layers.NAMES[kind]
 
 
-def function_name(python_frame: str) -> str:
-    """`spinner (app.py:12)` -> `spinner`."""
-    return python_frame.split(" (", 1)[0]
+def in_threading(frame: PyFrame, functions: frozenset) -> bool:
+    return frame.function in functions and os.path.basename(frame.file) == "threading.py"
 
 
-def thread_name(python_frames: Sequence[str]) -> Optional[str]:
+def thread_name(python_frames: Sequence[PyFrame]) -> Optional[str]:
     """What Python's threading would call the thread, from its outer frames:
     `Thread (spinner)` for Thread(target=spinner), the class name for a subclass."""
     for i, frame in enumerate(python_frames):
-        if THREAD_BOOTSTRAP.match(frame):
+        if in_threading(frame, THREAD_BOOTSTRAP):
             continue
         if i == 0:
             return None
-        if THREAD_RUN.match(frame):
-            return "Thread (%s)" % function_name(python_frames[i + 1]) if i + 1 < len(python_frames) else "Thread"
-        return function_name(frame).rsplit(".", 1)[0]
+        if in_threading(frame, THREAD_RUN):
+            return "Thread (%s)" % python_frames[i + 1].function if i + 1 < len(python_frames) else "Thread"
+        return frame.function.rsplit(".", 1)[0]
     return None
 
 
@@ -87,9 +86,6 @@ class ThreadFigures:
         self.names: Counter[str] = collections.Counter()
 
 
-MARKERS = (BEFORE_ACTIVATION, TRUNCATED)  # the merge's own frames: no Python function
-
-
 class ReportBuilder:
     """Processor: consumes samples, then `result()` gives the figures as a dict."""
 
@@ -99,10 +95,10 @@ class ReportBuilder:
         self.layers: Counter[str] = collections.Counter()
         self.syscalls: Dict[str, List] = {}  # name -> [on-CPU, blocked, Counter of Python callers]
         self.threads: Dict[Tuple[str, str], ThreadFigures] = {}
-        self.gil_waiters: Counter[str] = collections.Counter()
-        self.self_time: Counter[str] = collections.Counter()
-        self.total_time: Counter[str] = collections.Counter()
-        self.off_self: Counter[str] = collections.Counter()
+        self.gil_waiters: Counter[PyFrame] = collections.Counter()
+        self.self_time: Counter[PyFrame] = collections.Counter()
+        self.total_time: Counter[PyFrame] = collections.Counter()
+        self.off_self: Counter[PyFrame] = collections.Counter()
         self.samples = self.switch_samples = self.broken = self.unresolved = self.with_python = 0
         self.on_cpu_ns = 0
         self.broken_in: Counter[str] = collections.Counter()
@@ -114,7 +110,7 @@ class ReportBuilder:
             frames = frames[1:]
         reason = off_cpu_reason(symbol_name(sample.frames[0])) if off else None
         items = self.merge(frames) or []
-        python = [item for item in items if isinstance(item, str) and item not in MARKERS]
+        python = [item for item in items if type(item) is PyFrame]  # not the merge's own markers
         innermost = python[-1] if python else None
         gil = reason == "GIL" if off else offcpu.waits_for_gil(frames)
 
@@ -134,7 +130,7 @@ class ReportBuilder:
             key = call + (" (GIL)" if gil else "")
             figures = self.syscalls.setdefault(key, [0, 0, collections.Counter()])
             figures[1 if off else 0] += sample.period
-            figures[2][innermost or "(no Python frame)"] += sample.period
+            figures[2][innermost.text() if innermost else "(no Python frame)"] += sample.period
 
         if off:
             self.switch_samples += 1
@@ -209,17 +205,17 @@ class ReportBuilder:
                             for thread in sorted((t for t in threads if t["gil_wait_s"]),
                                                  key=lambda t: -t["gil_wait_s"])][:top],
                 "threads_waiting": sum(1 for thread in threads if thread["gil_wait_s"]),
-                "top_waiters": [{"function": name, "gil_wait_s": seconds(ns), "share": round(ns / gil_total, 4)}
+                "top_waiters": [{"function": name.text(), "gil_wait_s": seconds(ns), "share": round(ns / gil_total, 4)}
                                 for name, ns in self.gil_waiters.most_common(top)],
             },
             "threads": threads[:top],
             "threads_total": len(threads),
             "functions": {
-                "by_self": [{"function": name, "on_cpu_s": seconds(ns), "share": round(ns / on_cpu, 4)}
+                "by_self": [{"function": name.text(), "on_cpu_s": seconds(ns), "share": round(ns / on_cpu, 4)}
                             for name, ns in self.self_time.most_common(top)],
-                "by_total": [{"function": name, "on_cpu_s": seconds(ns), "share": round(ns / on_cpu, 4)}
+                "by_total": [{"function": name.text(), "on_cpu_s": seconds(ns), "share": round(ns / on_cpu, 4)}
                              for name, ns in self.total_time.most_common(top)],
-                "by_blocked": [{"function": name, "blocked_s": seconds(ns)}
+                "by_blocked": [{"function": name.text(), "blocked_s": seconds(ns)}
                                for name, ns in self.off_self.most_common(top)] if self.switches else None,
             },
             "health": {

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import sys
 from types import ModuleType
-from typing import IO, Any, Callable, Optional, Tuple
+from typing import IO, Any, Callable, Optional
 
 from mixedstack.errors import Interrupted, MixedstackError
 from mixedstack.model import Stacks
 
 FORMATS = {"folded": "folded", "flamegraph": "flamegraph_svg", "speedscope": "speedscope", "pprof": "pprof"}
-
-# `func (file.py)` / `func (file.py:LINE)`: the merge's Python frame names
-PYTHON_FRAME = re.compile(r"^(.+) \(([^()]+?)(?::(\d+))?\)$", re.DOTALL)
 
 
 def renderer(format: str) -> ModuleType:
@@ -85,11 +81,3 @@ def readable(name: str) -> str:
         return name.encode("latin-1").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
         return name
-
-
-def python_parts(name: str) -> Optional[Tuple[str, str, int]]:
-    """`main (pkg/app.py:12)` -> ("main", "pkg/app.py", 12); None if not that shape."""
-    match = PYTHON_FRAME.match(name)
-    if match is None:
-        return None
-    return match.group(1), match.group(2), int(match.group(3) or 0)

@@ -24,7 +24,7 @@ import zlib
 from typing import IO, Callable, Dict, Iterator, List, Optional, Tuple
 
 from mixedstack.analyze.processors import layers
-from mixedstack.model import Stacks
+from mixedstack.model import Stack, StackFrame, Stacks, frame_text
 from mixedstack.renderers import readable
 
 WIDTH = 1200  # px, the whole image
@@ -77,16 +77,21 @@ class Profile:
     subtrees too narrow to draw are never visited (no tree is built)."""
 
     def __init__(self, after: Stacks, before: Optional[Stacks] = None):
-        names: Dict[str, str] = {}  # one string per distinct name, not one per occurrence
-        rows: Dict[str, List] = {}
+        names: Dict[StackFrame, str] = {}  # one string per distinct frame, not one per occurrence
+        kinds: Dict[StackFrame, str] = {}
+        rows: Dict[Stack, List] = {}
         for index, stacks in enumerate((after, before) if before is not None else (after,)):
             known = stacks.layers or {}
             counts = stacks.counts or {}
             for stack, value in stacks.weights.items():
                 row = rows.get(stack)
                 if row is None:
-                    path = tuple(names.setdefault(name, name) for name in stack.split(";"))
-                    row = rows[stack] = [path, 0, 0, 0, known.get(stack, ())]
+                    path = tuple([names.get(frame) or names.setdefault(frame, frame_text(frame)) for frame in stack])
+                    layer = known.get(stack, ())
+                    if len(layer) != len(stack):
+                        layer = (layers.PROCESS,) + tuple([kinds.get(frame) or kinds.setdefault(
+                            frame, layers.of_frame(frame)) for frame in stack[1:]])
+                    row = rows[stack] = [path, 0, 0, 0, layer]
                 row[1 + index] += value
                 if index == 0:
                     row[3] += counts.get(stack, 0)
@@ -101,7 +106,6 @@ class Profile:
             self.weights = self.values
         else:  # a diff: the mean of both normalised shares
             self.weights = running([(row[1] / total_after + row[2] / total_before) / 2 for row in ordered])
-        self._layers: Dict[str, str] = {}
 
     def node(self, name: str, layer: str, lo: int, hi: int) -> Node:
         return Node(name, layer, self.values[hi] - self.values[lo], self.counts[hi] - self.counts[lo],
@@ -109,16 +113,7 @@ class Profile:
 
     def layer(self, index: int, depth: int) -> str:
         """The layer of frame `depth` (0: the process) of stack `index`."""
-        known = self.known[index]
-        if len(known) == len(self.paths[index]):
-            return known[depth]
-        if depth == 0:
-            return layers.PROCESS
-        name = self.paths[index][depth]
-        layer = self._layers.get(name)
-        if layer is None:
-            layer = self._layers[name] = layers.of_name(name)
-        return layer
+        return self.known[index][depth]
 
     def children(self, lo: int, hi: int, depth: int) -> Iterator[Tuple[int, int]]:
         """The ranges of the frames at `depth` under the frame whose stacks are

@@ -20,8 +20,8 @@ import re
 from typing import IO, Dict, List, Tuple
 
 from mixedstack.analyze.processors import layers
-from mixedstack.model import Stacks
-from mixedstack.renderers import python_parts, readable
+from mixedstack.model import PyFrame, StackFrame, Stacks, frame_text
+from mixedstack.renderers import readable
 
 # The messages of pprof's proto/profile.proto that are written (plus Mapping, which
 # readers look for), in protobuf's own notation; `message_classes` reads this.
@@ -126,26 +126,26 @@ def build(stacks: Stacks):
         profile.period_type.type, profile.period_type.unit = string("cpu"), string("nanoseconds")
         if counts:  # the mean period: cpu-clock's is the same for every sample
             profile.period = round(sum(stacks.weights.values()) / max(1, sum(counts.values())))
-    locations: Dict[Tuple[str, str], int] = {}
+    locations: Dict[Tuple[StackFrame, str], int] = {}
     known = stacks.layers or {}
     process_key = string("process")
-    for stack in sorted(stacks.weights):
-        names = stack.split(";")
-        kinds = layers.of_stack(names, known.get(stack, ()))
+    texts = stacks.texts()
+    for stack in sorted(stacks.weights, key=texts.__getitem__):
+        kinds = layers.of_stack(stack, known.get(stack, ()))
         path = []
-        for name, kind in zip(names[1:], kinds[1:]):
-            location = locations.get((name, kind))
+        for frame, kind in zip(stack[1:], kinds[1:]):
+            location = locations.get((frame, kind))
             if location is None:
-                location = locations[(name, kind)] = len(locations) + 1
+                location = locations[(frame, kind)] = len(locations) + 1
                 function = profile.function.add(id=location)
-                parts = python_parts(name) if kind == layers.PYTHON else None
-                if parts:
-                    function.name = function.system_name = string(readable(parts[0]))
-                    function.filename = string(readable(parts[1]))
-                    function.start_line = parts[2]
+                line = 0
+                if type(frame) is PyFrame and frame.file:
+                    function.name = function.system_name = string(readable(frame.function))
+                    function.filename = string(readable(frame.file))
+                    function.start_line = line = frame.line
                 else:
-                    function.name = function.system_name = string(readable(name))
-                profile.location.add(id=location).line.add(function_id=location, line=parts[2] if parts else 0)
+                    function.name = function.system_name = string(readable(frame_text(frame)))
+                profile.location.add(id=location).line.add(function_id=location, line=line)
             path.append(location)
         values = []
         for kind, _ in types:
@@ -154,7 +154,7 @@ def build(stacks: Stacks):
             else:
                 values.append(stacks.weights[stack])
         sample = profile.sample.add(location_id=path[::-1], value=values)  # leaf first
-        sample.label.add(key=process_key, str=string(readable(names[0])))
+        sample.label.add(key=process_key, str=string(readable(frame_text(stack[0]))))
     return profile
 
 

@@ -13,8 +13,8 @@ from typing import IO, Dict, List, Tuple
 
 from mixedstack import __version__
 from mixedstack.analyze.processors import layers
-from mixedstack.model import Stacks
-from mixedstack.renderers import python_parts, readable
+from mixedstack.model import PyFrame, StackFrame, Stacks, frame_text
+from mixedstack.renderers import readable
 
 EXTENSION = ".speedscope.json"
 ENCODING = "utf-8"
@@ -23,23 +23,23 @@ SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 
 def render(stacks: Stacks, out: IO[str], name: str = "mixedstack") -> None:
     frames: List[Dict[str, object]] = []
-    index: Dict[str, int] = {}
+    index: Dict[Tuple[StackFrame, str], int] = {}
     known = stacks.layers or {}
     threads: Dict[str, Tuple[List[List[int]], List[int]]] = {}
-    for stack in sorted(stacks.weights):
+    texts = stacks.texts()
+    for stack in sorted(stacks.weights, key=texts.__getitem__):
         weight = stacks.weights[stack]
         if weight <= 0:  # speedscope refuses weights that are not positive
             continue
-        names = stack.split(";")
-        kinds = layers.of_stack(names, known.get(stack, ()))
+        kinds = layers.of_stack(stack, known.get(stack, ()))
         ids = []
-        for frame, kind in zip(names[1:], kinds[1:]):
-            key = frame if kind == layers.PYTHON else "\0" + frame  # a C `main` is not Python's
+        for frame, kind in zip(stack[1:], kinds[1:]):
+            key = (frame, kind)  # a C `main` is not Python's
             if key not in index:
                 index[key] = len(frames)
                 frames.append(describe(frame, kind))
             ids.append(index[key])
-        samples, weights = threads.setdefault(names[0], ([], []))
+        samples, weights = threads.setdefault(frame_text(stack[0]), ([], []))
         samples.append(ids)
         weights.append(weight)
     unit = "nanoseconds" if stacks.unit == "nanoseconds" else "none"
@@ -60,12 +60,10 @@ def render(stacks: Stacks, out: IO[str], name: str = "mixedstack") -> None:
     out.write("\n")
 
 
-def describe(frame: str, kind: str) -> Dict[str, object]:
-    parts = python_parts(frame) if kind == layers.PYTHON else None
-    if parts is None:
-        return {"name": readable(frame)}
-    function, file, line = parts
-    described: Dict[str, object] = {"name": readable(function), "file": readable(file)}
-    if line:
-        described["line"] = line
+def describe(frame: StackFrame, kind: str) -> Dict[str, object]:
+    if type(frame) is not PyFrame or not frame.file:
+        return {"name": readable(frame_text(frame))}
+    described: Dict[str, object] = {"name": readable(frame.function), "file": readable(frame.file)}
+    if frame.line:
+        described["line"] = frame.line
     return described

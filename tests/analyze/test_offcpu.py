@@ -10,7 +10,7 @@ import pytest
 from conftest import CURRENT_VERSIONS, WORKLOADS, Folded, current_python, interpreter, mixedstack
 from mixedstack.analyze.processors import offcpu
 from mixedstack.perf import command as perf
-from mixedstack.model import Frame, Sample
+from mixedstack.model import Frame, PyFrame, Sample
 from mixedstack.analyze.report import ReportBuilder
 from mixedstack.analyze.report import thread_name
 
@@ -128,7 +128,7 @@ def test_weigh_keeps_what_was_asked_and_marks_off_cpu_stacks():
     (["<module> (app.py)", "main (app.py)"], None),
 ])
 def test_thread_names_follow_pythons_threading(python_frames, name):
-    assert thread_name(python_frames) == name
+    assert thread_name([PyFrame.parse(frame) for frame in python_frames]) == name
 
 
 def test_report_adds_up_on_and_off_cpu_time_per_thread_and_syscall():

@@ -19,7 +19,7 @@ from folding import OPTIONS, read_text
 from mixedstack.analyze import parse as samples
 from mixedstack.analyze.fold import Folder
 from mixedstack.analyze.fold import FoldOptions
-from mixedstack.model import Frame, Sample, Stacks
+from mixedstack.model import Frame, Sample
 from mixedstack.renderers.folded import render
 from mixedstack.analyze.parse import EventFilter
 from mixedstack.analyze.parse import ProcessLabel
@@ -71,7 +71,7 @@ def folded(samples_: List[Sample], option: str = "") -> str:
     folder = Folder(FoldOptions(kernel=option == "kernel", jit=option == "jit", all=option == "all",
                                 addrs=option == "addrs")).add_all(samples_)
     out = io.StringIO(newline="\n")
-    render(Stacks(folder.stacks), out)
+    render(folder.result(), out)
     return out.getvalue()
 
 

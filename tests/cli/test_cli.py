@@ -10,6 +10,7 @@ import sys
 import pytest
 from pathlib import Path
 
+from conftest import one_line_error
 from conftest import TESTS, mixedstack
 from folding import read_text, split_lines
 
@@ -17,15 +18,6 @@ ODD = str(TESTS / "data" / "odd")
 TEXT = ("app 10/10 [000] 1.0: 1000 cpu-clock:\n"
         "\t400100 leaf+0x10 (/usr/bin/app)\n"
         "\t400000 main+0x20 (/usr/bin/app)\n\n")
-
-
-def one_line_error(done: subprocess.CompletedProcess, status: int, *words: str) -> None:
-    assert done.returncode == status, (done.returncode, done.stderr)
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mixedstack: error: "), done.stderr
-    assert "Traceback" not in done.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
 
 
 def test_fold_text_file_and_stdin_give_the_same_bytes(tmp_path):

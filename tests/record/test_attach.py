@@ -68,7 +68,7 @@ def attach(target, tmp_path: Path, *args: str, **kwargs):
 
 def python_for(version):
     if version == "fp":  # `make fp-python` (CI builds it)
-        from test_fp_mode import FP_PYTHON
+        from conftest import FP_PYTHON
 
         if not os.access(FP_PYTHON, os.X_OK):
             skip_or_fail("no frame-pointer CPython at %s: build it with `make fp-python`" % FP_PYTHON)

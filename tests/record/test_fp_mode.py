@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
+from conftest import FP_PYTHON
 from conftest import WORKLOADS, interpreter, perf_problem, record_and_fold, skip_or_fail
 from mixedstack.record.target import find_interpreter
 from mixedstack.record.target import perf_mode
 
 pytestmark = pytest.mark.perf
 
-DEFAULT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mixedstack" / "fp-python" / "bin" / "python3.13"
-FP_PYTHON = os.environ.get("MIXEDSTACK_FP_PYTHON", str(DEFAULT))
 
 
 @pytest.fixture(scope="module")

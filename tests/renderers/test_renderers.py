@@ -22,10 +22,10 @@ from typing import Dict, List, Tuple
 import pytest
 
 from conftest import ROOT, Folded, mixedstack, skip_or_fail
-from test_cli import one_line_error
+from conftest import one_line_error
 
 from mixedstack.analyze.processors import layers
-from mixedstack.model import Stacks
+from mixedstack.model import PyFrame, Stacks
 from mixedstack.renderers import flamegraph_svg
 from mixedstack.renderers import pprof
 from mixedstack.renderers import speedscope
@@ -108,7 +108,8 @@ def test_layers_of_folded_text_follow_the_documented_heuristic(tmp_path):
     ("[off-cpu: GIL]", layers.GIL),
 ])
 def test_layer_of_a_folded_name(name, layer):
-    assert layers.of_name(name) == layer
+    (stack,) = Stacks.from_folded({"app;" + name: 1}).weights  # a folded file's frames, as read
+    assert layers.of_stack(stack)[1] == layer
 
 
 # --- folded input ---------------------------------------------------------------
@@ -173,7 +174,7 @@ def test_narrow_frames_are_merged_so_a_large_profile_stays_light():
     weights = {"app;main;hot": 20000 * 1000}
     weights.update({"app;main;cold%05d;leaf" % i: 1000 for i in range(20000)})
     out = io.StringIO()
-    flamegraph_svg.render(Stacks(weights, "samples"), out)
+    flamegraph_svg.render(Stacks.from_folded(weights, "samples"), out)
     frames = frames_of(out.getvalue())
     names = [frame["name"] for frame in frames]
     assert "[20000 narrow frames]" in names and "hot" in names
@@ -310,7 +311,7 @@ def test_speedscope_invalid_document_is_caught(speedscope_schema):
     import jsonschema
 
     out = io.StringIO()
-    speedscope.render(Stacks({"app;main": 5}, "samples"), out)
+    speedscope.render(Stacks.from_folded({"app;main": 5}, "samples"), out)
     document = json.loads(out.getvalue())
     jsonschema.validate(document, speedscope_schema)
     del document["profiles"][0]["weights"]
@@ -410,7 +411,8 @@ def test_pprof_of_folded_text_has_the_one_value_it_holds(tmp_path):
 
 
 def test_pprof_same_stacks_same_bytes():
-    stacks = Stacks({"app;main;a": 3000000, "app;main;b": 1000000}, "nanoseconds", {"app;main;a": 3, "app;main;b": 1})
+    stacks = Stacks({("app", "main", "a"): 3000000, ("app", "main", "b"): 1000000}, "nanoseconds",
+                    {("app", "main", "a"): 3, ("app", "main", "b"): 1})
     first, second = io.BytesIO(), io.BytesIO()
     pprof.render(stacks, first)
     pprof.render(stacks, second)
@@ -495,3 +497,17 @@ def test_output_to_a_device_is_written_not_replaced(tmp_path):
     assert done.returncode == 0, done.stderr
     assert reader.communicate(timeout=60)[0].startswith(b"<?xml")
     assert fifo.is_fifo() and not (tmp_path / "pipe.partial").exists()
+
+
+@pytest.mark.parametrize("name, frame", [
+    ("main (app.py)", PyFrame("main", "app.py")),
+    ("Outer.<locals>.inner (pkg/app.py:42)", PyFrame("Outer.<locals>.inner", "pkg/app.py", 42)),
+    ("<module> (<frozen importlib._bootstrap>)", PyFrame("<module>", "<frozen importlib._bootstrap>")),
+    ("(anonymous namespace)::Foo::bar", None), ("deflate", None), ("[python frames before activation]", None),
+])
+def test_a_python_frame_is_data_until_it_is_written(name, frame):
+    assert PyFrame.parse(name) == frame
+    if frame is not None:
+        assert frame.text() == name
+        assert Stacks({("app", frame): 7}).to_folded() == "app;%s 7\n" % name
+

@@ -3,7 +3,8 @@ C in extensions and libraries, the kernel, or an off-CPU wait.
 
 From a recording, a native frame's layer comes from its DSO (`of_native`), which is
 exact. Folded text has names only, so `of_name` guesses from the name (documented
-in the README): `_[k]` -> kernel; `func (file.py)` -> Python; CPython API names
+in the README): `_[k]` -> kernel; a Python frame (PyFrame, parsed from `func
+(file.py)`) -> Python; CPython API names
 (`Py*`, `_Py*`, `take_gil`, ...) -> interpreter; anything else -> library C. The
 interpreter's static functions (`list_sort`, `long_add`) therefore count as
 library C in folded input. The merge's `[python frames before activation]`
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Dict, Sequence, Tuple
 
-from mixedstack.model import Frame
+from mixedstack.model import Frame, PyFrame, StackFrame
 from mixedstack.analyze.markers import BEFORE_ACTIVATION, is_off_cpu
 from mixedstack.analyze.processors.python import INTERPRETER_DSO, TRAMPOLINE_DSO
 
@@ -44,10 +45,6 @@ NAMES: Dict[str, str] = {
 # Bracketed DSOs that are user space, not the kernel or a kernel module.
 USER_BRACKETS = {"[vdso]", "[vsyscall]", "[unknown]", "[heap]", "[stack]", "[anon]", "[uprobes]"}
 
-# `qualname (file.py)` / `qualname (file.py:LINE)` / `<module> (<frozen x>)`: the
-# merge's Python names. Native names lose everything after "(" in names.py, except
-# "(anonymous namespace)", so a trailing " (...)" is Python's.
-PYTHON_NAME = re.compile(r"^.+ \((?!anonymous namespace\))[^()]+\)$", re.DOTALL)
 CPYTHON_API = re.compile(r"^(?:_?Py[A-Z_]|take_gil|drop_gil|builtin_)", re.ASCII)
 ANNOTATION = re.compile(r"_\[[kji]\]$", re.ASCII)
 
@@ -77,24 +74,29 @@ def of_native(frame: Frame, symbol: str) -> str:
     return LIBRARY
 
 
+def of_frame(frame: StackFrame) -> str:
+    """A stack frame's layer when no DSO says it: a PyFrame is Python, else of_name."""
+    return PYTHON if type(frame) is PyFrame else of_name(frame)
+
+
 def of_name(name: str) -> str:
-    """A frame's layer guessed from its folded name alone (see the module doc)."""
+    """A native frame's layer guessed from its folded name alone (see the module doc)."""
     marker = of_marker(name)
     if marker:
         return marker
     if name.endswith("_[k]"):
         return KERNEL
     bare = ANNOTATION.sub("", name)
-    if bare.startswith("py::") or bare == BEFORE_ACTIVATION or PYTHON_NAME.match(bare):
+    if bare.startswith("py::") or bare == BEFORE_ACTIVATION:
         return PYTHON
     if CPYTHON_API.match(bare):
         return INTERPRETER
     return LIBRARY
 
 
-def of_stack(frames: Sequence[str], known: Tuple[str, ...] = ()) -> Tuple[str, ...]:
-    """Layers of a folded stack's frames (root first): `known` (from DSOs, one per
-    frame) where it fits, else guessed from names; the first frame is the process."""
+def of_stack(frames: Sequence[StackFrame], known: Tuple[str, ...] = ()) -> Tuple[str, ...]:
+    """Layers of a stack's frames (root first): `known` (from DSOs, one per frame)
+    where it fits, else from the frames themselves; the first frame is the process."""
     if len(known) == len(frames):
         return known
-    return tuple(PROCESS if i == 0 else of_name(name) for i, name in enumerate(frames))
+    return tuple(PROCESS if i == 0 else of_frame(frame) for i, frame in enumerate(frames))

@@ -39,7 +39,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 from mixedstack.analyze.markers import BEFORE_ACTIVATION, TRUNCATED
 from mixedstack.analyze.processors.names import OFFSET
-from mixedstack.model import Frame
+from mixedstack.model import Frame, PyFrame
 
 PYTHON_PREFIX = "py::"
 
@@ -104,9 +104,9 @@ LIBC_DSO = re.compile(r"(?:^|/)%s$" % LIBC, re.ASCII)
 UNNAMED_EVAL = "_PyEval_EvalFrameDefault"
 # The root of a stack the unwinder gave up on (it never reached an entry point): the
 # frames above it are unknown, so the stack must not read as if it began here.
-THREAD_START = "Thread._bootstrap ("  # threading's first Python frame of a thread
+THREAD_START = "Thread._bootstrap"  # threading's first Python frame of a thread
 
-Item = Union[Frame, str]  # a native frame still to be named, or a finished Python name
+Item = Union[Frame, PyFrame, str]  # a native frame still to be named, a Python frame, or a marker
 
 
 def symbol_name(frame: Frame) -> str:
@@ -148,29 +148,29 @@ def without_suffix(frame: Frame) -> Frame:
 
 
 class PythonNames:
-    """`py::QUALNAME:FILE[:LINE]` -> `QUALNAME (short/file.py[:LINE])`, cached."""
+    """`py::QUALNAME:FILE[:LINE]` -> PyFrame(QUALNAME, short/file.py, LINE), cached."""
 
     def __init__(self) -> None:
-        self._names: Dict[str, str] = {}
+        self._names: Dict[str, PyFrame] = {}
         self._files: Dict[str, str] = {}
 
-    def __call__(self, frame: Frame) -> str:
+    def __call__(self, frame: Frame) -> PyFrame:
         symbol = OFFSET.sub("", frame.symbol)
         name = self._names.get(symbol)
         if name is None:
-            name = self._names[symbol] = self._format(symbol[len(PYTHON_PREFIX):])
+            name = self._names[symbol] = self._parse(symbol[len(PYTHON_PREFIX):])
         return name
 
-    def _format(self, text: str) -> str:
+    def _parse(self, text: str) -> PyFrame:
         # A qualname never holds ":", a file name might: split at the first one.
         qualname, _, location = text.partition(":")
-        line = ""
+        line = 0
         head, sep, tail = location.rpartition(":")
         if sep and tail.isdigit() and head:
-            location, line = head, ":" + tail
-        where = self.short_file(location) + line if location else ""
-        name = "%s (%s)" % (qualname, where) if where else qualname
-        return name.replace(";", ":")  # ";" separates frames in folded output
+            location, line = head, int(tail)
+        where = self.short_file(location) if location else ""
+        # ";" separates frames in folded output
+        return PyFrame(qualname.replace(";", ":"), where.replace(";", ":"), line if where else 0)
 
     def short_file(self, path: str) -> str:
         """Shorten a path as py-spy does: keep the package directories only."""
@@ -230,7 +230,7 @@ class PythonMerge:
         if not complete:
             items.append(TRUNCATED)
         older = [i for i in range(first) if symbol_name(root_first[i]) == UNNAMED_EVAL]
-        if not older and complete and self.activated and not self.names(root_first[first]).startswith(THREAD_START):
+        if not older and complete and self.activated and self.names(root_first[first]).function != THREAD_START:
             # No eval loop named (a stripped interpreter): every complete stack but a
             # thread started since has older calls, in the unnamed frames root-ward.
             older = [i for i in range(first) if is_unnamed_interpreter(root_first[i])]
