@@ -10,7 +10,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from mixedstack.analyze.processors import layers
 from mixedstack.model import PyFrame, Sample, Stack, StackFrame, Stacks
 from mixedstack.analyze.processors.names import NativeNames
-from mixedstack.analyze.processors.python import PythonMerge
+from mixedstack.analyze.processors import Item, stack_processors
 from mixedstack.analyze.parse import Frames
 
 CACHE_LIMIT = 200_000  # distinct raw stacks remembered; identical stacks are the norm
@@ -45,7 +45,7 @@ class Folder:
     def __init__(self, options: Optional[FoldOptions] = None, detail: bool = False):
         options = options or FoldOptions()
         self.native = NativeNames(kernel=options.kernel, jit=options.jit, addrs=options.addrs)
-        self.merge = None if options.keep_interpreter else PythonMerge(activated=options.activated)
+        self.processors = stack_processors(options.keep_interpreter, options.activated)
         self.stacks: Dict[str, int] = {}
         self.samples = 0
         self.python_samples = 0
@@ -109,10 +109,14 @@ class Folder:
     def _fold(self, sample: Sample) -> Tuple[str, bool]:
         parts: List[StackFrame] = [sample.label]
         kinds: Optional[List[str]] = None if self.layers is None else [layers.PROCESS]
-        items = self.merge(sample.frames) if self.merge else None
-        for item in reversed(sample.frames) if items is None else items:
+        items: List[Item] = sample.frames[::-1]  # root first
+        for process in self.processors:
+            items = process(items)
+        python = False
+        for item in items:
             if type(item) is PyFrame or type(item) is str:  # a Python frame, or a marker, the merge named
                 parts.append(item)
+                python = python or type(item) is PyFrame
                 if kinds is not None:
                     kinds.append(layers.PYTHON if type(item) is PyFrame else layers.of_marker(item) or layers.PYTHON)
                 continue
@@ -125,4 +129,4 @@ class Folder:
         self._frames.setdefault(stack, tuple(parts))
         if kinds is not None:
             self.layers.setdefault(stack, tuple(kinds))
-        return stack, items is not None
+        return stack, python

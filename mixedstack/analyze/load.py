@@ -22,6 +22,7 @@ from mixedstack.analyze.fold import Folder, FoldOptions
 from mixedstack.analyze.markers import is_off_cpu
 from mixedstack.analyze.parse import EventFilter, ProcessLabel, parse
 from mixedstack.analyze.processors import offcpu
+from mixedstack.analyze.processors.python import TRAMPOLINE_FILE
 from mixedstack.analyze.sources import FOLDED, RECORDING, Source, folded_unit, open_input, parse_folded
 from mixedstack.errors import InputError, Interrupted
 from mixedstack.model import Sample, Stacks
@@ -122,8 +123,8 @@ def samples_of(source: Source, selection: Selection, label: Optional[ProcessLabe
     fold, flamegraph, diff and report all read.
 
     No cyclic garbage collection meanwhile: parsing makes a great many small
-    objects, none of them in cycles, and the collector's passes over them cost ~5%
-    of fold's time."""
+    objects, none of them in cycles, and the collector's passes over them are pure
+    cost (docs/speed.md)."""
     samples = parse(source.text, label or ProcessLabel(), selection.events, on_unrecognized=on_unrecognized)
     weighed = offcpu.weigh(samples, selection.what, selection.switches)
     enabled = gc.isenabled()
@@ -160,7 +161,8 @@ def read_folded(source: Source, what: Optional[str], warn: Warn = _ignore) -> Lo
                   "%s stacks of folded text" % format(len(weights), ","))
 
 
-UNNAMED_TRAMPOLINE = re.compile(r"\[(?:jitted-\d+-\d+\.so|perf-\d+\.map)\]")
+# a trampoline perf had no name for: FlameGraph names it by its file, `[jitted-PID-N.so]`
+UNNAMED_TRAMPOLINE = re.compile(r"\[%s\]" % TRAMPOLINE_FILE)
 
 
 def unnamed_python_warning(source: Source, stacks: Dict[str, int], warn: Warn) -> None:

@@ -109,7 +109,7 @@ class ReportBuilder:
         if off:
             frames = frames[1:]
         reason = off_cpu_reason(symbol_name(sample.frames[0])) if off else None
-        items = self.merge(frames) or []
+        items = self.merge(frames[::-1])
         python = [item for item in items if type(item) is PyFrame]  # not the merge's own markers
         innermost = python[-1] if python else None
         gil = reason == "GIL" if off else offcpu.waits_for_gil(frames)

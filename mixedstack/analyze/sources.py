@@ -32,8 +32,8 @@ from mixedstack.perf.text import split_lines
 from mixedstack.perf.tmpview import perf_view
 
 # A slice's perf script reads the whole file and loads every symbol table again
-# (~0.05 s here) before it unwinds its own samples (~25 us each, twice that with
-# inline frames): below this many samples a slice does not pay for itself.
+# before it unwinds its own samples (twice as slowly with inline frames): below this
+# many samples a slice does not pay for itself (docs/speed.md).
 SLICE_SAMPLES = 4000
 CHUNK = 1 << 20
 

@@ -43,7 +43,7 @@ def run() -> None:
     """The `mixedstack` command: main(), then, once its output is flushed, an
     immediate exit. The interpreter's own tear-down would free fold's caches (a
     large recording's stacks, frames and lines: millions of small objects) one by
-    one, ~25 ms spent on what the process's exit frees at once anyway."""
+    one, time spent on what the process's exit frees at once anyway (docs/speed.md)."""
     try:
         main()
     except SystemExit as exit:

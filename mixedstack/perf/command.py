@@ -27,16 +27,13 @@ SCRIPT_FIELDS = "comm,pid,tid,time,period,event,ip,sym,dso"
 # perf cuts call chains at 127 frames by default; a Python level costs 3-5 frames.
 MAX_STACK = "4096"
 # record's defaults. DWARF mode copies this much user stack per sample: perf's
-# maximum. Each Python call costs ~0.55 KB of C stack on 3.13 (measured: 60 nested
-# calls did not fit in 32 KB, 100 fit in 64 KB, 115 did not), and real programs run
-# that deep (pytest on numpy's tests: 18% of samples cut at 32 KB, 0.1% at this
-# size). tidy() keeps only the bytes each stack used, so the file grows by what deep
-# stacks really hold; bench/results.md has the cost.
+# maximum, since every Python call costs C stack and real programs run deep enough
+# to be cut at less (the figures: bench/results.md, "Why the defaults"). tidy() keeps
+# only the bytes each stack used, so the file grows by what deep stacks really hold.
 MAX_STACK_SIZE = 65528
 DEFAULT_STACK_SIZE = MAX_STACK_SIZE
-# Each cpu-clock sample interrupts the target: on the development machine (KVM),
-# perf record at 999 Hz slows a CPU-bound Python workload by ~2% even without call
-# graphs, and DWARF copies add ~0.5%; 499 Hz (2 ms resolution) halves that.
+# Each cpu-clock sample interrupts the target, so the rate is a trade between
+# resolution (2 ms) and slowing the target (bench/results.md, "Why the defaults");
 # py-spy's default is 100 Hz, perf's 4000.
 DEFAULT_FREQUENCY = 499
 CHUNK = 1 << 18  # bytes read from perf script at a time (and its pipe's size)

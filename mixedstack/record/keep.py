@@ -155,8 +155,8 @@ class SystemFiles(threading.Thread):
     stacks), and the kernel's symbols, which fold hands to perf script.
 
     Of the kernel's ~120,000 symbols, save() keeps those the recording's kernel
-    addresses fall in: perf script parses all of them in each process (~0.04 s
-    here) before it prints a sample."""
+    addresses fall in: perf script parses all of them in each process before it
+    prints a sample."""
 
     def __init__(self, recording: RecordingFolder):
         super().__init__(daemon=True)

@@ -24,7 +24,7 @@ def samples_of(data: Path, slices):
 def test_time_slices_give_the_samples_one_perf_script_gives(phases):
     data, folded = phases
     whole = samples_of(data, 1)
-    assert len(whole) > 500
+    assert len(whole) > 100  # 1.2 s of phases at 499 Hz: ~600 samples on a free CPU, fewer on a busy one
     for slices in (2, 3, 5):
         assert samples_of(data, slices) == whole, slices
     # the slices come from record's summary of the sample times; without it, from the file

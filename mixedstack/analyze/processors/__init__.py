@@ -1,5 +1,30 @@
-"""Processors: pure functions (or small callable objects) that transform stacks.
+"""Processors: each turns one stack into another, and fold applies them as a list.
 
-names.py   native frame names, FlameGraph's rules and annotations
-python.py  the Python merge (py:: trampolines + interpreter plumbing -> Python frames)
+    Processor = (items, root first) -> items, root first
+    an item: a native Frame still to be named, a model.PyFrame, or a marker (str)
+
+python.py   PythonMerge: py:: trampolines -> PyFrame, interpreter plumbing dropped,
+            [truncated] / [python frames before activation] where they belong
+names.py    native names exactly as FlameGraph's stackcollapse-perf.pl writes them
+layers.py   which layer a frame belongs to (from its DSO, or its name)
+offcpu.py   off-CPU samples weighed by the time blocked, and why (GIL, sleep, io...)
+
+The list (`stack_processors`) is what a stack goes through before fold.Folder names
+and classifies what is left (names.py, layers.py). offcpu.weigh works one level up,
+on the stream of samples (it needs each switch's time). Standard library only.
 """
+from __future__ import annotations
+
+from typing import Callable, List, Union
+
+from mixedstack.model import Frame, PyFrame
+
+Item = Union[Frame, PyFrame, str]
+Processor = Callable[[List[Item]], List[Item]]
+
+
+def stack_processors(keep_interpreter: bool = False, activated: bool = False) -> List[Processor]:
+    """The processors fold applies, in order (none with --keep-interpreter)."""
+    from mixedstack.analyze.processors.python import PythonMerge
+
+    return [] if keep_interpreter else [PythonMerge(activated=activated)]

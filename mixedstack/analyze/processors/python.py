@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence
 
 from mixedstack.analyze.markers import BEFORE_ACTIVATION, TRUNCATED
 from mixedstack.analyze.processors.names import OFFSET
+from mixedstack.analyze.processors import Item
 from mixedstack.model import Frame, PyFrame
 
 PYTHON_PREFIX = "py::"
@@ -76,7 +77,8 @@ COMPILER_SUFFIX = re.compile(r"(?:\.(?:cold|lto_priv|part|isra|constprop|llvm|lo
 
 # Where perf finds trampolines (CPython's, or our agent's): jitdump code after
 # `perf inject --jit`, or a perf map.
-TRAMPOLINE_DSO = re.compile(r"(?:^|/)(?:jitted-\d+-\d+\.so|perf-\d+\.map)$", re.ASCII)
+TRAMPOLINE_FILE = r"(?:jitted-\d+-\d+\.so|perf-\d+\.map)"
+TRAMPOLINE_DSO = re.compile(r"(?:^|/)%s$" % TRAMPOLINE_FILE, re.ASCII)
 # The python executable or libpython (python3.15, libpython3.13.so.1.0); CPython's own
 # extension modules (lib-dynload/_hashlib.cpython-313-...so) are extensions, not it.
 INTERPRETER = r"(?:lib)?python[\d.]*[dmut]*(?:\.so[\d.]*)?"
@@ -106,7 +108,6 @@ UNNAMED_EVAL = "_PyEval_EvalFrameDefault"
 # frames above it are unknown, so the stack must not read as if it began here.
 THREAD_START = "Thread._bootstrap"  # threading's first Python frame of a thread
 
-Item = Union[Frame, PyFrame, str]  # a native frame still to be named, a Python frame, or a marker
 
 
 def symbol_name(frame: Frame) -> str:
@@ -202,10 +203,10 @@ def shorten_path(path: str) -> str:
 
 
 class PythonMerge:
-    """Processor: a sample's frames (leaf first) -> items root first.
+    """Processor: a stack's items (root first) -> items root first.
 
-    Returns None for a stack without Python frames, so that the caller can keep
-    FlameGraph's exact behaviour for it.
+    A stack without Python frames comes back as it is, so that it keeps FlameGraph's
+    exact behaviour.
     """
 
     def __init__(self, names: Optional[PythonNames] = None, activated: bool = False):
@@ -214,11 +215,10 @@ class PythonMerge:
         # the calls that predate it are unnamed frames, told apart as below
         self.activated = activated
 
-    def __call__(self, frames: Sequence[Frame]) -> Optional[List[Item]]:
-        root_first = frames[::-1]
-        first = next((i for i, f in enumerate(root_first) if is_python(f)), None)
+    def __call__(self, root_first: List[Item]) -> List[Item]:
+        first = next((i for i, f in enumerate(root_first) if type(f) is Frame and is_python(f)), None)
         if first is None:
-            return None
+            return root_first
         # Above the outermost Python frame, interpreter and thread start-up
         # (_start ... run_mod, start_thread ... thread_run) is dropped; a program
         # of its own there (an app embedding Python, a native thread calling back
