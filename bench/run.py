@@ -248,6 +248,9 @@ def agent_figures(found: dict) -> List[Row]:
     return rows
 
 
+NOTES = "\n## "  # the first heading under the table starts the notes kept from run to run
+
+
 def main() -> None:
     if shutil.which("perf") is None:
         raise SystemExit("bench: perf not found")
@@ -285,7 +288,12 @@ def main() -> None:
                   platform.python_version(), time.time() - started, load[0]))
     text = "%s\n\n%s\n" % (header, "\n".join(table))
     print(text)
-    (ROOT / "bench" / "results.md").write_text(text)
+    results = ROOT / "bench" / "results.md"
+    # what people wrote below the table (how to read it, the figures behind the
+    # code's defaults) stays; the table is this run's
+    old = results.read_text() if results.exists() else ""
+    notes = old[old.index(NOTES):] if NOTES in old else ""
+    results.write_text(text + ("\n" + notes if notes else ""))
 
 
 if __name__ == "__main__":
