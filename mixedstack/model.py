@@ -40,6 +40,7 @@ class PyFrame(NamedTuple):
     function: str  # the qualified name: `Handler.get`, `<module>`, `main.<locals>.inner`
     file: str = ""  # shortened as py-spy does: `pkg/sub/mod.py`, `app.py`; "" when unknown
     line: int = 0  # its first line where the trampoline says it (the agent), else 0
+    compiled: bool = False  # Python compiled to C (Cython, mypyc): a C function by its Python name
 
     def text(self) -> str:
         """`function (file:line)`, `function (file)` or `function`: its folded name."""

@@ -27,12 +27,14 @@ class FoldOptions:
         addrs: bool = False,
         keep_interpreter: bool = False,
         activated: bool = False,
+        trampolined: bool = False,
     ):
         self.kernel = kernel or all
         self.jit = jit or all
         self.addrs = addrs
         self.keep_interpreter = keep_interpreter
         self.activated = activated  # a recording whose trampoline record --pid turned on
+        self.trampolined = trampolined  # a recording made in a mode with trampolines (meta.json's mode)
 
 
 class Folder:
@@ -45,7 +47,7 @@ class Folder:
     def __init__(self, options: Optional[FoldOptions] = None, detail: bool = False):
         options = options or FoldOptions()
         self.native = NativeNames(kernel=options.kernel, jit=options.jit, addrs=options.addrs)
-        self.processors = stack_processors(options.keep_interpreter, options.activated)
+        self.processors = stack_processors(options.keep_interpreter, options.activated, options.trampolined)
         self.stacks: Dict[str, int] = {}
         self.samples = 0
         self.python_samples = 0
@@ -118,7 +120,7 @@ class Folder:
                 parts.append(item)
                 python = python or type(item) is PyFrame
                 if kinds is not None:
-                    kinds.append(layers.PYTHON if type(item) is PyFrame else layers.of_marker(item) or layers.PYTHON)
+                    kinds.append(layers.of_frame(item) if type(item) is PyFrame else layers.of_marker(item) or layers.PYTHON)
                 continue
             names = self.native(item, sample.label)
             parts.extend(names)

@@ -30,6 +30,7 @@ from mixedstack.perf import command as perf
 from mixedstack.perf.recording import Recording
 
 Warn = Callable[[str], None]
+TRAMPOLINE_MODES = ("agent", "perf-jit", "perf-map")  # record's modes that put Python frames in
 Progress = Callable[[int], None]
 
 
@@ -75,7 +76,9 @@ def read(path: str, what: Optional[str] = None, options: Optional[FoldOptions] =
             if source.kind == FOLDED:
                 return read_folded(source, what, warn)
             if source.recording:
-                options.activated = bool(source.recording.meta().get("activated"))
+                meta = source.recording.meta()
+                options.activated = bool(meta.get("activated"))
+                options.trampolined = meta.get("mode") in TRAMPOLINE_MODES
             selection = select_events(source, what, event_filter, warn)
             folder = Folder(options, detail=detail)
             with samples_of(source, selection, label, warnings.append, progress) as samples:

@@ -23,7 +23,7 @@ import os
 import re
 from typing import Callable, Counter, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from mixedstack.analyze.load import samples_of, select_events
+from mixedstack.analyze.load import TRAMPOLINE_MODES, samples_of, select_events
 from mixedstack.analyze.processors import layers
 from mixedstack.analyze.sources import FOLDED, open_input
 from mixedstack.errors import InputError, Interrupted
@@ -31,13 +31,14 @@ from mixedstack.perf import command as perf
 from mixedstack.analyze.processors import offcpu
 from mixedstack.model import Frame, PyFrame, Sample
 from mixedstack.analyze.markers import off_cpu_reason
-from mixedstack.analyze.processors.python import PythonMerge
+from mixedstack.analyze.processors import stack_processors
+from mixedstack.analyze.processors.compiled import demangle
 from mixedstack.analyze.processors.python import is_entry
-from mixedstack.analyze.processors.python import is_python
+from mixedstack.analyze.processors.python import TRAMPOLINE_DSO, is_python, is_unnamed_interpreter
 from mixedstack.analyze.processors.python import symbol_name
 
-LAYERS = tuple(layers.NAMES[kind] for kind in (layers.BYTECODE, layers.INTERPRETER, layers.LIBRARY, layers.KERNEL,
-                                                 layers.UNRESOLVED))
+LAYERS = tuple(layers.NAMES[kind] for kind in (layers.BYTECODE, layers.COMPILED, layers.INTERPRETER, layers.LIBRARY,
+                                                 layers.KERNEL, layers.UNRESOLVED))
 EVAL_LOOP = re.compile(r"^_?PyEval_EvalFrame(?:Default|Ex)?$", re.ASCII)
 # threading's own functions (qualified names from 3.11; bare ones before)
 THREAD_BOOTSTRAP = frozenset(["_bootstrap", "_bootstrap_inner", "Thread._bootstrap", "Thread._bootstrap_inner"])
@@ -52,8 +53,10 @@ def layer(frame: Frame) -> str:
         kind = layers.KERNEL
     elif is_python(frame) or EVAL_LOOP.match(name):
         kind = layers.BYTECODE
-    elif frame.symbol.startswith("[unknown]") or frame.dso == "[unknown]":
+    elif frame.dso == "[unknown]":  # a stripped file's frames count in its layer (no_symbols)
         kind = layers.UNRESOLVED
+    elif demangle(name):
+        kind = layers.COMPILED
     else:
         kind = layers.of_native(frame, name)
     return layers.NAMES[kind]
@@ -89,9 +92,10 @@ class ThreadFigures:
 class ReportBuilder:
     """Processor: consumes samples, then `result()` gives the figures as a dict."""
 
-    def __init__(self, switches: Optional[offcpu.Switches] = None, activated: bool = False):
+    def __init__(self, switches: Optional[offcpu.Switches] = None, activated: bool = False,
+                 trampolined: bool = False):
         self.switches = switches
-        self.merge = PythonMerge(activated=activated)
+        self.processors = stack_processors(activated=activated, trampolined=trampolined)
         self.layers: Counter[str] = collections.Counter()
         self.syscalls: Dict[str, List] = {}  # name -> [on-CPU, blocked, Counter of Python callers]
         self.threads: Dict[Tuple[str, str], ThreadFigures] = {}
@@ -102,6 +106,8 @@ class ReportBuilder:
         self.samples = self.switch_samples = self.broken = self.unresolved = self.with_python = 0
         self.on_cpu_ns = 0
         self.broken_in: Counter[str] = collections.Counter()
+        # files whose frames perf could not name (stripped): samples through each
+        self.no_symbols: Counter[str] = collections.Counter()
 
     def add(self, sample: Sample) -> None:
         frames = sample.frames
@@ -109,7 +115,9 @@ class ReportBuilder:
         if off:
             frames = frames[1:]
         reason = off_cpu_reason(symbol_name(sample.frames[0])) if off else None
-        items = self.merge(frames[::-1])
+        items: list = frames[::-1]
+        for process in self.processors:
+            items = process(items)
         python = [item for item in items if type(item) is PyFrame]  # not the merge's own markers
         innermost = python[-1] if python else None
         gil = reason == "GIL" if off else offcpu.waits_for_gil(frames)
@@ -154,8 +162,12 @@ class ReportBuilder:
             # where the unwind stopped: the outermost frame perf could still name
             named = [frame for frame in user if not frame.symbol.startswith("[unknown]")]
             self.broken_in[os.path.basename(named[-1].dso) if named else "[unknown]"] += 1
-        if any(frame.symbol.startswith("[unknown]") for frame in frames):
+        unnamed = {frame.dso for frame in frames if frame.symbol.startswith("[unknown]")}
+        if unnamed:
             self.unresolved += 1
+            for dso in unnamed - {"[unknown]"}:
+                if not TRAMPOLINE_DSO.search(dso) and not is_unnamed_interpreter(Frame("0", "[unknown]", dso)):
+                    self.no_symbols[dso] += 1
 
     def add_all(self, samples: Iterable[Sample]) -> "ReportBuilder":
         for sample in samples:
@@ -227,6 +239,9 @@ class ReportBuilder:
                 "broken_stacks_end_in": [{"dso": dso, "share": round(n / (self.samples or 1), 4)}
                                          for dso, n in self.broken_in.most_common(3)],
                 "unresolved_stacks": round(self.unresolved / (self.samples or 1), 4),
+                # stripped libraries and extension modules (the interpreter has its own note)
+                "no_symbols": [{"dso": dso, "share": round(n / (self.samples or 1), 4)}
+                               for dso, n in self.no_symbols.most_common(top) if n >= 0.01 * self.samples],
                 "notes": list(notes),  # record's own, kept in its meta.json
             },
         }
@@ -241,7 +256,8 @@ def report(path: str, top: int = 10, warn: Callable[[str], None] = lambda messag
                                  "which keep each sample's frames and times" % path)
             selection = select_events(source, None, None, warn)
             meta = source.recording.meta() if source.recording else {}
-            builder = ReportBuilder(selection.switches, activated=bool(meta.get("activated")))
+            builder = ReportBuilder(selection.switches, activated=bool(meta.get("activated")),
+                                    trampolined=meta.get("mode") in TRAMPOLINE_MODES)
             with samples_of(source, selection) as samples:
                 builder.add_all(samples)
     except KeyboardInterrupt:

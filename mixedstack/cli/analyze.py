@@ -12,6 +12,7 @@ import time
 import click
 
 from mixedstack.cli import main as cli
+from mixedstack.analyze.compare import same_program
 from mixedstack.analyze.fold import FoldOptions
 from mixedstack.analyze.load import Loaded, read
 from mixedstack.analyze.parse import ProcessLabel
@@ -103,10 +104,14 @@ def flamegraph(input, output, title, what):
 @click.option("--what", type=click.Choice(offcpu.WHATS), default=None,
               help="On-CPU samples, off-CPU waits, or both (default: wall for recordings made with "
                    "--off-cpu, else cpu; folded files as they are).")
-def diff(before, after, output, title, what):
+@click.option("--exact-roots", is_flag=True,
+              help="Compare process roots as they are (by default python3.11, python3.13 and a venv's "
+                   "python are one root: the same program on another interpreter).")
+def diff(before, after, output, title, what, exact_roots):
     """Draw how AFTER differs from BEFORE: a differential flame graph (SVG).
 
-    BEFORE and AFTER are recordings, `perf script` texts or folded files. Each is
+    BEFORE and AFTER are recordings, `perf script` texts or folded files, of one
+    program on one interpreter or two (python3.11 and python3.13 are one root). Each is
     normalised by its total; a frame is red where its share grew, blue where it
     shrank, and its tooltip gives both shares and the change.
     """
@@ -115,6 +120,8 @@ def diff(before, after, output, title, what):
     refuse_to_overwrite(output, before, after)
     first = load(before, what=what, detail=True)
     second = load(after, what=what, detail=True)
+    if not exact_roots:
+        first, second = (loaded._replace(stacks=same_program(loaded.stacks)) for loaded in (first, second))
     title = title or "Differential flame graph: %s -> %s" % (os.path.basename(before), os.path.basename(after))
     svg = renderer("flamegraph")
     with cli.errors_to_exit():

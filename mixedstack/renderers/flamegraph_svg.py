@@ -41,6 +41,7 @@ HIGHLIGHT = "#e600e6"  # search matches
 # (hue, saturation, lightness) per layer; each frame's colour varies around it.
 PALETTE: Dict[str, Tuple[float, float, float]] = {
     layers.PYTHON: (120, 0.45, 0.55),
+    layers.COMPILED: (165, 0.45, 0.50),
     layers.INTERPRETER: (48, 0.80, 0.55),
     layers.LIBRARY: (16, 0.80, 0.60),
     layers.KERNEL: (200, 0.60, 0.62),

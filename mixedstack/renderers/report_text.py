@@ -93,5 +93,8 @@ def render(figures: dict, out: IO[str], source: str = "") -> None:
                   "short (record with --call-graph dwarf); with DWARF, deep stacks need a larger "
                   "--stack-size\n" % ", ".join(
                       "%s (%s)" % (row["dso"], percent(row["share"])) for row in health["broken_stacks_end_in"]))
+    for row in health.get("no_symbols") or ():
+        out.write("  %s has no symbols: its frames show as the file (%s of samples; a build with symbols, "
+                  "or its debug package, names them)\n" % (row["dso"], percent(row["share"])))
     for note in health.get("notes") or ():
         out.write("  %s\n" % note)

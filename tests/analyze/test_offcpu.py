@@ -275,3 +275,15 @@ def test_an_off_cpu_marker_names_its_reason(reason):
     name = markers.off_cpu(reason)
     assert markers.is_off_cpu(name) and markers.off_cpu_reason(name) == reason
     assert markers.off_cpu_reason("take_gil") is None and not markers.is_off_cpu("take_gil")
+
+
+def test_report_names_a_stripped_library_and_counts_its_time_in_its_layer():
+    index = "/venv/site-packages/pandas/_libs/index.cpython-313-x86_64-linux-gnu.so"
+    stripped = frames(("_start", LIBC), ("[unknown]", index), ("[unknown]", index))
+    unknown = frames(("_start", LIBC), ("[unknown]", "[unknown]"))
+    builder = ReportBuilder()
+    builder.add_all([sample(stripped, perf.CPU_EVENT, "100")] * 3 + [sample(unknown, perf.CPU_EVENT, "100")])
+    figures = builder.result()
+    layers = {row["layer"]: row["share"] for row in figures["layers"]}
+    assert layers["C in extensions and libraries"] == 0.75 and layers["unresolved"] == 0.25
+    assert figures["health"]["no_symbols"] == [{"dso": index, "share": 0.75}]

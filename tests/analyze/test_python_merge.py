@@ -151,7 +151,7 @@ ENTRY = "\t1 _start (/usr/bin/python3)"  # the process's entry: a complete stack
 
 @pytest.mark.parametrize("symbol,name", [
     ("py::main:/srv/demo/app.py", "main (app.py)"),
-    ("py::Outer.<locals>.inner:/srv/demo/app.py:42", "Outer.<locals>.inner (app.py:42)"),
+    ("py::Outer.<locals>.inner:/srv/demo/app.py:42", "Outer.<locals>.inner (app.py)"),  # the agent's line
     ("py::<module>:<frozen importlib._bootstrap>", "<module> (<frozen importlib._bootstrap>)"),
     ("py::<lambda>:<string>", "<lambda> (<string>)"),
     ("py::f:/srv/demo/odd;name.py", "f (odd:name.py)"),
@@ -173,9 +173,10 @@ def test_short_file_keeps_package_directories(tmp_path):
     # zipimport: the package path inside the archive, whether or not it exists here
     assert shorten_path("/opt/pip-24.0-py3-none-any.whl/pip/_vendor/idna/__init__.py") == "pip/_vendor/idna/__init__.py"
     assert shorten_path("/srv/app.zip/hot_a/__init__.py") == "hot_a/__init__.py"
-    # the agent's `py::QUALNAME:FILE:LINE` keeps its line after the shortened file
+    # the agent's `py::QUALNAME:FILE:LINE`: the shortened file, named as CPython's own
+    # trampolines name it (no line), so that one function has one name in every mode
     assert fold_text("python3 7/7 1.0: 1 cpu-clock:\n\t85 py::run:%s/mod.py:7 (/tmp/jitted-7-1.so)\n%s\n\n"
-                     % (package, ENTRY)) == ["python3;run (pkg/sub/mod.py:7) 1"]
+                     % (package, ENTRY)) == ["python3;run (pkg/sub/mod.py) 1"]
 
 
 def test_a_cpp_py_namespace_symbol_is_not_a_python_frame():
@@ -268,3 +269,21 @@ def test_report_counts_no_time_for_the_mark():
     names = {row["function"] for rows in figures["functions"].values() if rows for row in rows}
     assert names == {"work (loop.py)"}
     assert figures["health"]["broken_stacks"] == 0
+
+
+def test_python_code_that_ran_before_the_trampolines_were_on_is_marked():
+    """3.8-3.12 with the agent: start-up imports run before its sitecustomize turns the
+    trampolines on, as the plain eval loop. In a recording made with trampolines that
+    is Python code without names, marked once; the C it called stays."""
+    from mixedstack.analyze.markers import BEFORE_ACTIVATION
+    from mixedstack.analyze.processors.python import PythonMerge
+    from mixedstack.model import Frame
+
+    lib, libc = "/opt/python/lib/libpython3.11.so.1.0", "/usr/lib/x86_64-linux-gnu/libc.so.6"
+    root_first = [Frame("1", name + "+0x1", dso) for name, dso in [
+        ("_start", "/opt/python/bin/python3.11"), ("__libc_start_call_main", libc), ("Py_BytesMain", lib),
+        ("pymain_run_python", lib), ("_PyEval_EvalFrameDefault", lib), ("_PyObject_Call", lib),
+        ("_PyEval_EvalFrameDefault", lib), ("marshal_loads", lib), ("PyUnicode_New", lib)]]
+    assert PythonMerge(trampolined=True)(list(root_first)) == [BEFORE_ACTIVATION, root_first[7], root_first[8]]
+    # a recording without trampolines (native mode), or perf script text: as it is
+    assert PythonMerge()(list(root_first)) == root_first

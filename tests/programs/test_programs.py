@@ -4,12 +4,14 @@ stacks: at the old 32 KB stack copy, 18% of a pytest run's samples were cut.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from conftest import Folded, current_python, interpreter, mixedstack, perf_problem, record_and_fold, skip_or_fail
+from conftest import (WORKLOADS, Folded, current_python, interpreter, mixedstack, perf_problem, record_and_fold,
+                      skip_or_fail)
 
 pytestmark = pytest.mark.perf
 
@@ -52,3 +54,34 @@ def test_a_stack_deeper_than_perf_copies_is_marked_not_disguised(tmp_path):
     marked = folded.total(lambda f: f[1] == "[truncated]")
     assert marked == cut, (marked, cut)
     assert folded.complete_share() >= 0.95, folded.complete_share()
+
+
+def test_compiled_python_reads_as_python(tmp_path):
+    """msgpack (Cython) and black (mypyc) from PyPI on 3.13: their functions by their
+    Python names, a wrapper and its implementation as one frame, the C they call under
+    them, and report's function tables counting them."""
+    if not (PROGRAMS / "msgpack").is_dir() or not (PROGRAMS / "black").is_dir():
+        skip_or_fail("no msgpack/black at %s: install them with `make programs`" % PROGRAMS)
+    if perf_problem():
+        skip_or_fail(perf_problem())
+    env = dict(os.environ, PYTHONPATH=str(PROGRAMS))
+    recorded, folded = record_and_fold(tmp_path, [interpreter((3, 13)), str(WORKLOADS / "compiled.py"), "1.0"],
+                                       record_args=(), env=env)
+    assert recorded.returncode == 0, recorded.stderr[-2000:]
+    names = {frame for stack in folded.stacks for frame in stack}
+    mangled = sorted(name for name in names if name.startswith(("__pyx_pw_", "__pyx_pf_", "__pyx_f_", "CPyDef_",
+                                                                  "CPyPy_")))
+    assert not mangled, mangled[:10]
+    assert "msgpack._cmsgpack.Packer.pack" in names and "black.format_str" in names
+    packing = folded.under("msgpack_part")
+    assert packing.total(lambda f: "msgpack._cmsgpack.Packer.pack" in f) > 0.3 * packing.total()
+    for stack in folded.stacks:  # a wrapper and its implementation are one frame
+        assert not any(a == b and a.startswith(("msgpack.", "black.")) for a, b in zip(stack, stack[1:])), stack
+    assert folded.complete_share() >= 0.97, folded.complete_share()
+    done = mixedstack("report", "--format", "json", str(tmp_path / "perf.data"))
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    by_total = [row["function"] for row in figures["functions"]["by_total"]]
+    assert "black.format_str" in by_total and "msgpack._cmsgpack.Packer.pack" in by_total, by_total
+    layers = {row["layer"]: row["share"] for row in figures["layers"]}
+    assert layers["compiled Python"] > 0.2, layers

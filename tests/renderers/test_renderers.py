@@ -250,6 +250,24 @@ def test_diff_is_normalised_by_totals(tmp_path):
     assert len({frame["fill"] for frame in frames}) == 1
 
 
+def test_diff_across_interpreters_and_launchers_draws_one_tree(tmp_path):
+    # the same program on 3.11 (python3.11), 3.13 (python3.13) and a venv's `python`
+    before = write(tmp_path / "a.folded", "python3.11;<module> (app.py);main (app.py);slow (app.py) 1000\n"
+                                          "python3.11;<module> (app.py);main (app.py);fast (app.py) 3000\n")
+    after = write(tmp_path / "b.folded", "python;<module> (app.py);main (app.py);slow (app.py) 2000\n"
+                                         "python3.13;<module> (app.py);main (app.py);fast (app.py) 2000\n")
+    out = tmp_path / "d.svg"
+    done = mixedstack("diff", before, after, "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    frames = by_name(frames_of(out.read_text()))
+    assert set(frames) >= {"python", "main (app.py)", "slow (app.py)"} and not {"python3.11", "python3.13"} & set(frames)
+    assert "change +0.00 points" in frames["main (app.py)"]["numbers"]
+    assert frames["slow (app.py)"]["numbers"] == "before 25.00%, after 50.00%, change +25.00 points (x2.00)"
+    exact = tmp_path / "e.svg"
+    assert mixedstack("diff", "--exact-roots", before, after, "-o", str(exact)).returncode == 0
+    assert {"python3.11", "python3.13", "python"} <= set(by_name(frames_of(exact.read_text())))
+
+
 def test_diff_of_a_recording_and_a_folded_file(tmp_path):
     folded = tmp_path / "app.folded"
     assert mixedstack("fold", str(RECORDING_TEXT), "-o", str(folded)).returncode == 0

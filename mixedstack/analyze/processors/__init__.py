@@ -5,6 +5,7 @@
 
 python.py   PythonMerge: py:: trampolines -> PyFrame, interpreter plumbing dropped,
             [truncated] / [python frames before activation] where they belong
+compiled.py CompiledNames: Cython's and mypyc's C functions -> PyFrame(compiled=True)
 names.py    native names exactly as FlameGraph's stackcollapse-perf.pl writes them
 layers.py   which layer a frame belongs to (from its DSO, or its name)
 offcpu.py   off-CPU samples weighed by the time blocked, and why (GIL, sleep, io...)
@@ -23,8 +24,12 @@ Item = Union[Frame, PyFrame, str]
 Processor = Callable[[List[Item]], List[Item]]
 
 
-def stack_processors(keep_interpreter: bool = False, activated: bool = False) -> List[Processor]:
+def stack_processors(keep_interpreter: bool = False, activated: bool = False,
+                     trampolined: bool = False) -> List[Processor]:
     """The processors fold applies, in order (none with --keep-interpreter)."""
+    from mixedstack.analyze.processors.compiled import CompiledNames
     from mixedstack.analyze.processors.python import PythonMerge
 
-    return [] if keep_interpreter else [PythonMerge(activated=activated)]
+    if keep_interpreter:
+        return []
+    return [PythonMerge(activated=activated, trampolined=trampolined), CompiledNames()]

@@ -21,6 +21,7 @@ from mixedstack.analyze.processors.python import INTERPRETER_DSO, TRAMPOLINE_DSO
 
 PROCESS = "process"  # the root frame: the process (or thread) label
 PYTHON = "python"
+COMPILED = "compiled"  # Python compiled to C (Cython, mypyc), by its Python name
 INTERPRETER = "interpreter"
 LIBRARY = "library"
 KERNEL = "kernel"
@@ -32,6 +33,7 @@ UNRESOLVED = "unresolved"  # report's leaf layer: a frame perf could not name, n
 # Legend order and wording.
 NAMES: Dict[str, str] = {
     PYTHON: "Python",
+    COMPILED: "compiled Python",
     INTERPRETER: "C in the interpreter",
     LIBRARY: "C in extensions and libraries",
     KERNEL: "kernel",
@@ -75,8 +77,11 @@ def of_native(frame: Frame, symbol: str) -> str:
 
 
 def of_frame(frame: StackFrame) -> str:
-    """A stack frame's layer when no DSO says it: a PyFrame is Python, else of_name."""
-    return PYTHON if type(frame) is PyFrame else of_name(frame)
+    """A stack frame's layer when no DSO says it: a PyFrame is Python (or compiled
+    Python), else of_name."""
+    if type(frame) is PyFrame:
+        return COMPILED if frame.compiled else PYTHON
+    return of_name(frame)
 
 
 def of_name(name: str) -> str:

@@ -149,7 +149,11 @@ def without_suffix(frame: Frame) -> Frame:
 
 
 class PythonNames:
-    """`py::QUALNAME:FILE[:LINE]` -> PyFrame(QUALNAME, short/file.py, LINE), cached."""
+    """`py::QUALNAME:FILE[:LINE]` -> PyFrame(QUALNAME, short/file.py), cached.
+
+    One name for one function in every mode: CPython's trampolines (3.12+) carry no
+    line, the agent's (3.8-3.12) carry the first one; it is dropped, so that a
+    program recorded on 3.11 and on 3.13 names its functions alike (diff)."""
 
     def __init__(self) -> None:
         self._names: Dict[str, PyFrame] = {}
@@ -165,13 +169,12 @@ class PythonNames:
     def _parse(self, text: str) -> PyFrame:
         # A qualname never holds ":", a file name might: split at the first one.
         qualname, _, location = text.partition(":")
-        line = 0
         head, sep, tail = location.rpartition(":")
         if sep and tail.isdigit() and head:
-            location, line = head, int(tail)
+            location = head
         where = self.short_file(location) if location else ""
         # ";" separates frames in folded output
-        return PyFrame(qualname.replace(";", ":"), where.replace(";", ":"), line if where else 0)
+        return PyFrame(qualname.replace(";", ":"), where.replace(";", ":"))
 
     def short_file(self, path: str) -> str:
         """Shorten a path as py-spy does: keep the package directories only."""
@@ -209,8 +212,12 @@ class PythonMerge:
     exact behaviour.
     """
 
-    def __init__(self, names: Optional[PythonNames] = None, activated: bool = False):
+    def __init__(self, names: Optional[PythonNames] = None, activated: bool = False, trampolined: bool = False):
         self.names = names or PythonNames()
+        # the recording's mode put trampolines in (agent, perf-jit, perf-map): Python code
+        # that ran before they were on (start-up imports before the agent's
+        # sitecustomize) is the plain eval loop, marked as such
+        self.trampolined = trampolined
         # the trampoline was turned on in the running process: on a stripped interpreter
         # the calls that predate it are unnamed frames, told apart as below
         self.activated = activated
@@ -218,7 +225,7 @@ class PythonMerge:
     def __call__(self, root_first: List[Item]) -> List[Item]:
         first = next((i for i, f in enumerate(root_first) if type(f) is Frame and is_python(f)), None)
         if first is None:
-            return root_first
+            return self._before_trampolines(root_first) if self.trampolined else root_first
         # Above the outermost Python frame, interpreter and thread start-up
         # (_start ... run_mod, start_thread ... thread_run) is dropped; a program
         # of its own there (an app embedding Python, a native thread calling back
@@ -241,6 +248,20 @@ class PythonMerge:
             items.append(BEFORE_ACTIVATION)
             start = older[-1] + 1
         items.extend(self._merge(root_first[start:]))
+        return items
+
+    def _before_trampolines(self, root_first: List[Item]) -> List[Item]:
+        """A stack of Python code without a trampoline: the eval loop's frames, from the
+        outermost to the innermost, become one BEFORE_ACTIVATION mark; the start-up
+        above them goes and the C they called stays."""
+        older = [i for i, f in enumerate(root_first) if type(f) is Frame and symbol_name(f) == UNNAMED_EVAL]
+        if not older:
+            return root_first
+        own = next((i for i, f in enumerate(root_first[:older[0]]) if not is_startup(f)), older[0])
+        items: List[Item] = [] if is_entry(root_first[0]) else [TRUNCATED]
+        items.extend(self._merge(root_first[own:older[0]]))
+        items.append(BEFORE_ACTIVATION)
+        items.extend(self._merge(root_first[older[-1] + 1:]))
         return items
 
     def _merge(self, root_first: Sequence[Frame]) -> List[Item]:

@@ -1,0 +1,58 @@
+"""Compiled Python (Cython, mypyc) by its Python name: analyze/processors/compiled.py."""
+from __future__ import annotations
+
+import pytest
+
+from mixedstack.analyze.processors.compiled import CompiledNames, demangle
+from mixedstack.model import Frame, PyFrame
+
+CYTHON_SO = "/venv/site-packages/msgpack/_cmsgpack.cpython-313-x86_64-linux-gnu.so"
+MYPYC_SO = "/venv/site-packages/30fcd23745efbc0d8d1d__mypyc.cpython-313-x86_64-linux-gnu.so"
+
+
+@pytest.mark.parametrize("symbol, name", [
+    ("__pyx_pw_7msgpack_9_cmsgpack_6Packer_7pack", "msgpack._cmsgpack.Packer.pack"),
+    ("__pyx_pf_7msgpack_9_cmsgpack_6Packer_6pack", "msgpack._cmsgpack.Packer.pack"),
+    ("__pyx_f_7msgpack_9_cmsgpack_6Packer__pack_inner", "msgpack._cmsgpack.Packer._pack_inner"),
+    ("__pyx_pw_7aiohttp_12_http_parser_10HttpParser_11feed_data", "aiohttp._http_parser.HttpParser.feed_data"),
+    ("__pyx_pw_7msgpack_9_cmsgpack_3unpackb", "msgpack._cmsgpack.unpackb"),
+    ("CPyDef_black___format_str", "black.format_str"),
+    ("CPyPy_black___format_str", "black.format_str"),
+    ("CPyDef_nodes___Visitor___visit", "nodes.Visitor.visit"),
+    ("CPyDef_nodes___visit_Visitor_gen_____mypyc_generator_helper__", "nodes.Visitor.visit"),
+    ("CPyDef_linegen___visit_default_LineGenerator_gen_____mypyc_generator_helper__",
+     "linegen.LineGenerator.visit_default"),
+    ("CPyDef_trans___iter_fexpr_spans_gen_____mypyc_generator_helper__", "trans.iter_fexpr_spans"),
+    ("CPyDef_black___from_configuration_WriteBack_obj_____call__", "black.WriteBack.from_configuration"),
+    ("CPyDef_black____format_str_once", "black._format_str_once"),
+    ("CPyDef_black_____top_level__", "black.<module>"),
+])
+def test_compiled_python_symbols_read_as_python_names(symbol, name):
+    assert demangle(symbol)[0] == name
+
+
+@pytest.mark.parametrize("symbol", ["deflate", "__pyx_module_is_main_msgpack", "CPyStatic_black___x",
+                                    "PyObject_Call", "__pyx_pw_", "CPyDef_nothing"])
+def test_other_symbols_are_left_alone(symbol):
+    assert demangle(symbol) is None
+
+
+def frames(*spec):
+    return [Frame("1", symbol + "+0x10", dso) for symbol, dso in spec]
+
+
+def test_a_wrapper_and_its_implementation_are_one_frame_and_the_c_under_them_stays():
+    stack = frames(("main", "/usr/bin/python3.13"),
+                   ("__pyx_pw_7msgpack_9_cmsgpack_6Packer_7pack", CYTHON_SO),
+                   ("__pyx_pf_7msgpack_9_cmsgpack_6Packer_6pack", CYTHON_SO),
+                   ("__pyx_f_7msgpack_9_cmsgpack_6Packer__pack_inner", CYTHON_SO),
+                   ("PyBytes_FromStringAndSize", "/usr/bin/python3.13"))
+    items = CompiledNames()(stack)
+    assert items == [stack[0], PyFrame("msgpack._cmsgpack.Packer.pack", compiled=True),
+                     PyFrame("msgpack._cmsgpack.Packer._pack_inner", compiled=True), stack[4]]
+
+
+def test_mypyc_wrapper_then_native_function_is_one_frame_but_recursion_is_kept():
+    stack = frames(("CPyPy_black___format_str", MYPYC_SO), ("CPyDef_black___format_str", MYPYC_SO),
+                   ("CPyDef_black___format_str", MYPYC_SO))
+    assert CompiledNames()(stack) == [PyFrame("black.format_str", compiled=True)] * 2
