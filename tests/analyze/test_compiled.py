@@ -26,6 +26,8 @@ MYPYC_SO = "/venv/site-packages/30fcd23745efbc0d8d1d__mypyc.cpython-313-x86_64-l
     ("CPyDef_black___from_configuration_WriteBack_obj_____call__", "black.WriteBack.from_configuration"),
     ("CPyDef_black____format_str_once", "black._format_str_once"),
     ("CPyDef_black_____top_level__", "black.<module>"),
+    ("CPyDef_checker___TypeChecker___visit_if_stmt__StatementVisitor_glue", "checker.TypeChecker.visit_if_stmt"),
+    ("CPyDef_checker___is_unreachable_map@plt", "checker.is_unreachable_map"),
 ])
 def test_compiled_python_symbols_read_as_python_names(symbol, name):
     assert demangle(symbol)[0] == name
@@ -50,6 +52,14 @@ def test_a_wrapper_and_its_implementation_are_one_frame_and_the_c_under_them_sta
     items = CompiledNames()(stack)
     assert items == [stack[0], PyFrame("msgpack._cmsgpack.Packer.pack", compiled=True),
                      PyFrame("msgpack._cmsgpack.Packer._pack_inner", compiled=True), stack[4]]
+
+
+def test_mypyc_trait_glue_and_the_method_it_stands_for_are_one_frame():
+    stack = frames(("CPyDef_nodes___IfStmt___accept", MYPYC_SO),
+                   ("CPyDef_checker___TypeChecker___visit_if_stmt__StatementVisitor_glue", MYPYC_SO),
+                   ("CPyDef_checker___TypeChecker___visit_if_stmt", MYPYC_SO))
+    assert CompiledNames()(stack) == [PyFrame("nodes.IfStmt.accept", compiled=True),
+                                      PyFrame("checker.TypeChecker.visit_if_stmt", compiled=True)]
 
 
 def test_mypyc_wrapper_then_native_function_is_one_frame_but_recursion_is_kept():

@@ -17,7 +17,8 @@ carry the Python name, mangled:
             its build; a generator's body is a class FUNC_CLASS_gen or FUNC_gen, a
             nested function's FUNC_obj, run by its __call__)
 
-A wrapper and the implementation it calls right under it are one frame. Each becomes
+A wrapper (and mypyc's trait glue) and the implementation it calls right under it
+are one frame. Each becomes
 a PyFrame with compiled=True (its own layer), so reports count them as the Python
 functions they are; the C they call stays under them. Standard library only.
 """
@@ -34,8 +35,11 @@ CYTHON = re.compile(r"^__pyx_(pw|pf|f|gb)_(\d.*)$", re.ASCII)
 MYPYC = re.compile(r"^(CPyPy|CPyDef)_(\w+)$", re.ASCII)
 LENGTH = re.compile(r"\d+", re.ASCII)
 INDEX = re.compile(r"^\d+", re.ASCII)
-# wrapper -> the implementation it calls: one frame
-WRAPS = {"pw": "pf", "CPyPy": "CPyDef"}
+# wrapper -> the implementation it calls: one frame (mypyc's trait glue,
+# METHOD__TRAIT_glue, calls the method it stands for, as a wrapper does)
+WRAPS = {"pw": "pf", "CPyPy": "CPyDef", "glue": "CPyDef"}
+GLUE = re.compile(r"(?<!_)__[A-Z][A-Za-z0-9]*_glue$", re.ASCII)  # a trait is a class: CamelCase
+PLT = "@plt"  # a call through the PLT stub of a function: that function
 # A generator's body is the helper method of a class FUNC[_CLASS]_gen; a nested
 # function, or a method turned into an object, is FUNC[_CLASS]_obj, run by __call__
 BODY_METHODS = frozenset(["__mypyc_generator_helper__", "__call__"])
@@ -83,14 +87,20 @@ def mypyc_name(mangled: str) -> Optional[str]:
 
 def demangle(symbol: str) -> Optional[Tuple[str, str]]:
     """(Python name, kind) of a compiled Python function's C symbol, or None."""
+    if symbol.endswith(PLT):
+        symbol = symbol[:-len(PLT)]
     match = CYTHON.match(symbol)
     if match:
         name = cython_name(match.group(2))
         return (name, match.group(1)) if name else None
     match = MYPYC.match(symbol)
     if match:
-        name = mypyc_name(match.group(2))
-        return (name, match.group(1)) if name else None
+        mangled, kind = match.group(2), match.group(1)
+        glue = GLUE.search(mangled)
+        if glue and kind == "CPyDef":
+            mangled, kind = mangled[:glue.start()], "glue"
+        name = mypyc_name(mangled)
+        return (name, kind) if name else None
     return None
 
 
