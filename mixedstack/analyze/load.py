@@ -30,7 +30,10 @@ from mixedstack.perf import command as perf
 from mixedstack.perf.recording import Recording
 
 Warn = Callable[[str], None]
-TRAMPOLINE_MODES = ("agent", "perf-jit", "perf-map")  # record's modes that put Python frames in
+# record's mode whose trampolines start after Python code has run: the agent, turned
+# on by a sitecustomize, after the interpreter's own start-up imports (CPython's own
+# trampolines start with the interpreter)
+LATE_TRAMPOLINE_MODES = ("agent",)
 Progress = Callable[[int], None]
 
 
@@ -78,7 +81,7 @@ def read(path: str, what: Optional[str] = None, options: Optional[FoldOptions] =
             if source.recording:
                 meta = source.recording.meta()
                 options.activated = bool(meta.get("activated"))
-                options.trampolined = meta.get("mode") in TRAMPOLINE_MODES
+                options.trampolined = meta.get("mode") in LATE_TRAMPOLINE_MODES
             selection = select_events(source, what, event_filter, warn)
             folder = Folder(options, detail=detail)
             with samples_of(source, selection, label, warnings.append, progress) as samples:

@@ -23,7 +23,7 @@ import os
 import re
 from typing import Callable, Counter, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from mixedstack.analyze.load import TRAMPOLINE_MODES, samples_of, select_events
+from mixedstack.analyze.load import LATE_TRAMPOLINE_MODES, samples_of, select_events
 from mixedstack.analyze.processors import layers
 from mixedstack.analyze.sources import FOLDED, open_input
 from mixedstack.errors import InputError, Interrupted
@@ -257,7 +257,7 @@ def report(path: str, top: int = 10, warn: Callable[[str], None] = lambda messag
             selection = select_events(source, None, None, warn)
             meta = source.recording.meta() if source.recording else {}
             builder = ReportBuilder(selection.switches, activated=bool(meta.get("activated")),
-                                    trampolined=meta.get("mode") in TRAMPOLINE_MODES)
+                                    trampolined=meta.get("mode") in LATE_TRAMPOLINE_MODES)
             with samples_of(source, selection) as samples:
                 builder.add_all(samples)
     except KeyboardInterrupt:

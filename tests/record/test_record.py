@@ -219,7 +219,7 @@ def test_older_interpreters_get_python_frames_from_the_agent(perf_ok, tmp_path, 
     rooted = main.total(lambda f: f[1].startswith("<module> (phases.py"))
     assert rooted / main.total() >= 0.98, rooted / main.total()
     names = {frame for frames in folded.stacks for frame in frames}
-    assert any(name.startswith("py_hot (phases.py:") for name in names)  # first line in the name
+    assert "py_hot (phases.py)" in names  # named as CPython's own trampolines name it
     assert folded.under("c_heavy").total(lambda f: any("deflate" in x for x in f)) > 0
     assert folded.under("sys_heavy").total(lambda f: any(x.endswith("_[k]") for x in f)) > 0
     timings = json.loads(timings.read_text())

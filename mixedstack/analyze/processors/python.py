@@ -214,9 +214,9 @@ class PythonMerge:
 
     def __init__(self, names: Optional[PythonNames] = None, activated: bool = False, trampolined: bool = False):
         self.names = names or PythonNames()
-        # the recording's mode put trampolines in (agent, perf-jit, perf-map): Python code
-        # that ran before they were on (start-up imports before the agent's
-        # sitecustomize) is the plain eval loop, marked as such
+        # the recording's trampolines were turned on after Python code had run (the
+        # agent's sitecustomize, after start-up imports): that code is the plain eval
+        # loop, marked as such
         self.trampolined = trampolined
         # the trampoline was turned on in the running process: on a stripped interpreter
         # the calls that predate it are unnamed frames, told apart as below
