@@ -1,28 +1,21 @@
-"""Test workload for diff across interpreters: two functions, each for a CPU time.
+"""Test workload for diff across interpreters: two functions, each for a time.
 
     python upgrade.py SLOW_FACTOR
 
-steady() runs 1.0 s; slow() runs 0.5 s times SLOW_FACTOR (pure Python arithmetic).
+steady() runs 1.0 s; slow() runs 0.5 s times SLOW_FACTOR, both in phases.py's
+pure-Python loop.
 """
 import sys
-import time
 
-
-def spin(seconds):
-    end = time.thread_time() + seconds
-    total = 0
-    while time.thread_time() < end:
-        for i in range(2000):
-            total += i * i % 7
-    return total
+from phases import py_hot
 
 
 def steady():
-    return spin(1.0)
+    return py_hot(1.0)
 
 
 def slow(factor):
-    return spin(0.5 * factor)
+    return py_hot(0.5 * factor)
 
 
 def main(factor):
