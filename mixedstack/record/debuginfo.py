@@ -17,6 +17,7 @@ cache (Recording.lend_debug_file): nothing on the machine changes, ~/.debug incl
 from __future__ import annotations
 
 import os
+import re
 from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 from elftools.common.exceptions import ELFError
@@ -95,3 +96,39 @@ def missing_note(binary: str, build: Optional[str], version: Tuple[int, ...]) ->
             ".build-id folder under %s"
             % (binary, build or "unknown", name, PACKAGE_HINT.format(v="%d.%d" % tuple(version[:2])),
                SYSTEM_DEBUG))
+
+
+# an installed package's shared object (site-packages/numpy.libs/...), or an extension
+# module wherever its package was put (pip --target, PYTHONPATH)
+PACKAGE_FILE = re.compile(r"/(?:site|dist)-packages/(.+\.so(?:\.[\d.]+)?)$")
+EXTENSION_MODULE = re.compile(r"([^/]+/[^/]+\.(?:cpython-[^/]*|abi3)\.so)$")
+
+
+def package_file(path: str) -> Optional[str]:
+    """`pandas/_libs/index.cpython-313-x86_64-linux-gnu.so` for an installed package's
+    shared object, None for any other file (the system's libraries, the interpreter)."""
+    match = PACKAGE_FILE.search(path) or EXTENSION_MODULE.search(path)
+    return match.group(1) if match else None
+
+
+def stripped_packages(files: List[Tuple[str, str]]) -> List[str]:
+    """Installed packages' shared objects, of those a recording mapped, that have no
+    symbols and no debug file: their functions' frames show as the file."""
+    stripped = set()
+    for build, path in files:
+        if package_file(path) and is_stripped(path) and find(path, build).debug is None:
+            stripped.add(path)
+    return sorted(stripped)
+
+
+def stripped_packages_note(paths: List[str]) -> Optional[str]:
+    """One line naming them (the first few), or None."""
+    if not paths:
+        return None
+    names = [package_file(path) for path in paths]
+    return ("%s of installed packages %s no symbols (%s%s): %s frames show as the file, and count as "
+            "library C" % (
+                "1 extension module or library" if len(names) == 1 else "%d extension modules or libraries" % len(names),
+                "has" if len(names) == 1 else "have", ", ".join(names[:3]),
+                ", ..." if len(names) > 3 else "", "its" if len(names) == 1 else "their"))
+

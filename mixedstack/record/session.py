@@ -249,6 +249,9 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
     symbols_note = interpreter_symbols_note(interp, mapped)
     if symbols_note:
         say("mixedstack: note: " + symbols_note)
+    packages_note = debuginfo.stripped_packages_note(debuginfo.stripped_packages(mapped))
+    if packages_note:
+        say("mixedstack: note: " + packages_note)
     # Stopped by a signal to record (kill, timeout): exit as the shell expects of that
     # signal (SIGINT 130, SIGTERM 143, SIGHUP 129); else the target's own status.
     exit_status = 128 + interrupted[0] if interrupted else shell_status(status)
@@ -264,7 +267,7 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         "stack_size": options.stack_size if mode.call_graph == "dwarf" else None,
         "deeper_than_copied": tidied.full,
         # what report says again about this recording
-        "notes": [note for note in (cut_note, symbols_note) if note],
+        "notes": [note for note in (cut_note, symbols_note, packages_note) if note],
         "exit_status": exit_status,
         "seconds": round(seconds, 3),
         "samples": tidied.samples,
