@@ -127,6 +127,8 @@ def is_complete(frames: Tuple[str, ...]) -> bool:
     root = frames[1]
     if root == "[truncated]" or "[unknown]" in root:  # the merge's mark of a stack the unwinder cut
         return False
+    if root == "[python frames before activation]":  # only ever on a stack that reached its entry
+        return True
     return (root.startswith(("<module> (", "Thread._bootstrap (")) or root.split("_[")[0] in ENTRY_FRAMES
             # a stripped libc's unnamed thread start; and, with the process's entry above
             # it dropped by the merge, start-up's imports and shutdown's Python frames
