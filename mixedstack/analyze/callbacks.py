@@ -1,7 +1,10 @@
 """perf's Python scripting callbacks (`perf script -s`) -> samples -> folded stacks.
 
 Used by perf_scripts/mixedstack-fold.py inside perf's embedded Python, so standard
-library only. Builds the same Sample objects as the text parser (samples.py) and
+library only. perf's Python API does not say which recording it reads, so what
+`fold` takes from the recording's meta.json is not known here: in a recording made
+with the agent (3.8-3.12), start-up code that ran before its trampolines stays as
+the eval loop's frames instead of `[python frames before activation]`. Builds the same Sample objects as the text parser (samples.py) and
 runs them through the same Folder, and writes the same folded text.
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ or when record itself was stopped by signal N: SIGINT, SIGTERM, SIGHUP);
 usage (click's convention); 130 after Ctrl-C during fold.
 """
 from mixedstack.cli import analyze, record  # noqa: F401  (their commands join main)
-from mixedstack.cli.main import main, run
+from mixedstack.cli.group import main, run
 
 __all__ = ["main", "run"]
 

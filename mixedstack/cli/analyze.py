@@ -11,7 +11,7 @@ import time
 
 import click
 
-from mixedstack.cli import main as cli
+from mixedstack.cli import group as cli
 from mixedstack.analyze.compare import same_program
 from mixedstack.analyze.fold import FoldOptions
 from mixedstack.analyze.load import Loaded, read

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from mixedstack.cli import main as cli
+from mixedstack.cli import group as cli
 from mixedstack.errors import MixedstackError
 from mixedstack.perf import command as perf
 from mixedstack.perf.recording import Recording

@@ -28,6 +28,19 @@ MYPYC_SO = "/venv/site-packages/30fcd23745efbc0d8d1d__mypyc.cpython-313-x86_64-l
     ("CPyDef_black_____top_level__", "black.<module>"),
     ("CPyDef_checker___TypeChecker___visit_if_stmt__StatementVisitor_glue", "checker.TypeChecker.visit_if_stmt"),
     ("CPyDef_checker___is_unreachable_map@plt", "checker.is_unreachable_map"),
+    # an index whose digits read like a length that fits (PyYAML, numpy.random, scipy)
+    ("__pyx_pw_4yaml_5_yaml_7CParser_1__init__", "yaml._yaml.CParser.__init__"),
+    ("__pyx_pw_4yaml_5_yaml_4Mark_5__str__", "yaml._yaml.Mark.__str__"),
+    ("__pyx_pw_4yaml_5_yaml_8CEmitter_15__reduce_cython__", "yaml._yaml.CEmitter.__reduce_cython__"),
+    ("__pyx_pw_4yaml_5_yaml_3get_version", "yaml._yaml.get_version"),
+    ("__pyx_pw_5numpy_6random_6mtrand_3get_bit_generator", "numpy.random.mtrand.get_bit_generator"),
+    ("__pyx_pw_4yaml_5_yaml_5__pyx_unpickle_Mark", "yaml._yaml.__pyx_unpickle_Mark"),
+    ("__pyx_pf_5scipy_7spatial_6_qhull_6_Qhull___init__", "scipy.spatial._qhull._Qhull.__init__"),
+    ("__pyx_f_7msgpack_9_cmsgpack_get_data_from_buffer", "msgpack._cmsgpack.get_data_from_buffer"),
+    # a generator method whose name has capitals of its own (black's visit_STRING)
+    ("CPyDef_linegen___visit_STRING_LineGenerator_gen_____mypyc_generator_helper__",
+     "linegen.LineGenerator.visit_STRING"),
+    ("CPyPy_linegen___LineGenerator___visit_default__Visitor_glue", "linegen.LineGenerator.visit_default"),
 ])
 def test_compiled_python_symbols_read_as_python_names(symbol, name):
     assert demangle(symbol)[0] == name

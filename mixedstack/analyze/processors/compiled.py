@@ -35,6 +35,7 @@ CYTHON = re.compile(r"^__pyx_(pw|pf|f|gb)_(\d.*)$", re.ASCII)
 MYPYC = re.compile(r"^(CPyPy|CPyDef)_(\w+)$", re.ASCII)
 LENGTH = re.compile(r"\d+", re.ASCII)
 INDEX = re.compile(r"^\d+", re.ASCII)
+DUNDER = re.compile(r"^__\w+__$", re.ASCII)
 # wrapper -> the implementation it calls: one frame (mypyc's trait glue,
 # METHOD__TRAIT_glue, calls the method it stands for, as a wrapper does)
 WRAPS = {"pw": "pf", "CPyPy": "CPyDef", "glue": "CPyDef"}
@@ -43,12 +44,20 @@ PLT = "@plt"  # a call through the PLT stub of a function: that function
 # A generator's body is the helper method of a class FUNC[_CLASS]_gen; a nested
 # function, or a method turned into an object, is FUNC[_CLASS]_obj, run by __call__
 BODY_METHODS = frozenset(["__mypyc_generator_helper__", "__call__"])
-BODY_CLASS = re.compile(r"^(.+?)(?:_([A-Z]\w*?))?_(?:gen|obj)$", re.ASCII)
+BODY_CLASS = re.compile(r"^(.+)_([A-Z][A-Za-z0-9]*)_(?:gen|obj)$", re.ASCII)  # the class: CamelCase
+BODY_FUNCTION = re.compile(r"^(.+)_(?:gen|obj)$", re.ASCII)
 TOP_LEVEL = "__top_level__"  # mypyc's name for a module's own code
 
 
-def cython_name(mangled: str) -> Optional[str]:
-    """`7msgpack_9_cmsgpack_6Packer_7pack` -> `msgpack._cmsgpack.Packer.pack`."""
+def cython_name(mangled: str, kind: str = "pw") -> Optional[str]:
+    """`7msgpack_9_cmsgpack_6Packer_7pack` -> `msgpack._cmsgpack.Packer.pack`.
+
+    Scopes are length-prefixed, then comes the function: an index and its name
+    (`7pack`), or for a cdef function (kind "f") the name alone. A length-prefixed
+    chunk is a scope only where what follows can follow a scope: `_` and a digit (the
+    next scope, or the index), a whole `__dunder__`, or, for cdef functions, any
+    name; otherwise it is the start of the index and name (`1__init__`, `3get_version`).
+    """
     parts: List[str] = []
     at = 0
     while True:
@@ -56,14 +65,13 @@ def cython_name(mangled: str) -> Optional[str]:
         if digits is None:
             break
         end = digits.end() + int(digits.group())
-        # a scope is followed by "_" (then the next one, or the function); an index
-        # prefix on the function's own name reads as a length that does not fit
-        if end > len(mangled) or (end < len(mangled) and mangled[end] != "_"):
+        if end >= len(mangled) or mangled[end] != "_":
+            break
+        rest = mangled[end + 1:]
+        if not (rest[:1].isdigit() or DUNDER.match(rest) or (kind == "f" and rest and not rest[0].isdigit())):
             break
         parts.append(mangled[digits.end():end])
         at = end + 1
-        if end == len(mangled):
-            return ".".join(parts) if len(parts) > 1 else None
     function = INDEX.sub("", mangled[at:])
     if not parts or not function:
         return None
@@ -78,8 +86,11 @@ def mypyc_name(mangled: str) -> Optional[str]:
     if parts[-1] in BODY_METHODS and len(parts) >= 3:
         match = BODY_CLASS.match(parts[-2])
         if match:
-            function, cls = match.group(1), match.group(2)
-            parts = parts[:-2] + ([cls, function] if cls else [function])
+            parts = parts[:-2] + [match.group(2), match.group(1)]
+        else:
+            match = BODY_FUNCTION.match(parts[-2])
+            if match:
+                parts = parts[:-2] + [match.group(1)]
     if parts[-1] == TOP_LEVEL:
         parts[-1] = "<module>"
     return ".".join(parts)
@@ -91,14 +102,14 @@ def demangle(symbol: str) -> Optional[Tuple[str, str]]:
         symbol = symbol[:-len(PLT)]
     match = CYTHON.match(symbol)
     if match:
-        name = cython_name(match.group(2))
+        name = cython_name(match.group(2), match.group(1))
         return (name, match.group(1)) if name else None
     match = MYPYC.match(symbol)
     if match:
         mangled, kind = match.group(2), match.group(1)
         glue = GLUE.search(mangled)
-        if glue and kind == "CPyDef":
-            mangled, kind = mangled[:glue.start()], "glue"
+        if glue:  # the glue's native body, or its Python wrapper: either stands for the method
+            mangled, kind = mangled[:glue.start()], "glue" if kind == "CPyDef" else kind
         name = mypyc_name(mangled)
         return (name, kind) if name else None
     return None

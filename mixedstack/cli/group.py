@@ -11,7 +11,7 @@ from typing import Iterator, NoReturn
 import click
 
 from mixedstack import __version__
-from mixedstack.errors import MixedstackError
+from mixedstack.errors import Interrupted, MixedstackError
 
 
 def fail(message: str, status: int = 1) -> NoReturn:
@@ -21,11 +21,15 @@ def fail(message: str, status: int = 1) -> NoReturn:
 
 @contextlib.contextmanager
 def errors_to_exit() -> Iterator[None]:
-    """The library's errors -> their one line on stderr and their exit status."""
+    """The library's errors -> their one line on stderr and their exit status; Ctrl-C
+    (and SIGTERM/SIGHUP, raised as it) wherever it lands -> "interrupted", 130."""
     try:
         yield
     except MixedstackError as error:
         fail(str(error), error.status)
+    except KeyboardInterrupt:
+        interrupted = Interrupted()
+        fail(str(interrupted), interrupted.status)
 
 
 def say(message: str) -> None:
