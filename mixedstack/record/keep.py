@@ -178,7 +178,10 @@ class SystemFiles(threading.Thread):
         self.text = read_file("/proc/kallsyms") if self.kernel else None
         if self.text:
             self.symbols = self.text.split(b"\n")
-            self.symbols.sort()  # by address (16 hex digits), as /proc/kallsyms almost is already
+            # by address (16 hex digits), as /proc/kallsyms almost is already; a stable sort
+            # keeps aliases at one address (memset, __memset, __pi_memset) in the kernel's
+            # order, which decides the one perf names a frame by
+            self.symbols.sort(key=address_of)
 
     def save(self, kernel_addresses: Optional[Iterable[int]]) -> None:
         """Wait for run(), then save the kernel's symbols: all of them, or those
@@ -188,8 +191,7 @@ class SystemFiles(threading.Thread):
             return
         text = self.text
         if kernel_addresses is not None:
-            lines = set(covering(self.symbols, kernel_addresses)) | set(reference_lines(text))
-            text = b"\n".join(sorted(lines)) + b"\n"
+            text = kept_symbols(self.symbols, text, kernel_addresses)
         self.recording.cache(KERNEL_SYMBOLS, self.kernel, "kallsyms", text)
 
 
@@ -206,8 +208,20 @@ def reference_lines(text: bytes) -> List[bytes]:
     return lines
 
 
+def address_of(line: bytes) -> bytes:
+    return line[:16]
+
+
+def kept_symbols(symbols: List[bytes], text: bytes, addresses: Iterable[int]) -> bytes:
+    """The kallsyms text perf needs for `addresses`, from `symbols` (sorted by
+    address_of), its lines in the kernel's own order."""
+    lines = set(covering(symbols, addresses)) | set(reference_lines(text))
+    order = {line: index for index, line in enumerate(symbols)}
+    return b"\n".join(sorted(lines, key=lambda line: order.get(line, len(order)))) + b"\n"
+
+
 def covering(symbols: List[bytes], addresses: Iterable[int]) -> List[bytes]:
-    """The kallsyms lines (sorted) that name `addresses`: for each, the symbols at
+    """The kallsyms lines (sorted by address) that name `addresses`: for each, the symbols at
     the highest address at or below it, and those at the next address (perf ends
     a symbol where the next one begins)."""
     keep = set()

@@ -44,3 +44,18 @@ def test_stacks_through_the_vdso_unwind(perf_ok, tmp_path, version):
     assert through > 0.05 * folded.total(), (through, folded.total())
     # without the vDSO in the build-id cache, 3% of these were (perf -N alone)
     assert rooted >= 0.95 * through, (rooted, through)
+
+
+def test_aliases_keep_the_kernels_order_for_perf_to_choose_from():
+    """perf names an address by one of the aliases there (memset, __memset,
+    __pi_memset): which one depends on their order, so the kept lines keep the kernel's."""
+    from mixedstack.record.keep import address_of, kept_symbols
+
+    text = (b"ffffffff81000000 T _text\n"
+            b"ffffffff82254380 T memset\nffffffff82254380 T __memset\nffffffff82254380 T __pi_memset\n"
+            b"ffffffff822543a0 t __pfx_memset_orig\nffffffff822543b0 t memset_orig\n")
+    symbols = sorted(text.split(b"\n"), key=address_of)
+    kept = kept_symbols(symbols, text, [0xFFFFFFFF8225438B])
+    assert kept == (b"ffffffff81000000 T _text\n"
+                    b"ffffffff82254380 T memset\nffffffff82254380 T __memset\nffffffff82254380 T __pi_memset\n"
+                    b"ffffffff822543a0 t __pfx_memset_orig\n")
