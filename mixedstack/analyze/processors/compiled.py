@@ -140,7 +140,9 @@ class CompiledNames:
         return items
 
     def _demangled(self, frame: Frame) -> Optional[Tuple[str, str]]:
-        symbol = symbol_name(frame)
-        if symbol not in self._known:
-            self._known[symbol] = demangle(symbol)
-        return self._known[symbol]
+        # by the raw symbol text (offset included): report runs every sample through
+        # here, without fold's per-stack cache
+        known = self._known
+        if frame.symbol not in known:
+            known[frame.symbol] = demangle(symbol_name(frame))
+        return known[frame.symbol]
