@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from mixedstack.analyze.processors import layers
-from mixedstack.model import PyFrame, Sample, Stack, StackFrame, Stacks
+from mixedstack.model import PyFrame, Sample, Stack, StackFrame, Stacks, frame_text
 from mixedstack.analyze.processors.names import NativeNames
-from mixedstack.analyze.processors import Item, stack_processors
+from mixedstack.analyze.processors import apply, stack_processors
 from mixedstack.analyze.parse import Frames
 
 CACHE_LIMIT = 200_000  # distinct raw stacks remembered; identical stacks are the norm
@@ -34,7 +34,7 @@ class FoldOptions:
         self.addrs = addrs
         self.keep_interpreter = keep_interpreter
         self.activated = activated  # a recording whose trampoline record --pid turned on
-        self.trampolined = trampolined  # a recording made in a mode with trampolines (meta.json's mode)
+        self.trampolined = trampolined  # a recording whose trampolines came on late (the agent's; meta.json)
 
 
 class Folder:
@@ -111,9 +111,7 @@ class Folder:
     def _fold(self, sample: Sample) -> Tuple[str, bool]:
         parts: List[StackFrame] = [sample.label]
         kinds: Optional[List[str]] = None if self.layers is None else [layers.PROCESS]
-        items: List[Item] = sample.frames[::-1]  # root first
-        for process in self.processors:
-            items = process(items)
+        items = apply(self.processors, sample.frames[::-1])  # root first
         python = False
         for item in items:
             if type(item) is PyFrame or type(item) is str:  # a Python frame, or a marker, the merge named
@@ -127,7 +125,7 @@ class Folder:
             if kinds is not None and names:
                 kind = layers.of_marker(names[0]) or layers.of_native(item, self.native.symbol(item))
                 kinds.extend([kind] * len(names))
-        stack = ";".join([part if type(part) is str else part.text() for part in parts])
+        stack = ";".join([frame_text(part) for part in parts])
         self._frames.setdefault(stack, tuple(parts))
         if kinds is not None:
             self.layers.setdefault(stack, tuple(kinds))

@@ -31,7 +31,7 @@ from mixedstack.perf import command as perf
 from mixedstack.analyze.processors import offcpu
 from mixedstack.model import Frame, PyFrame, Sample
 from mixedstack.analyze.markers import off_cpu_reason
-from mixedstack.analyze.processors import stack_processors
+from mixedstack.analyze.processors import apply, stack_processors
 from mixedstack.analyze.processors.compiled import demangle
 from mixedstack.analyze.processors.python import is_entry
 from mixedstack.analyze.processors.python import TRAMPOLINE_DSO, is_python, is_unnamed_interpreter
@@ -115,9 +115,7 @@ class ReportBuilder:
         if off:
             frames = frames[1:]
         reason = off_cpu_reason(symbol_name(sample.frames[0])) if off else None
-        items: list = frames[::-1]
-        for process in self.processors:
-            items = process(items)
+        items = apply(self.processors, frames[::-1])
         python = [item for item in items if type(item) is PyFrame]  # not the merge's own markers
         innermost = python[-1] if python else None
         gil = reason == "GIL" if off else offcpu.waits_for_gil(frames)

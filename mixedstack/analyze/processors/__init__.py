@@ -24,6 +24,13 @@ Item = Union[Frame, PyFrame, str]
 Processor = Callable[[List[Item]], List[Item]]
 
 
+def apply(processors: List[Processor], items: List[Item]) -> List[Item]:
+    """Run a stack's items (root first) through the processors, in order."""
+    for process in processors:
+        items = process(items)
+    return items
+
+
 def stack_processors(keep_interpreter: bool = False, activated: bool = False,
                      trampolined: bool = False) -> List[Processor]:
     """The processors fold applies, in order (none with --keep-interpreter)."""
