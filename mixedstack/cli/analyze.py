@@ -18,7 +18,7 @@ from mixedstack.analyze.load import Loaded, read
 from mixedstack.analyze.parse import ProcessLabel
 from mixedstack.analyze.processors import offcpu
 from mixedstack.perf.data import is_recording
-from mixedstack.renderers import renderer, write_output
+from mixedstack.renderers import render, renderer, write_output
 
 STACK_FORMATS = ["folded", "speedscope", "pprof"]
 
@@ -175,9 +175,8 @@ def load(input: str, **how) -> Loaded:
 
 
 def write(output: str, format: str, loaded: Loaded, **options) -> None:
-    module = renderer(format)
     with cli.errors_to_exit():
-        write_output(output, lambda stream: module.render(loaded.stacks, stream, **options), module.ENCODING)
+        render(loaded.stacks, format, output, **options)
 
 
 class TerminalProgress:
