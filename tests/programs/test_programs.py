@@ -84,4 +84,7 @@ def test_compiled_python_reads_as_python(tmp_path):
     by_total = [row["function"] for row in figures["functions"]["by_total"]]
     assert "black.format_str" in by_total and "msgpack._cmsgpack.Packer.pack" in by_total, by_total
     layers = {row["layer"]: row["share"] for row in figures["layers"]}
-    assert layers["compiled Python"] > 0.2, layers
+    assert layers["compiled Python"] > 0, layers  # leaf time: how much of it calls C varies
+    # all of black_part's work runs in black's compiled code (its loop around it is nothing)
+    formatting = folded.under("black_part")
+    assert formatting.total(lambda f: "black.format_str" in f) >= 0.9 * formatting.total()
