@@ -33,6 +33,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 from conftest import pyenv_interpreters  # noqa: E402  (interpreter discovery, shared with the tests)
 from mixedstack.perf import command as perf  # noqa: E402  (perf script's command line, as fold runs it)
 
@@ -65,15 +66,16 @@ def medians(contenders: Dict[str, Callable[[], float]], rounds: int = REPEAT) ->
     return {name: statistics.median(values) for name, values in figures.items()}
 
 
-def tree_memory(command: List[str], input_file: str) -> Tuple[int, int, int]:
-    """Peaks, in KB, of a command and its descendants (sampled every 5 ms): (summed
-    PSS without the pages that map `input_file`, summed PSS, summed RSS). PSS
-    counts each shared page once; RSS counts it in every process that maps it."""
+def tree_memory(command: List[str], input_file: str, alone: bool = False) -> Tuple[int, int, int]:
+    """Peaks, in KB, of a command and its descendants (sampled every 5 ms; `alone`:
+    the command's own process only): (summed PSS without the pages that map
+    `input_file`, summed PSS, summed RSS). PSS counts each shared page once; RSS
+    counts it in every process that maps it."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peaks = [0, 0, 0]
     while process.poll() is None:
         pss = of_input = rss = 0
-        for pid in [process.pid] + descendants(process.pid):
+        for pid in [process.pid] + ([] if alone else descendants(process.pid)):
             for path, mapped in mappings(pid):
                 pss += mapped.get("Pss", 0)
                 rss += mapped.get("Rss", 0)
@@ -170,6 +172,44 @@ def fold_figures(data: Path, tmp: Path, flamegraph: Optional[Path], inline: bool
     rows.append(("fold peak memory (fold + its perf script processes: PSS, without the recording's pages)",
                  "%d MB (with them: %d MB, as perf script maps perf.data whole; RSS summed: %d MB)" % (
                      own >> 10, pss >> 10, rss >> 10), ""))
+    return rows
+
+
+LONG_MINUTES = 10
+
+
+def long_figures(python: str) -> List[Row]:
+    """A 10-minute recording (~300,000 samples at 499 Hz), made once with bench/long.py
+    (which measures the disk it used while recording) and cached: fold's figures on it."""
+    from long import measure  # bench/long.py
+
+    version = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
+                             stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mixedstack" / "bench" / (
+        "long-%dmin-%s" % (LONG_MINUTES, version))
+    data, figures_file = cache / "perf.data", cache / "figures.json"
+    if not figures_file.exists():
+        print("bench: recording %d minutes once (cached in %s)" % (LONG_MINUTES, cache), file=sys.stderr)
+        cache.mkdir(parents=True, exist_ok=True)
+        figures_file.write_text(json.dumps(measure(LONG_MINUTES, data)))
+    made = json.loads(figures_file.read_text())
+    rows = [("long recording: %d min of phases.py at 499 Hz, %s samples, %d MB (made once, cached)" % (
+        LONG_MINUTES, format(made["samples"], ","), made["bytes"] >> 20), "", ""),
+        ("  disk used while recording, at most (sampled every 0.2 s) vs the final size",
+         "%d MB vs %d MB" % (made["peak_disk"] >> 20, made["final_disk"] >> 20),
+         "+%d MB" % (made["over_final"] >> 20)),
+        ("  recording bytes a sample", "%d" % made["bytes_a_sample"], ""),
+        ("  record returned after the target ended", "%.2f s" % made["record_returned"], "")]
+    m = medians({
+        "perf": lambda: run(script_alone(data))[0],
+        "fold": lambda: run(MIXEDSTACK + ["fold", str(data)])[0],
+    }, rounds=3)
+    rows.append(("  fold end-to-end vs perf script alone (--no-inline)", "%.1f s vs %.1f s" % (m["fold"], m["perf"]),
+                 ratio(m["fold"], m["perf"])))
+    own = tree_memory(MIXEDSTACK + ["fold", str(data)], str(data), alone=True)[0]
+    tree = tree_memory(MIXEDSTACK + ["fold", str(data)], str(data))[0]
+    rows.append(("  fold peak memory: its own process (PSS, without the recording's pages)",
+                 "%d MB (with its perf script processes: %d MB)" % (own >> 10, tree >> 10), ""))
     return rows
 
 
@@ -276,6 +316,7 @@ def main() -> None:
             rows += [("  " + a, b, c) for a, b, c in fold_figures(data, tmp, flamegraph, inline=False)]
             if label == "large":
                 rows += [("  " + a, b, c) for a, b, c in fold_figures(data, tmp, flamegraph, inline=True)]
+        rows += long_figures(found[newest])
         rows += record_figures(tmp, pythons)
         rows += stack_size_figures(tmp, found[newest])
         rows += agent_figures(found)

@@ -37,6 +37,20 @@ def say(message: str) -> None:
     click.echo(message, err=True)
 
 
+class StatusLine:
+    """record's live line on a terminal (samples, lost, disk, elapsed), rewritten in place;
+    called with None, it goes."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def __call__(self, status) -> None:
+        from mixedstack.record.collect import status_line
+
+        self.stream.write("\r\x1b[K" + (status_line(status) if status is not None else ""))
+        self.stream.flush()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mixedstack")
 def main() -> None:

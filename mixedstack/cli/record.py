@@ -29,7 +29,10 @@ from mixedstack.perf.recording import Recording
 @click.option("-p", "--pid", type=int, default=None, metavar="PID",
               help="Attach to a running process instead of running COMMAND.")
 @click.option("-d", "--duration", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
-              help="With --pid: stop after SECONDS (default: when it exits, or Ctrl-C).")
+              help="Stop recording after SECONDS (default: when the target exits, or Ctrl-C).")
+@click.option("--stop-target/--keep-target", default=True, show_default=True,
+              help="When --duration runs out, stop the COMMAND as Ctrl-C would, or let it run on "
+                   "to its end (record waits for it and passes its exit status on).")
 @click.option("--off-cpu", is_flag=True,
               help="Also record every switch of the target's threads off and back onto a CPU, with "
                    "its stack: time spent blocked (sleep, I/O, locks, the GIL); see fold --what.")
@@ -40,8 +43,8 @@ from mixedstack.perf.recording import Recording
               help="Run COMMAND as USER, with that user's groups and environment, while perf keeps "
                    "the privileges it needs (for sudo: --user \"$SUDO_USER\").")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def record(output, frequency, call_graph, stack_size, force, agent, pid, duration, off_cpu, activate,
-           user, command) -> None:
+def record(output, frequency, call_graph, stack_size, force, agent, pid, duration, stop_target, off_cpu,
+           activate, user, command) -> None:
     """Run COMMAND under perf record, with Python frames where the interpreter allows.
 
     Examples: mixedstack record -o app.data -- python app.py --its-args;
@@ -49,8 +52,9 @@ def record(output, frequency, call_graph, stack_size, force, agent, pid, duratio
     """
     if bool(command) == (pid is not None):
         cli.fail("give either a COMMAND to run (after --) or --pid PID to attach to", 2)
-    if duration is not None and pid is None:
-        cli.fail("--duration goes with --pid; a COMMAND is recorded until it ends", 2)
+    if not stop_target and (duration is None or pid is not None):
+        cli.fail("--keep-target goes with --duration and a COMMAND: a process attached to with --pid "
+                 "always runs on", 2)
     if activate is not None and pid is None:
         cli.fail("--activate/--no-activate go with --pid; a COMMAND is started with its trampoline on", 2)
     if user is not None and pid is not None:
@@ -77,7 +81,8 @@ def record(output, frequency, call_graph, stack_size, force, agent, pid, duratio
     try:
         result = run_record(
             RecordOptions(list(command), output, frequency, call_graph, stack_size, agent, pid, duration,
-                          off_cpu, activate, user),
+                          stop_target, off_cpu, activate, user,
+                          progress=cli.StatusLine(sys.stderr) if sys.stderr.isatty() else None),
             say=cli.say,
             ask=(lambda question: click.confirm(question, err=True)) if on_terminal else None,
         )

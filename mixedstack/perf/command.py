@@ -72,7 +72,8 @@ def perf_command(subcommand: str, buildid_dir: Optional[str] = None) -> List[str
 
 CPU_EVENT = "cpu-clock"  # software: this machine has no hardware PMU, and VMs often lack one
 SWITCH_EVENT = "sched:sched_switch"  # every switch of a thread off a CPU, with its stack
-OFF_CPU_BUFFER = "16M"  # perf's ring buffer a CPU with --off-cpu in DWARF mode
+BIG_BUFFER = "16M"  # perf's ring buffer a CPU in DWARF mode, where the memory may be locked
+PIECE = "8M"  # perf's file is closed and taken into the recording every PIECE (raw, before tidy)
 
 
 def off_cpu_events(frequency: int) -> List[str]:
@@ -95,13 +96,18 @@ def record_command(output: str, buildid_dir: str, frequency: int, call_graph: st
     # build-id cache: --buildid-all names every file instead, and -N skips the cache
     # (record/keep.py's SystemFiles puts what fold needs there meanwhile)
     command += ["-N", "--buildid-all"]
+    # perf closes its file every PIECE bytes and starts the next: record takes each
+    # closed piece into the recording at once (record/collect.py), so the disk used
+    # stays near the recording's final size however long it runs
+    command.append("--switch-output=%s" % PIECE)
     if call_graph == "dwarf":
         command += ["--call-graph", "dwarf,%d" % stack_size]
-        if off_cpu and lock_memory:
-            # every context switch is a sample with a whole stack copy: perf's default
-            # buffer overflows at a few thousand switches a second, and the samples
-            # lost take their blocked time with them (bench/results.md)
-            command += ["-m", OFF_CPU_BUFFER]
+        if lock_memory:
+            # every sample (with --off-cpu, every context switch) carries a whole stack
+            # copy: perf's default buffer overflows at a few thousand a second, or while
+            # perf starts a new piece (11% of samples lost at 499 Hz), and the samples
+            # lost take their time with them (bench/results.md)
+            command += ["-m", BIG_BUFFER]
     else:
         command.append("-g")
     if monotonic:

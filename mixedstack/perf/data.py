@@ -25,6 +25,7 @@ PERF_RECORD_FORK = 7
 PERF_RECORD_MMAP2 = 10
 JITDUMP_FOLDER = b"/tmp/"  # where CPython and the agent write jit-PID.dump
 PERF_RECORD_LOST_SAMPLES = 13
+USER_RECORDS = 64  # types from here on are perf's own (no sample_id trailer)
 PERF_RECORD_AUXTRACE = 71  # its payload follows the record: never moved
 MISC_COMM_EXEC = MISC_MMAP_DATA = 1 << 13  # (the same bit means one or the other by record type)
 PROT_EXEC = 4
@@ -188,6 +189,7 @@ class _Scan:
         self.mmaps: List[Tuple[int, int, int, int, bool]] = []  # position, pid, start, when, is [stack]
         self.code: List[Tuple[int, int, int, int, bytes]] = []  # pid, start, end, file offset, file: executable maps
         self.forks: List[Tuple[int, int, int, int]] = []  # position, pid, ppid, tid
+        self.exits: set = set()  # processes that ended
         self.movable = True  # every record walked to the end, none with a payload outside it
         self.times = array("Q")  # each sample's time (ns), when samples carry it
         self.addresses: Optional[set] = set()  # sample IPs and call chain entries (None: not all read)
@@ -238,7 +240,10 @@ def _scan(buf, offset: int, end: int) -> _Scan:
             scan.pids.add(pid)
             scan.forks.append((position, pid, ppid, tid))
         elif record_type == PERF_RECORD_EXIT:
-            scan.pids.add(struct.unpack_from("<I", buf, position + 8)[0])
+            pid, _, tid = struct.unpack_from("<III", buf, position + 8)
+            scan.pids.add(pid)
+            if pid == tid:
+                scan.exits.add(pid)
         elif record_type == PERF_RECORD_LOST:
             scan.lost_records += struct.unpack_from("<Q", buf, position + 16)[0]
         elif record_type == PERF_RECORD_LOST_SAMPLES:
@@ -310,7 +315,11 @@ def _feature(path: str, bit: int) -> Optional[bytes]:
 def build_ids(path: str) -> List[Tuple[str, str]]:
     """(build id in hex, file) of each user-space file the recording names (perf record
     --buildid-all lists every one mapped), from the BUILD_ID feature section."""
-    section = _feature(path, HEADER_BUILD_ID) or b""
+    return build_id_entries(_feature(path, HEADER_BUILD_ID) or b"")
+
+
+def build_id_entries(section: bytes) -> List[Tuple[str, str]]:
+    """(build id in hex, file) of each user-space file in a BUILD_ID section's records."""
     found = []
     at = 0
     while at + 8 <= len(section):

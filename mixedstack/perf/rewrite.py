@@ -30,8 +30,11 @@ import os
 import struct
 from typing import Dict, List, Optional, Tuple
 
+from array import array
+from typing import Callable
+
 from mixedstack.perf.data import (
-    AT_PAGESZ, DATA_SECTION, ENTRY_TRIES, FEATURE_BITS, FEATURES, JITDUMP_FOLDER, KERNEL_START, NO_SUCH_PID,
+    USER_RECORDS, time_reader, PERF_RECORD_MMAP2, PROT_EXEC, AT_PAGESZ, DATA_SECTION, ENTRY_TRIES, FEATURE_BITS, FEATURES, JITDUMP_FOLDER, KERNEL_START, NO_SUCH_PID,
     PERF_CONTEXT_MAX, PERF_MAGIC, PERF_RECORD_EXIT, PERF_RECORD_SAMPLE, SP_REGISTER, STACK_REACH, Tidied,
     UserStack, _mmap_name_at, _Scan, _scan, records, register_at, sample_layouts, user_stack,
 )
@@ -68,37 +71,268 @@ def tidy(path: str) -> Tidied:
             return Tidied(0, 0, set(), 0, 0, 0)
         with mmap.mmap(f.fileno(), 0) as buf:
             offset, size = struct.unpack_from("<QQ", buf, DATA_SECTION)
+            tidier = Tidier()
+            _, write = tidier.piece(buf, whole=offset + size <= len(buf))
             end = min(offset + size, len(buf))
-            scan = _scan(buf, offset, end)
-            scan.movable &= offset + size <= len(buf)  # a cut file has no feature sections to move
-            forgotten = _forget_memory_before_exec(buf, scan)
-            _jitdumps_relative(buf, scan)
-            clipped, write, full, stepped = _clip_and_compact(buf, offset, end, scan)
-            saved = end - write if write is not None else 0
+            saved = end - write if tidier.compacted else 0
             if saved:
                 _close_gap(buf, write, end)
             buf.flush()
         if saved:
             f.truncate(os.fstat(f.fileno()).st_size - saved)
-    # LOST (ring buffer full) and LOST_SAMPLES (the event's own count) see the same losses
-    lost = max(scan.lost_records, scan.lost_samples)
-    kernel = None
-    if scan.addresses is not None:  # the kernel's half of the address space, without perf's context markers
-        kernel = {address for address in scan.addresses if KERNEL_START <= address < PERF_CONTEXT_MAX}
-    return Tidied(scan.samples, lost, scan.pids, forgotten, clipped, saved, scan.times, kernel, full, stepped)
+    return tidier.tidied(saved)
 
 
-def _forget_memory_before_exec(buf, scan: _Scan) -> int:
+class Tidier:
+    """tidy() over a recording that perf wrote in pieces (`--switch-output`), one piece
+    after the other, each rewritten in place; what a piece needs from the pieces before
+    it (the processes' maps, forks and execs, where their stacks began) is kept here.
+
+    An exec can come pieces after the maps it makes stale: `patch(position, data)`
+    then rewrites those records where they went (positions given by `placed`)."""
+
+    def __init__(self, patch: Optional[Callable[[int, bytes], None]] = None) -> None:
+        self.patch = patch
+        self.pieces = 0
+        self.mmaps: List[Tuple[int, int, int, int, bool]] = []  # as _Scan.mmaps, positions where they went
+        self.forks: List[Tuple[int, int, int, int]] = []  # as _Scan.forks, likewise
+        self.last_exec: Dict[int, int] = {}
+        self.code: List[Tuple[int, int, int, int, bytes]] = []
+        self.entry: Dict[int, Optional[int]] = {}  # pid -> where argc is (None: not found yet)
+        self.tries: Dict[int, int] = {}
+        self.samples = self.lost_records = self.lost_samples = 0
+        self.pids: set = set()
+        self.times = array("Q")
+        self.kernel: Optional[set] = set()
+        self.forgotten = self.clipped = self.full = self.stepped = 0
+        self.jitdumps: List[bytes] = []  # the jitdumps' MMAP records, as rewritten
+        self.anonymous_code: Dict[int, List[Tuple[int, int]]] = {}  # pid -> executable anonymous memory seen
+        self._moved: Dict[int, int] = {}
+
+    def piece(self, buf, whole: bool = True) -> Tuple[int, int]:
+        """Rewrite one piece (a perf.data file, mapped writable) in place; where its records
+        are then (compacted, they start where its data section starts; else the records
+        perf wrote, but what it synthesized again at the piece's start).
+        `whole`: the data section is all there (not cut short)."""
+        offset, size = struct.unpack_from("<QQ", buf, DATA_SECTION)
+        end = complete_records_end(buf, offset, min(offset + size, len(buf)) if size else len(buf))
+        start = offset if not self.pieces else _after_synthesized(buf, offset, end)
+        self.pieces += 1
+        scan = _scan(buf, start, end)
+        scan.movable &= whole
+        for pid, when in scan.last_exec.items():
+            self.last_exec[pid] = max(self.last_exec.get(pid, 0), when)
+        self.forgotten += _forget_memory_before_exec(buf, scan, self.last_exec) + self._forget_earlier(scan)
+        _jitdumps_relative(buf, scan)
+        self._trim_grown_code(buf, scan)
+        watch = {position for position, *_ in scan.mmaps} | {position for position, *_ in scan.forks}
+        self._moved = {}
+        clipped, write, full, stepped = self._clip_and_compact(buf, offset, start, end, scan, watch)
+        self.clipped += clipped
+        self.full += full
+        self.stepped += stepped
+        self.samples += scan.samples
+        self.lost_records += scan.lost_records
+        self.lost_samples += scan.lost_samples
+        self.pids |= scan.pids
+        self.times.extend(scan.times)
+        if scan.addresses is None or self.kernel is None:
+            self.kernel = None
+        else:
+            self.kernel.update(address for address in scan.addresses if KERNEL_START <= address < PERF_CONTEXT_MAX)
+        self._scan = scan
+        self._begin = offset if write is not None else start
+        self.compacted = write is not None  # the last piece's records were moved
+        return (offset, write) if write is not None else (start, end)
+
+    def placed(self, base: int, buf) -> None:
+        """The last piece's records (in `buf`, rewritten) now begin at position `base` of
+        the recording: remember where its maps and forks went, for a later exec to patch."""
+        scan, moved = self._scan, self._moved
+        for position, pid, begins, when, is_stack in scan.mmaps:
+            at = moved.get(position)
+            if at is None:
+                continue  # not written (perf's copies at the start of a later piece)
+            self.mmaps.append((base + at - self._begin, pid, begins, when, is_stack))
+            record_type, _, size = struct.unpack_from("<IHH", buf, at)
+            name_at = _mmap_name_at(at, record_type)
+            if buf[name_at:name_at + 6] == b"./jit-":
+                self.jitdumps.append(bytes(buf[at:at + size]))
+        self.forks.extend((base + moved[position] - self._begin, pid, ppid, tid)
+                          for position, pid, ppid, tid in scan.forks if position in moved)
+        self.code.extend(scan.code)
+        if scan.exits:  # a process that ended has no exec to come
+            self.mmaps = [m for m in self.mmaps if m[1] not in scan.exits]
+            self.forks = [f for f in self.forks if f[1] not in scan.exits]
+
+    def _trim_grown_code(self, buf, scan: _Scan) -> None:
+        """Anonymous executable memory (trampoline arenas, 64 KB each) mapped next to
+        earlier such memory makes one mapping of both, and the kernel announces all of it
+        again: perf then drops the jitted functions' maps in the part it knew (3.13 running
+        pytest: 58% of samples lost their Python names). Each such record is cut to what
+        is new (or, nothing new, given to no process)."""
+        for position, pid, start, when, _ in sorted(scan.mmaps, key=lambda mmap: mmap[3]):
+            record_type, _, size = struct.unpack_from("<IHH", buf, position)
+            if record_type != PERF_RECORD_MMAP2:
+                continue
+            name_at = _mmap_name_at(position, record_type)
+            if buf[name_at:name_at + 7] != b"//anon\0" or not struct.unpack_from("<I", buf, position + 64)[0] & PROT_EXEC:
+                continue
+            length = struct.unpack_from("<Q", buf, position + 24)[0]
+            known = self.anonymous_code.setdefault(pid, [])
+            new = _uncovered(start, start + length, known)
+            known.append((start, start + length))
+            if new is None:
+                continue  # new memory on both sides of the old: left as announced
+            if new[0] == new[1]:
+                struct.pack_into("<II", buf, position + 8, NO_SUCH_PID, NO_SUCH_PID)
+            else:
+                struct.pack_into("<QQ", buf, position + 16, new[0], new[1] - new[0])
+
+    def _forget_earlier(self, scan: _Scan) -> int:
+        """Records of earlier pieces made stale by an exec in this one."""
+        if self.patch is None or not scan.last_exec:
+            return 0
+        changed = 0
+        for position, pid, _, when, _ in self.mmaps:
+            if pid in scan.last_exec and when < scan.last_exec[pid]:
+                self.patch(position + 8, struct.pack("<II", NO_SUCH_PID, NO_SUCH_PID))
+                changed += 1
+        for position, pid, ppid, tid in self.forks:
+            if pid in scan.last_exec and pid == tid and pid != ppid:
+                self.patch(position, struct.pack("<I", PERF_RECORD_EXIT))
+                changed += 1
+        stale = set(scan.last_exec)
+        self.mmaps = [m for m in self.mmaps if not (m[1] in stale and m[3] < scan.last_exec[m[1]])]
+        self.forks = [f for f in self.forks if not (f[1] in stale and f[1] == f[3] and f[1] != f[2])]
+        return changed
+
+    def _clip_and_compact(self, buf, offset: int, start: int, end: int, scan: _Scan,
+                          watch: set) -> Tuple[int, Optional[int], int, int]:
+        """Pass 2: cut each stack copy at the next mapping above its stack pointer, and
+        (when the file allows) move every record down over the bytes no copy used.
+        Returns (samples clipped, new end of the data section or None, copies still full,
+        samples stepped over a return)."""
+        layout_of = sample_layouts(buf)  # None: no event copies stacks (frame-pointer mode)
+        starts: Dict[int, List[int]] = {}
+        last_exec = self.last_exec
+        for _, pid, begins, when, is_stack in self.mmaps + scan.mmaps:
+            forgotten = pid in last_exec and when < last_exec[pid]
+            # the main stack grows down past where its first mmap said it began
+            if not is_stack and not forgotten:
+                starts.setdefault(pid, []).append(begins)
+        for pid in starts:
+            starts[pid].sort()
+        # a forked process (not exec'd) runs in its parent's mappings too
+        parent = {pid: ppid for _, pid, ppid, tid in self.forks + scan.forks
+                  if pid != ppid and not (pid in last_exec and pid == tid)}
+        entry, tries = self.entry, self.tries
+        clipped = full = 0
+        returns = Returns(self.code + scan.code, parent)
+        write = offset
+        moved = self._moved
+        for position, record_type, _, size in records(buf, start, end):
+            stack = None
+            if record_type == PERF_RECORD_SAMPLE and layout_of is not None:
+                layout = layout_of(position)
+                stack = user_stack(buf, position, *layout) if layout else None
+            if stack is not None:
+                stack = returns.step_over(buf, position, stack)
+                dyn_size = stack.dyn_size
+                limit = next_mapping_above(stack.sp, stack.pid, starts, parent)
+                if limit is not None and stack.sp + dyn_size > limit:
+                    dyn_size = limit - stack.sp
+                    struct.pack_into("<Q", buf, stack.size_at + 8 + stack.size, dyn_size)
+                    clipped += 1
+                argc = entry.get(stack.pid)
+                # a copy that ran to the stack's top ends at a page boundary
+                if argc is None and (stack.sp + dyn_size) % 4096 == 0 and tries.get(stack.pid, 0) < ENTRY_TRIES:
+                    tries[stack.pid] = tries.get(stack.pid, 0) + 1
+                    argc = entry[stack.pid] = entry_stack_pointer(buf, stack.size_at + 8, dyn_size, stack.sp)
+                if argc is not None and stack.sp < argc < stack.sp + dyn_size - 8:
+                    dyn_size = argc + 8 - stack.sp  # frames are below argc: above it, argv, environ, auxv
+                    clipped += 1
+                full += dyn_size >= stack.size  # the stack went on above what was copied
+                if scan.movable and dyn_size <= stack.size and stack.size_at + 16 + stack.size <= position + size:
+                    write += _compact_sample(buf, position, size, write, stack, dyn_size)
+                    continue
+            if record_type == PERF_RECORD_FINISHED_ROUND and scan.movable:
+                continue  # dropped: perf script then orders all the records by time (see ROUNDS)
+            if position in watch:
+                moved[position] = write if scan.movable else position
+            if scan.movable and write != position:
+                buf.move(write, position, size)
+            write += size
+        returns.close()
+        return clipped, write if scan.movable else None, full, returns.stepped
+
+
+    def tidied(self, saved: int = 0) -> Tidied:
+        # LOST (ring buffer full) and LOST_SAMPLES (the event's own count) see the same losses
+        lost = max(self.lost_records, self.lost_samples)
+        return Tidied(self.samples, lost, self.pids, self.forgotten, self.clipped, saved, self.times, self.kernel,
+                      self.full, self.stepped)
+
+def _uncovered(start: int, end: int, known: List[Tuple[int, int]]) -> Optional[Tuple[int, int]]:
+    """The part of [start, end) that no interval in `known` covers, when it is one
+    interval ((x, x) when none); None when it is two or more."""
+    low, high = start, end
+    for old_start, old_end in sorted(known):
+        if old_end <= low or old_start >= high:
+            continue
+        if old_start <= low:
+            low = max(low, old_end)
+        elif old_end >= high:
+            high = min(high, old_start)
+        else:
+            return None
+        if low >= high:
+            return (start, start)
+    return (low, high)
+
+
+def _forget_memory_before_exec(buf, scan: _Scan, last_exec: Dict[int, int]) -> int:
     changed = 0
     for position, pid, _, when, _ in scan.mmaps:
-        if pid in scan.last_exec and when < scan.last_exec[pid]:
+        if pid in last_exec and when < last_exec[pid]:
             struct.pack_into("<II", buf, position + 8, NO_SUCH_PID, NO_SUCH_PID)
             changed += 1
     for position, pid, ppid, tid in scan.forks:
-        if pid in scan.last_exec and pid == tid and pid != ppid:
+        if pid in last_exec and pid == tid and pid != ppid:
             struct.pack_into("<I", buf, position, PERF_RECORD_EXIT)
             changed += 1
     return changed
+
+
+# perf record writes a FINISHED_ROUND record after each pass over its ring buffers:
+# perf script then delivers, in time order, what is older than the pass before. That
+# assumes no record is far ahead of its neighbours in the file; the jitted code's maps
+# (pieces.py puts them first: their functions were compiled any time during the run) are.
+# Without these records, perf script orders every record of the file by time before it
+# delivers any (on 64-bit it maps the whole file: the queue holds pointers into it,
+# ~50 bytes a record).
+PERF_RECORD_FINISHED_ROUND = 68
+
+
+def complete_records_end(buf, offset: int, end: int) -> int:
+    """Where the last whole record in buf[offset:end] ends (perf stopped mid-write: less than end)."""
+    reached = offset
+    for position, _, _, size in records(buf, offset, end):
+        if position + size > end:
+            break
+        reached = position + size
+    return reached
+
+
+def _after_synthesized(buf, offset: int, end: int) -> int:
+    """Where a later piece's own records begin. perf starts each piece with what it
+    synthesizes from /proc (maps, comm, thread and CPU maps, all at time 0): copies of
+    what the pieces before already have, and only of the process perf was given."""
+    when = time_reader(buf)
+    for position, record_type, _, size in records(buf, offset, end):
+        if record_type == PERF_RECORD_SAMPLE or (record_type < USER_RECORDS and when(position, size) != 0):
+            return position
+    return end
 
 
 def _jitdumps_relative(buf, scan: "_Scan") -> None:
@@ -112,62 +346,6 @@ def _jitdumps_relative(buf, scan: "_Scan") -> None:
         if name.startswith(JITDUMP_FOLDER) and name.endswith(b".dump") and name.startswith(b"jit-", len(JITDUMP_FOLDER)):
             relative = b"./" + name[len(JITDUMP_FOLDER):]
             buf[name_at:end] = relative + b"\0" * (end - name_at - len(relative))
-
-
-def _clip_and_compact(buf, offset: int, end: int, scan: _Scan) -> Tuple[int, Optional[int], int, int]:
-    """Pass 2: cut each stack copy at the next mapping above its stack pointer, and
-    (when the file allows) move every record down over the bytes no copy used.
-    Returns (samples clipped, new end of the data section or None, copies still full,
-    samples stepped over a return)."""
-    layout_of = sample_layouts(buf)
-    if layout_of is None:
-        return 0, None, 0, 0
-    starts: Dict[int, List[int]] = {}
-    for _, pid, start, when, is_stack in scan.mmaps:
-        forgotten = pid in scan.last_exec and when < scan.last_exec[pid]
-        # the main stack grows down past where its first mmap said it began
-        if not is_stack and not forgotten:
-            starts.setdefault(pid, []).append(start)
-    for pid in starts:
-        starts[pid].sort()
-    # a forked process (not exec'd) runs in its parent's mappings too
-    parent = {pid: ppid for _, pid, ppid, tid in scan.forks
-              if pid != ppid and not (pid in scan.last_exec and pid == tid)}
-    entry: Dict[int, Optional[int]] = {}  # pid -> where argc is (None: not found yet)
-    tries: Dict[int, int] = {}
-    clipped = full = 0
-    returns = Returns(scan.code, parent)
-    write = offset
-    for position, record_type, _, size in records(buf, offset, end):
-        stack = None
-        if record_type == PERF_RECORD_SAMPLE:
-            layout = layout_of(position)
-            stack = user_stack(buf, position, *layout) if layout else None
-        if stack is not None:
-            stack = returns.step_over(buf, position, stack)
-            dyn_size = stack.dyn_size
-            limit = next_mapping_above(stack.sp, stack.pid, starts, parent)
-            if limit is not None and stack.sp + dyn_size > limit:
-                dyn_size = limit - stack.sp
-                struct.pack_into("<Q", buf, stack.size_at + 8 + stack.size, dyn_size)
-                clipped += 1
-            argc = entry.get(stack.pid)
-            # a copy that ran to the stack's top ends at a page boundary
-            if argc is None and (stack.sp + dyn_size) % 4096 == 0 and tries.get(stack.pid, 0) < ENTRY_TRIES:
-                tries[stack.pid] = tries.get(stack.pid, 0) + 1
-                argc = entry[stack.pid] = entry_stack_pointer(buf, stack.size_at + 8, dyn_size, stack.sp)
-            if argc is not None and stack.sp < argc < stack.sp + dyn_size - 8:
-                dyn_size = argc + 8 - stack.sp  # frames are below argc: above it, argv, environ, auxv
-                clipped += 1
-            full += dyn_size >= stack.size  # the stack went on above what was copied
-            if scan.movable and dyn_size <= stack.size and stack.size_at + 16 + stack.size <= position + size:
-                write += _compact_sample(buf, position, size, write, stack, dyn_size)
-                continue
-        if scan.movable and write != position:
-            buf.move(write, position, size)
-        write += size
-    returns.close()
-    return clipped, write if scan.movable else None, full, returns.stepped
 
 
 IP_REGISTER = 8  # PERF_REG_X86_IP

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from mixedstack.perf.command import PerfError
 
@@ -118,6 +118,16 @@ class Stopper:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
+    def stop(self) -> None:
+        """Stop the target as a first Ctrl-C would, without a signal to record."""
+        self._steps = max(self._steps, 1)
+        self._last = time.monotonic()
+        if self.group is not None:
+            try:
+                os.killpg(self.group, self.ESCALATION[0])
+            except OSError:
+                pass
+
     def _on_signal(self, signum, frame) -> None:
         self.received.append(signum)
         now = time.monotonic()
@@ -160,8 +170,19 @@ def _give_terminal(fd: Optional[int], group: int) -> None:
         signal.signal(signal.SIGTTOU, previous)
 
 
+class Ended(NamedTuple):
+    """How a recording ended."""
+
+    status: int  # the target's returncode (negative: killed by that signal); 0 with --pid
+    received: List[int]  # the stop signals record received
+    perf_status: int  # perf's exit status
+    early: Optional[str] = None  # "duration": -d ran out; "perf": perf ended before the target
+    seconds: Optional[float] = None  # when the recording stopped early (seconds after start)
+
+
 def run_attached(perf_command: List[str], command: List[str], env: dict, umask: int = 0o022,
-                 account: Optional[Account] = None) -> Tuple[int, List[int], int]:
+                 account: Optional[Account] = None, duration: Optional[float] = None,
+                 stop_target: bool = True, started: Callable[[subprocess.Popen], None] = lambda perf: None) -> Ended:
     """Run CMD under `perf_command` (a `perf record` line without -p/--), with `umask`,
     as `account` (None: as we run).
 
@@ -170,8 +191,9 @@ def run_attached(perf_command: List[str], command: List[str], env: dict, umask: 
     children) only, and a signal to mixedstack's own group (`timeout`) does not kill
     CMD before it could flush its jitdump: mixedstack passes it on (Stopper).
 
-    Returns (CMD's raw wait status as returncode: negative for a signal,
-    the stop signals mixedstack received, perf's exit status)."""
+    `duration`: stop recording after that many seconds, and CMD too (as Ctrl-C would)
+    if `stop_target`; else CMD runs on to its end. perf ending first (killed, or a full
+    disk) stops the recording, not CMD. `started` is handed perf's process once it runs."""
     path = command[0] if "/" in command[0] else shutil.which(command[0], path=env.get("PATH")) or command[0]
     go_read, go_write = os.pipe()
     ctl_read, ctl_write = os.pipe()
@@ -205,14 +227,16 @@ def run_attached(perf_command: List[str], command: List[str], env: dict, umask: 
                                 "`perf record -- true` shows whether perf works here")
             _give_terminal(terminal, target)
             stopper.group = target
+            started(perf)
+            begun = time.monotonic()
             os.write(go_write, b"g")
             os.close(go_write)
-            status = _wait_for(target)
+            status, early, seconds = _watch(target, perf, stopper, begun, duration, stop_target, ctl_write)
             perf_status = _wait_at_most(perf, PERF_GRACE)
             if perf_status is None:  # children that outlive the target keep perf going
                 perf.send_signal(signal.SIGINT)
                 perf_status = perf.wait()
-            return status, stopper.received, perf_status
+            return Ended(status, stopper.received, perf_status, early, seconds)
         except BaseException:
             _close_quietly(go_write)  # the held child sees EOF and exits
             if perf is not None and perf.poll() is None:
@@ -226,6 +250,65 @@ def run_attached(perf_command: List[str], command: List[str], env: dict, umask: 
                 _close_quietly(terminal)
             for fd in (ctl_write, ack_read):
                 _close_quietly(fd)
+
+
+def _watch(target: int, perf: subprocess.Popen, stopper: Stopper, begun: float, duration: Optional[float],
+           stop_target: bool, control: int) -> Tuple[int, Optional[str], Optional[float]]:
+    """Wait for the target to end, stopping perf when `duration` runs out (and the
+    target with it, if `stop_target`) and noticing perf ending first.
+    Returns (the target's returncode, why the recording stopped early, when)."""
+    early = seconds = None
+    waiting = _ProcessWaiter(target)
+    try:
+        while True:
+            now = time.monotonic()
+            timeout = 1.0 if early or duration is None else max(0.0, min(1.0, begun + duration - now))
+            status = waiting.wait(timeout)
+            if status is not None:
+                return status, early, seconds
+            if early is None and perf.poll() is not None:
+                early, seconds = "perf", time.monotonic() - begun
+            elif early is None and duration is not None and time.monotonic() >= begun + duration:
+                early, seconds = "duration", duration
+                try:  # no more samples from now on: perf takes a while to stop after SIGINT
+                    os.write(control, b"disable\n")
+                except OSError:
+                    pass
+                perf.send_signal(signal.SIGINT)
+                if stop_target:
+                    stopper.stop()
+    finally:
+        waiting.close()
+
+
+class _ProcessWaiter:
+    """waitpid with a timeout: a pidfd says when our child has ended (polling where
+    Python or Linux has none)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        try:
+            self.fd: Optional[int] = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.fd = None
+
+    def wait(self, timeout: float) -> Optional[int]:
+        """The child's returncode once it has ended, or None after `timeout` seconds."""
+        if self.fd is not None:
+            select.select([self.fd], [], [], timeout)
+        else:
+            time.sleep(min(timeout, 0.1))
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if pid == 0:
+            return None
+        return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 def _wait_for_ack(ack: int, perf: subprocess.Popen) -> bool:
@@ -282,21 +365,22 @@ def _close_quietly(fd: int) -> None:
         pass
 
 
-def attach_to(perf_command: List[str], pid: int, duration: Optional[float]) -> Tuple[int, List[int], int]:
+def attach_to(perf_command: List[str], pid: int, duration: Optional[float],
+              started: Callable[[subprocess.Popen], None] = lambda perf: None) -> Ended:
     """`perf record -p PID` until the process ends, `duration` passes, or Ctrl-C
     (which perf receives with us), SIGTERM or SIGHUP (passed on to perf as SIGINT);
-    the process itself is left running.
-    Returns (0, the stop signals we received, perf's exit status)."""
+    the process itself is left running."""
     command = perf_command + ["-p", str(pid)]
     if duration is not None:
         command += ["--", "sleep", "%g" % duration]
     with Stopper() as stopper:
         perf = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
         stopper.group = perf.pid  # perf stops at SIGINT; a second request, SIGTERM
+        started(perf)
         try:
             perf_status = perf.wait()
         except BaseException:
             perf.send_signal(signal.SIGINT)
             perf.wait()
             raise
-    return 0, stopper.received, perf_status
+    return Ended(0, stopper.received, perf_status)

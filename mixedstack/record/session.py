@@ -9,10 +9,11 @@ status is passed through.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import shlex
 import shutil
-import subprocess
+import signal
 import time
 from typing import Callable, List, Optional
 
@@ -25,8 +26,8 @@ from mixedstack.record.agent import readable_copy
 from mixedstack.record.launch import Account
 from mixedstack.record.launch import attach_to
 from mixedstack.record.launch import run_attached
-from mixedstack.perf.data import build_ids
-from mixedstack.perf.rewrite import tidy
+from mixedstack.perf.data import build_id_entries
+from mixedstack.record.collect import Collector
 from mixedstack.perf.data import time_quantiles
 from mixedstack.analyze.markers import TRUNCATED
 from mixedstack.record.keep import RecordingFolder
@@ -44,10 +45,12 @@ class RecordOptions:
     stack_size: int = perf.DEFAULT_STACK_SIZE
     agent: str = "auto"  # auto | always | never: our trampoline agent (agent/)
     pid: Optional[int] = None  # attach to this running process instead
-    duration: Optional[float] = None  # with pid: stop after this many seconds
+    duration: Optional[float] = None  # stop recording after this many seconds
+    stop_target: bool = True  # when duration runs out, stop a launched target too (else it runs on)
     off_cpu: bool = False  # also record every context switch, with its stack (offcpu.py)
     activate: Optional[bool] = None  # with pid: may gdb run code in it (None: ask, if `ask`)
     user: Optional[str] = None  # run the command as this user (perf keeps our privileges)
+    progress: Optional[Callable] = None  # called with collect.Status every 0.2 s, then with None
 
 
 @dataclasses.dataclass
@@ -79,6 +82,29 @@ def deep_stacks_note(tidied, stack_size: int) -> Optional[str]:
     return what + " (perf copies at most that: about 110 nested Python calls on 3.13, 60 on 3.14 and 3.15)"
 
 
+FULL_DISK = 32 << 20  # bytes: perf's ring buffers hold up to 16 MB a CPU, which it writes at once
+
+
+def early_stop_note(ended, failed: Optional[OSError], disk_full: bool, stop_target: bool) -> Optional[str]:
+    """One line when the recording stopped before the target did."""
+    if failed is not None or disk_full:
+        why = "the disk filled up" if failed is None or failed.errno == errno.ENOSPC else \
+            "writing the recording failed (%s)" % (failed.strerror or failed)
+        return "%s: the recording stopped %s in and keeps what it had until then; " \
+               "record to a file system with more room (-o)" % (why, _when(ended))
+    if ended.early == "perf":
+        return "perf record ended %s in (exit status %d), before the target: the recording keeps " \
+               "what it had until then" % (_when(ended), shell_status(ended.perf_status))
+    if ended.early == "duration":
+        return "recording stopped after %s (-d); %s" % (
+            _when(ended), "the target was stopped as Ctrl-C would" if stop_target else "the target ran on to its end")
+    return None
+
+
+def _when(ended) -> str:
+    return "%.1f s" % ended.seconds if ended.seconds is not None else "part-way"
+
+
 def interpreter_symbols_note(interp, mapped) -> Optional[str]:
     """One line when the interpreter's code is stripped and no debug file was found."""
     if interp is None:
@@ -99,7 +125,7 @@ def may_lock_memory() -> bool:
 def perf_record_command(options: RecordOptions, mode, recording: RecordingFolder) -> List[str]:
     return perf.record_command(recording.raw, recording.buildid_dir, options.frequency, mode.call_graph,
                                options.stack_size, off_cpu=options.off_cpu, monotonic=mode.needs_inject,
-                               lock_memory=options.off_cpu and may_lock_memory())  # launch adds the target
+                               lock_memory=may_lock_memory())  # launch adds the target
 
 
 def with_agent(mode, folder: str):
@@ -185,17 +211,26 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         mode = with_agent(mode, agent_folder)
     command = perf_record_command(options, mode, recording)
     system_files = recording.cache_system_files()
+    collector = Collector(recording.raw, recording.data, recording.folder, options.progress)
     started = time.time()
+
+    def perf_started(perf_process) -> None:
+        collector.perf = perf_process
+        # a piece that cannot be taken (the disk full) ends the recording: perf stops
+        collector.on_failure = lambda: perf_process.poll() is None and perf_process.send_signal(signal.SIGINT)
     try:
+        collector.start()
         if options.pid is None:
             env = target_environment(mode)
-            status, interrupted, perf_status = run_attached(
-                command, options.command, account.environment(env) if account else env, umask, account)
+            ended = run_attached(command, options.command, account.environment(env) if account else env, umask,
+                                 account, options.duration, options.stop_target, perf_started)
         else:
-            status, interrupted, perf_status = attach_to(command, options.pid, options.duration)
+            ended = attach_to(command, options.pid, options.duration, perf_started)
     except BaseException:
         system_files.join()
-        if not os.path.exists(recording.raw):
+        collector.stop()
+        collector.assembly.close()
+        if collector.assembly.head is None:
             recording.remove()  # nothing was recorded: leave no empty folder behind
         raise
     if options.pid is not None:
@@ -203,42 +238,49 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
     else:
         target_uid = account.uid if account else os.getuid()
     seconds = time.time() - started
+    collector.stop()
+    assembly = collector.assembly
     system_files.join()
     if options.pid is not None:
         attached.before_inject(say)
 
-    if not os.path.exists(recording.raw) or os.path.getsize(recording.raw) == 0:
+    if assembly.head is None:
+        assembly.close()
         recording.remove()
         raise perf.PerfError(
             "perf record wrote no data (perf's exit status %d): see perf's message above; "
-            "`perf record -- true` shows whether perf works here" % shell_status(perf_status)
+            "`perf record -- true` shows whether perf works here" % shell_status(ended.perf_status)
         )
-    tidied = tidy(recording.raw)  # before inject: it then reads and writes the smaller file
-    mapped = build_ids(recording.raw)  # every file mapped (inject keeps only those with samples)
+    tidied = assembly.tidier.tidied()
+    mapped = build_id_entries(b"".join(assembly.build_ids))  # every file mapped
     system_files.save(tidied.kernel_addresses)
     pids = tidied.pids | ({options.pid} if options.pid else set())
     # a process we attached to goes on running: its map and jitdump are copied, not moved
     recording.adopt_tmp_files(pids, target_uid, since=started - 1 if options.pid is None else 0,
                               move=options.pid is None, warn=lambda message: say("mixedstack: warning: " + message))
-    if mode.needs_inject:
+    first = b""
+    if mode.needs_inject and assembly.tidier.jitdumps:
         repaired = recording.repair_jitdumps()
         if repaired:
             say("mixedstack: note: %s" % repaired)
-        # tidy named each jitdump ./jit-PID.dump: inject reads the copies adopted above
-        # and writes its jitted-*.so there too, never in /tmp
-        inject = perf.perf_command("inject", recording.buildid_dir) + [
-            "--jit", "-i", os.path.abspath(recording.raw), "-o", os.path.abspath(recording.data),
-        ]
-        done = subprocess.run(inject, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=recording.tmp_dir)
-        if done.returncode != 0:
-            os.replace(recording.raw, recording.data)
-            last = (done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
-            say("mixedstack: perf inject --jit failed (%s); Python frames will be missing" % last)
-        else:
-            os.remove(recording.raw)
+        first, jitted, complaint = recording.inject_jit(assembly.head, assembly.features, assembly.tidier.jitdumps)
+        if complaint:
+            say("mixedstack: perf inject --jit failed (%s); Python frames will be missing" % complaint)
+        assembly.add_build_ids(jitted)
         recording.remove_jitted_code()
-    else:
-        os.replace(recording.raw, recording.data)
+    try:
+        assembly.finish(first)
+    except OSError as error:  # the disk full: the recording stays as it was after its last piece
+        collector.failed = collector.failed or error
+    assembly.close()
+    # perf (run with -q) says nothing when it cannot write: a disk left with less room
+    # than perf's buffers hold tells why it stopped
+    disk_full = ended.early == "perf" and ended.perf_status != 0 and \
+        collector.free_when_perf_ended is not None and collector.free_when_perf_ended < FULL_DISK
+    stopped_note = early_stop_note(ended, collector.failed, disk_full, options.stop_target)
+    if stopped_note:
+        say("mixedstack: warning: " + stopped_note if ended.early == "perf" or collector.failed
+            else "mixedstack: " + stopped_note)
 
     recording.prune_buildid_cache()
     for found in debuginfo.lendable(mapped):
@@ -254,7 +296,7 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         say("mixedstack: note: " + packages_note)
     # Stopped by a signal to record (kill, timeout): exit as the shell expects of that
     # signal (SIGINT 130, SIGTERM 143, SIGHUP 129); else the target's own status.
-    exit_status = 128 + interrupted[0] if interrupted else shell_status(status)
+    exit_status = 128 + ended.received[0] if ended.received else shell_status(ended.status)
     recording.write_meta({
         "command": options.command or ["--pid", str(options.pid)],
         "mode": mode.name,
@@ -267,7 +309,7 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         "stack_size": options.stack_size if mode.call_graph == "dwarf" else None,
         "deeper_than_copied": tidied.full,
         # what report says again about this recording
-        "notes": [note for note in (cut_note, symbols_note, packages_note) if note],
+        "notes": [note for note in (stopped_note, cut_note, symbols_note, packages_note) if note],
         "exit_status": exit_status,
         "seconds": round(seconds, 3),
         "samples": tidied.samples,

@@ -1,0 +1,99 @@
+"""A long recording, measured while it is made: `python bench/long.py MINUTES [--off-cpu] [-o FILE]`.
+
+Records tests/workloads/phases.py (CPU-bound: Python, C and system calls; with --off-cpu,
+tests/workloads/offcpu.py's thread-heavy `gil` mix instead) for MINUTES with
+`mixedstack record`, and prints, as JSON:
+
+    peak_disk        the most disk the recording used while recording (its file, its
+                     folder and perf's pieces; sampled every 0.2 s)
+    final_disk       what it uses once record has returned
+    over_final       peak_disk - final_disk
+    samples, bytes_a_sample
+    record_returned  seconds from the target's end (its last write) to record's return
+
+make bench builds one 10-minute recording with it, once (cached), for fold's figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import pyenv_interpreters  # noqa: E402
+
+MIXEDSTACK = [sys.executable, "-m", "mixedstack"]
+
+
+def disk_used(*paths: Path) -> int:
+    total = 0
+    for path in paths:
+        walk = os.walk(path) if path.is_dir() else [(str(path.parent), [], [path.name])] if path.exists() else []
+        for folder, _, files in walk:
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+                except OSError:
+                    pass
+    return total
+
+
+def measure(minutes: float, data: Path, off_cpu: bool = False) -> dict:
+    found = pyenv_interpreters()
+    python = found[max(v for v in found if v >= (3, 13))]
+    seconds = 60 * minutes
+    ended = data.with_suffix(".end")
+    if off_cpu:
+        # offcpu.py's gil mix runs ~2 s: run it again and again for the whole time
+        workload = ["-c", "import runpy, sys, time\nend = time.time() + %f\nwhile time.time() < end:\n"
+                          "    sys.argv = ['offcpu.py', 'gil', %r]; runpy.run_path(%r, run_name='__main__')\n"
+                          "open(%r, 'w').write('done')\n" % (seconds, str(data) + ".truth", str(
+                              ROOT / "tests" / "workloads" / "offcpu.py"), str(ended))]
+    else:
+        # its three phases, a third of the time each; it writes its timings (`ended`) last
+        workload = [str(ROOT / "tests" / "workloads" / "phases.py"), str(ended), str(seconds / 3)]
+    peak = [0]
+    stop = threading.Event()
+    folder = Path(str(data) + ".d")
+
+    def watch() -> None:
+        while not stop.wait(0.2):
+            peak[0] = max(peak[0], disk_used(data, folder))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    command = MIXEDSTACK + ["record", "-f", "-o", str(data)] + (["--off-cpu"] if off_cpu else []) + ["--", python] + workload
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    returned = time.time()
+    stop.set()
+    watcher.join()
+    if done.returncode != 0:
+        raise SystemExit("bench: record failed: %s" % done.stderr[-2000:])
+    meta = json.loads((folder / "meta.json").read_text())
+    final = disk_used(data, folder)
+    return {
+        "minutes": minutes, "off_cpu": off_cpu,
+        "peak_disk": peak[0], "final_disk": final, "over_final": peak[0] - final,
+        "samples": meta["samples"], "lost": meta["lost"], "bytes": data.stat().st_size,
+        "bytes_a_sample": round(data.stat().st_size / max(1, meta["samples"])),
+        "record_returned": round(returned - ended.stat().st_mtime, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("minutes", type=float)
+    parser.add_argument("--off-cpu", action="store_true")
+    parser.add_argument("-o", "--output", default="long.data")
+    arguments = parser.parse_args()
+    print(json.dumps(measure(arguments.minutes, Path(arguments.output), arguments.off_cpu), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""One perf.data, assembled while perf records it in pieces.
+
+`perf record --switch-output=SIZE` closes its file every SIZE bytes and starts the next:
+each piece is a whole perf.data, its DWARF samples carrying --stack-size bytes of stack
+whether the stack used them or not (~10x what tidy keeps). Assembly takes each closed
+piece, tidies it (rewrite.Tidier: the state a piece needs from the pieces before it is
+kept there) and appends its records to the recording. The disk used while recording is
+then the recording so far plus the pieces not yet taken, however long the run.
+
+The recording's layout:
+
+    header, events          the first piece's, as perf wrote them
+    (room)                  a hole (no disk blocks) for records that must come first:
+                            the jitted code's maps, known only when the target has ended
+    data                    every piece's records, in time order
+    feature sections        the last piece's, but the build ids of all of them and
+                            the first and last sample's times
+
+After each piece the header names the data written so far, with no feature sections:
+the recording folds at any moment, whatever stops record. finish() adds the rest.
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import struct
+from typing import Dict, Optional
+
+from mixedstack.perf.data import (
+    DATA_SECTION, FEATURE_BITS, FEATURES, HEADER_BUILD_ID, PERF_MAGIC, records,
+)
+from mixedstack.perf.rewrite import Tidier
+
+ROOM = 64 << 20  # bytes of hole before the data (jitted code maps: ~180 bytes a code object)
+BLOCK = 4096
+HEADER_SAMPLE_TIME = 21  # feature: first and last sample time
+COPY = 8 << 20  # bytes copied at a time
+
+
+class Assembly:
+    """The recording at `path`, written piece by piece (add), then finished (finish)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self.tidier = Tidier(patch=self._patch)
+        self.head: Optional[bytes] = None  # the first piece's header and events
+        self.start = self.end = 0  # the data written so far
+        self.build_ids: Dict[bytes, None] = {}  # every piece's build-id records, in order
+        self.features: Dict[int, bytes] = {}  # the last piece's feature sections
+        self.bits = 0  # the feature sections written (finish)
+
+    def add(self, piece: str) -> None:
+        """Tidy one closed piece and append its records; the piece itself is left as it is
+        (the caller removes it). OSError (the disk full) leaves the recording as it was."""
+        with open(piece, "r+b") as f:
+            if f.read(8) != PERF_MAGIC or os.fstat(f.fileno()).st_size <= 104:
+                return  # perf stopped before writing it
+            with mmap.mmap(f.fileno(), 0) as buf:
+                offset, size = struct.unpack_from("<QQ", buf, DATA_SECTION)
+                begin, end = self.tidier.piece(buf)
+                if self.head is None:
+                    self.head = bytes(buf[:offset])
+                    self.start = self.end = _round_up(offset + ROOM)
+                    self._write(self.head, 0)
+                self._write(memoryview(buf)[begin:end], self.end)
+                self.tidier.placed(self.end, buf)
+                self.end += end - begin
+                if size:  # perf finished the piece (a piece it was killed in has none)
+                    self._keep_features(buf, offset + size)
+        self._write_header()
+
+    def finish(self, first: bytes = b"") -> None:
+        """Put `first` (records) before all the data, close the room left for it, and
+        write the feature sections."""
+        if self.head is None:
+            return
+        if first:
+            if len(first) > self.start - len(self.head):
+                self._make_room(len(first) - (self.start - len(self.head)))
+            self.start -= len(first)
+            self._write(first, self.start)
+        self._collapse_room()
+        self._write_features()
+        self._write_header(features=True)
+
+    def add_build_ids(self, section: bytes) -> None:
+        """List more files in the build-id section (perf inject's jitted code)."""
+        for position, _, _, size in records(section, 0, len(section)):
+            self.build_ids[section[position:position + size]] = None
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    # -- the pieces' feature sections
+
+    def _keep_features(self, buf, at: int) -> None:
+        bits = int.from_bytes(buf[FEATURES:FEATURES + FEATURE_BITS // 8], "little")
+        sections = {}
+        for index, bit in enumerate(bit for bit in range(FEATURE_BITS) if bits >> bit & 1):
+            if at + 16 * (index + 1) > len(buf):
+                return  # a piece cut short has none
+            offset, size = struct.unpack_from("<QQ", buf, at + 16 * index)
+            if offset + size > len(buf):
+                return
+            sections[bit] = bytes(buf[offset:offset + size])
+        self.features = sections
+        self.add_build_ids(sections.get(HEADER_BUILD_ID, b""))
+
+    def _write_features(self) -> None:
+        sections = dict(self.features)
+        if self.build_ids:
+            sections[HEADER_BUILD_ID] = b"".join(self.build_ids)
+        if self.tidier.times:
+            sections[HEADER_SAMPLE_TIME] = struct.pack("<QQ", min(self.tidier.times), max(self.tidier.times))
+        header = bytearray(self.head[:104])
+        written = _feature_sections(header, self.end, sections)
+        self._write(written, self.end)
+        os.ftruncate(self.fd, self.end + len(written))
+        self.bits = int.from_bytes(header[FEATURES:FEATURES + FEATURE_BITS // 8], "little")
+
+    # -- writing
+
+    def _write_header(self, features: bool = False) -> None:
+        header = bytearray(self.head[:104])
+        struct.pack_into("<QQ", header, DATA_SECTION, self.start, self.end - self.start)
+        header[FEATURES:FEATURES + FEATURE_BITS // 8] = (self.bits if features else 0).to_bytes(FEATURE_BITS // 8, "little")
+        self._write(bytes(header), 0)
+
+    def _write(self, data, at: int) -> None:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self.fd, view[done:done + COPY], at + done)
+
+    def _patch(self, position: int, data: bytes) -> None:
+        os.pwrite(self.fd, data, position)
+
+    def _make_room(self, more: int) -> None:
+        """Move the data up by `more` bytes (rounded to blocks): room ran out."""
+        more = _round_up(more)
+        at = self.end
+        while at > self.start:
+            size = min(COPY, at - self.start)
+            at -= size
+            self._write(os.pread(self.fd, size, at), at + more)
+        self.start += more
+        self.end += more
+
+    def _collapse_room(self) -> None:
+        """Give the hole before the data back, where the file system can
+        (FALLOC_FL_COLLAPSE_RANGE: ext4, xfs); elsewhere it stays a hole, which uses
+        no disk but which a copy without --sparse writes out."""
+        low, high = _round_up(len(self.head)), self.start // BLOCK * BLOCK
+        if high <= low:
+            return
+        if _collapse(self.fd, low, high - low):
+            self.start -= high - low
+            self.end -= high - low
+
+
+def _round_up(value: int) -> int:
+    return (value + BLOCK - 1) // BLOCK * BLOCK
+
+
+FALLOC_FL_COLLAPSE_RANGE = 0x08
+
+
+def _collapse(fd: int, offset: int, length: int) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fallocate = libc.fallocate
+    except (OSError, AttributeError):
+        return False
+    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    return fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, offset, length) == 0  # else: as it was
+
+
+def side_file(head: bytes, body: bytes, features: Dict[int, bytes]) -> bytes:
+    """A perf.data with the recording's header, events and feature sections (perf needs
+    some to read the events: a tracepoint's format) and only `body` for records, and an
+    empty build-id section (perf inject lists there the files it made)."""
+    header = bytearray(head)
+    struct.pack_into("<QQ", header, DATA_SECTION, len(header), len(body))
+    return bytes(header) + body + _feature_sections(header, len(header) + len(body),
+                                                    dict(features, **{str(HEADER_BUILD_ID): b""}))
+
+
+def _feature_sections(header: bytearray, at: int, sections: Dict) -> bytes:
+    """The table and contents of `sections` (by feature bit) written at `at`; their bits
+    set in `header`."""
+    sections = {int(bit): content for bit, content in sections.items()}
+    table, content = b"", b""
+    start = at + 16 * len(sections)
+    for bit in sorted(sections):
+        table += struct.pack("<QQ", start + len(content), len(sections[bit]))
+        content += sections[bit]
+    header[FEATURES:FEATURES + FEATURE_BITS // 8] = sum(1 << bit for bit in sections).to_bytes(FEATURE_BITS // 8, "little")
+    return table + content
+
+
+def side_records(path: str, record_type: int) -> Optional[tuple]:
+    """(records of `record_type`, build-id section) of a side file perf has rewritten."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    if not buf.startswith(PERF_MAGIC):
+        return None
+    offset, size = struct.unpack_from("<QQ", buf, DATA_SECTION)
+    found = b"".join(buf[at:at + length] for at, kind, _, length in records(buf, offset, offset + size)
+                     if kind == record_type)
+    return found, _feature_section(buf, offset + size, HEADER_BUILD_ID)
+
+
+def _feature_section(buf: bytes, at: int, bit: int) -> bytes:
+    bits = int.from_bytes(buf[FEATURES:FEATURES + FEATURE_BITS // 8], "little")
+    if not bits >> bit & 1:
+        return b""
+    index = bin(bits & ((1 << bit) - 1)).count("1")
+    offset, size = struct.unpack_from("<QQ", buf, at + 16 * index)
+    return buf[offset:offset + size]
