@@ -43,7 +43,7 @@ class Assembly:
 
     def __init__(self, path: str):
         self.path = path
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self.fd = -1  # the file is made with the first piece: nothing recorded, no file
         self.tidier = Tidier(patch=self._patch)
         self.head: Optional[bytes] = None  # the first piece's header and events
         self.start = self.end = 0  # the data written so far
@@ -61,6 +61,7 @@ class Assembly:
                 offset, size = struct.unpack_from("<QQ", buf, DATA_SECTION)
                 begin, end = self.tidier.piece(buf)
                 if self.head is None:
+                    self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
                     self.head = bytes(buf[:offset])
                     self.start = self.end = _round_up(offset + ROOM)
                     self._write(self.head, 0)
@@ -91,7 +92,9 @@ class Assembly:
             self.build_ids[section[position:position + size]] = None
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     # -- the pieces' feature sections
 

@@ -135,6 +135,30 @@ def test_a_recording_in_many_pieces_uses_little_more_disk_than_its_size_and_fold
 
 
 @pytest.mark.perf
+def test_the_recording_folds_while_record_is_still_recording(perf_ok, tmp_path):
+    data = tmp_path / "perf.data"
+    record = subprocess.Popen([sys.executable, "-m", "mixedstack", "record", "-F", "999", "-o", str(data), "--",
+                               interpreter((3, 13)), script(tmp_path, SPIN), "6"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not data.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        assert record.poll() is None, "the target ended before the check"
+        during = perf_counts(data).get("SAMPLE", 0)
+        assert during > 0  # the pieces taken so far, readable as they are
+        folded = mixedstack("fold", str(data))
+        assert folded.returncode == 0, folded.stderr
+        # (its Python frames are unnamed until the end: the jitted code's maps come last)
+        assert Folded(folded.stdout).total() > 0
+    finally:
+        _, err = record.communicate(timeout=120)
+    assert record.returncode == 0, err
+    assert perf_counts(data)["SAMPLE"] == meta_of(data)["samples"] > during
+
+
+@pytest.mark.perf
 def test_duration_stops_a_launched_target_as_ctrl_c_would(perf_ok, tmp_path):
     data = tmp_path / "perf.data"
     started = time.monotonic()
