@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -26,22 +25,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 from conftest import pyenv_interpreters  # noqa: E402
+from mixedstack.record.collect import disk_used  # noqa: E402  (what the status line shows)
 
 MIXEDSTACK = [sys.executable, "-m", "mixedstack"]
-
-
-def disk_used(*paths: Path) -> int:
-    total = 0
-    for path in paths:
-        walk = os.walk(path) if path.is_dir() else [(str(path.parent), [], [path.name])] if path.exists() else []
-        for folder, _, files in walk:
-            for name in files:
-                try:
-                    total += os.lstat(os.path.join(folder, name)).st_blocks * 512
-                except OSError:
-                    pass
-    return total
 
 
 def measure(minutes: float, data: Path, off_cpu: bool = False) -> dict:
@@ -64,7 +52,7 @@ def measure(minutes: float, data: Path, off_cpu: bool = False) -> dict:
 
     def watch() -> None:
         while not stop.wait(0.2):
-            peak[0] = max(peak[0], disk_used(data, folder))
+            peak[0] = max(peak[0], disk_used([str(data), str(folder)]))
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -76,7 +64,7 @@ def measure(minutes: float, data: Path, off_cpu: bool = False) -> dict:
     if done.returncode != 0:
         raise SystemExit("bench: record failed: %s" % done.stderr[-2000:])
     meta = json.loads((folder / "meta.json").read_text())
-    final = disk_used(data, folder)
+    final = disk_used([str(data), str(folder)])
     return {
         "minutes": minutes, "off_cpu": off_cpu,
         "peak_disk": peak[0], "final_disk": final, "over_final": peak[0] - final,
