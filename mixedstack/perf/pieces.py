@@ -65,7 +65,7 @@ class Assembly:
                     self.head = bytes(buf[:offset])
                     self.start = self.end = _round_up(offset + ROOM)
                     self._write(self.head, 0)
-                self._write(memoryview(buf)[begin:end], self.end)
+                self._write(buf, self.end, begin, end)
                 self.tidier.placed(self.end, buf)
                 self.end += end - begin
                 if size:  # perf finished the piece (a piece it was killed in has none)
@@ -131,11 +131,14 @@ class Assembly:
         header[FEATURES:FEATURES + FEATURE_BITS // 8] = (self.bits if features else 0).to_bytes(FEATURE_BITS // 8, "little")
         self._write(bytes(header), 0)
 
-    def _write(self, data, at: int) -> None:
-        view = memoryview(data)
-        done = 0
-        while done < len(view):
-            done += os.pwrite(self.fd, view[done:done + COPY], at + done)
+    def _write(self, data, at: int, begin: int = 0, end: Optional[int] = None) -> None:
+        """data[begin:end] written at `at`, a copy at a time (a view of a mapped piece
+        would keep the piece mapped while an error passes)."""
+        end = len(data) if end is None else end
+        while begin < end:
+            written = os.pwrite(self.fd, data[begin:min(end, begin + COPY)], at)
+            begin += written
+            at += written
 
     def _patch(self, position: int, data: bytes) -> None:
         os.pwrite(self.fd, data, position)
