@@ -12,6 +12,7 @@ The recording's layout:
     header, events          the first piece's, as perf wrote them
     (room)                  a hole (no disk blocks) for records that must come first:
                             the jitted code's maps, known only when the target has ended
+                            (what they leave of it stays a hole)
     data                    every piece's records, in time order
     feature sections        the last piece's, but the build ids of all of them and
                             the first and last sample's times
@@ -21,7 +22,6 @@ the recording folds at any moment, whatever stops record. finish() adds the rest
 """
 from __future__ import annotations
 
-import ctypes
 import mmap
 import os
 import struct
@@ -32,7 +32,12 @@ from mixedstack.perf.data import (
 )
 from mixedstack.perf.rewrite import Tidier
 
-ROOM = 64 << 20  # bytes of hole before the data (jitted code maps: ~180 bytes a code object)
+# bytes of hole before the data: the jitted code's maps, ~180 bytes a code object (16 MB:
+# ~90,000 functions run; more, and finish() moves the data up). What is left of it stays
+# a hole: no disk, though a copy without --sparse writes it out. It is not given back
+# (FALLOC_FL_COLLAPSE_RANGE): ext4 first writes out every dirty page after it, which
+# kept record waiting 28 s at the end of a 20-minute recording (1.6 GB)
+ROOM = 16 << 20
 BLOCK = 4096
 HEADER_SAMPLE_TIME = 21  # feature: first and last sample time
 COPY = 8 << 20  # bytes copied at a time
@@ -73,8 +78,7 @@ class Assembly:
         self._write_header()
 
     def finish(self, first: bytes = b"") -> None:
-        """Put `first` (records) before all the data, close the room left for it, and
-        write the feature sections."""
+        """Put `first` (records) before all the data, and write the feature sections."""
         if self.head is None:
             return
         if first:
@@ -82,7 +86,6 @@ class Assembly:
                 self._make_room(len(first) - (self.start - len(self.head)))
             self.start -= len(first)
             self._write(first, self.start)
-        self._collapse_room()
         self._write_features()
         self._write_header(features=True)
 
@@ -154,33 +157,8 @@ class Assembly:
         self.start += more
         self.end += more
 
-    def _collapse_room(self) -> None:
-        """Give the hole before the data back, where the file system can
-        (FALLOC_FL_COLLAPSE_RANGE: ext4, xfs); elsewhere it stays a hole, which uses
-        no disk but which a copy without --sparse writes out."""
-        low, high = _round_up(len(self.head)), self.start // BLOCK * BLOCK
-        if high <= low:
-            return
-        if _collapse(self.fd, low, high - low):
-            self.start -= high - low
-            self.end -= high - low
-
-
 def _round_up(value: int) -> int:
     return (value + BLOCK - 1) // BLOCK * BLOCK
-
-
-FALLOC_FL_COLLAPSE_RANGE = 0x08
-
-
-def _collapse(fd: int, offset: int, length: int) -> bool:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fallocate = libc.fallocate
-    except (OSError, AttributeError):
-        return False
-    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
-    return fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, offset, length) == 0  # else: as it was
 
 
 def side_file(head: bytes, body: bytes, features: Dict[int, bytes]) -> bytes:
