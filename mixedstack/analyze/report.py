@@ -123,6 +123,7 @@ class ReportBuilder:
         thread = self.threads.get((sample.pid, sample.tid))
         if thread is None:
             thread = self.threads[(sample.pid, sample.tid)] = ThreadFigures(sample.pid, sample.tid, sample.comm)
+        thread.comm = sample.comm  # the last: a process's first samples can predate its exec
         name = thread_name(python)
         if name:
             thread.names[name] += sample.period
