@@ -34,7 +34,8 @@ ATTR_SIZE, ATTRS_SECTION, DATA_SECTION = 16, 24, 40  # offsets in the file heade
 FEATURES, FEATURE_BITS = 72, 256  # the header's bitmap of feature sections after the data
 HEADER_BUILD_ID, HEADER_EVENT_DESC, HEADER_AUXTRACE = 2, 12, 18  # feature bits
 MISC_BUILD_ID_SIZE = 1 << 15  # a build-id record that says its id's length
-MISC_CPUMODE, MISC_KERNEL = 7, 1
+MISC_CPUMODE, MISC_KERNEL, MISC_USER = 7, 1, 2
+MISC_MMAP_BUILD_ID = 1 << 14  # an MMAP2 record holding its file's build id (perf record --buildid-mmap)
 SAMPLE_TIME = 1 << 2
 # sample_id_all trailer fields after TIME, each a u64: ID, CPU (u32+pad), STREAM_ID, IDENTIFIER
 AFTER_TIME = (1 << 6, 1 << 7, 1 << 9, 1 << 16)
@@ -190,6 +191,7 @@ class _Scan:
         self.code: List[Tuple[int, int, int, int, bytes]] = []  # pid, start, end, file offset, file: executable maps
         self.forks: List[Tuple[int, int, int, int]] = []  # position, pid, ppid, tid
         self.exits: set = set()  # processes that ended
+        self.build_ids: Dict[str, str] = {}  # file -> build id (hex), from map records that hold one
         self.movable = True  # every record walked to the end, none with a payload outside it
         self.times = array("Q")  # each sample's time (ns), when samples carry it
         self.addresses: Optional[set] = set()  # sample IPs and call chain entries (None: not all read)
@@ -229,7 +231,10 @@ def _scan(buf, offset: int, end: int) -> _Scan:
                           else not misc & MISC_MMAP_DATA)
             if executable:
                 name_end = buf.find(b"\0", name_at, position + size)
-                scan.code.append((pid, start, start + length, pgoff, bytes(buf[name_at:name_end if name_end >= 0 else name_at])))
+                name = bytes(buf[name_at:name_end if name_end >= 0 else name_at])
+                scan.code.append((pid, start, start + length, pgoff, name))
+                if record_type == PERF_RECORD_MMAP2 and misc & MISC_MMAP_BUILD_ID and 0 < buf[position + 40] <= 20:
+                    scan.build_ids[name.decode("utf-8", "replace")] = buf[position + 44:position + 44 + buf[position + 40]].hex()
         elif record_type == PERF_RECORD_COMM:
             pid = struct.unpack_from("<I", buf, position + 8)[0]
             scan.pids.add(pid)
@@ -316,6 +321,16 @@ def build_ids(path: str) -> List[Tuple[str, str]]:
     """(build id in hex, file) of each user-space file the recording names (perf record
     --buildid-all lists every one mapped), from the BUILD_ID feature section."""
     return build_id_entries(_feature(path, HEADER_BUILD_ID) or b"")
+
+
+def build_id_record(build: str, name: str, kernel: bool = False) -> bytes:
+    """One record of the BUILD_ID feature section: `name`'s build id (hex), for any process."""
+    identity = bytes.fromhex(build)[:20]
+    name_bytes = name.encode() + b"\0"
+    name_bytes += b"\0" * (-len(name_bytes) % 64)  # perf aligns names to 64 bytes
+    misc = (MISC_KERNEL if kernel else MISC_USER) | MISC_BUILD_ID_SIZE
+    return struct.pack("<IHHi", 0, misc, 36 + len(name_bytes), -1) + identity.ljust(20, b"\0") + \
+        struct.pack("<B3x", len(identity)) + name_bytes
 
 
 def build_id_entries(section: bytes) -> List[Tuple[str, str]]:

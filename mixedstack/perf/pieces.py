@@ -177,12 +177,10 @@ def _round_up(value: int) -> int:
 
 def side_file(head: bytes, body: bytes, features: Dict[int, bytes]) -> bytes:
     """A perf.data with the recording's header, events and feature sections (perf needs
-    some to read the events: a tracepoint's format) and only `body` for records, and an
-    empty build-id section (perf inject lists there the files it made)."""
+    some to read the events: a tracepoint's format) and only `body` for records."""
     header = bytearray(head)
     struct.pack_into("<QQ", header, DATA_SECTION, len(header), len(body))
-    return bytes(header) + body + _feature_sections(header, len(header) + len(body),
-                                                    dict(features, **{str(HEADER_BUILD_ID): b""}))
+    return bytes(header) + body + _feature_sections(header, len(header) + len(body), features)
 
 
 def _feature_sections(header: bytearray, at: int, sections: Dict) -> bytes:
@@ -198,22 +196,12 @@ def _feature_sections(header: bytearray, at: int, sections: Dict) -> bytes:
     return table + content
 
 
-def side_records(path: str, record_type: int) -> Optional[tuple]:
-    """(records of `record_type`, build-id section) of a side file perf has rewritten."""
+def side_records(path: str, record_type: int) -> Optional[bytes]:
+    """The records of `record_type` in a side file perf has rewritten."""
     with open(path, "rb") as f:
         buf = f.read()
     if not buf.startswith(PERF_MAGIC):
         return None
     offset, size = struct.unpack_from("<QQ", buf, DATA_SECTION)
-    found = b"".join(buf[at:at + length] for at, kind, _, length in records(buf, offset, offset + size)
-                     if kind == record_type)
-    return found, _feature_section(buf, offset + size, HEADER_BUILD_ID)
-
-
-def _feature_section(buf: bytes, at: int, bit: int) -> bytes:
-    bits = int.from_bytes(buf[FEATURES:FEATURES + FEATURE_BITS // 8], "little")
-    if not bits >> bit & 1:
-        return b""
-    index = bin(bits & ((1 << bit) - 1)).count("1")
-    offset, size = struct.unpack_from("<QQ", buf, at + 16 * index)
-    return buf[offset:offset + size]
+    return b"".join(buf[at:at + length] for at, kind, _, length in records(buf, offset, offset + size)
+                    if kind == record_type)

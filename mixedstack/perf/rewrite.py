@@ -106,6 +106,7 @@ class Tidier:
         self.kernel: Optional[set] = set()
         self.forgotten = self.clipped = self.full = self.stepped = 0
         self.jitdumps: List[bytes] = []  # the jitdumps' MMAP records, as rewritten
+        self.build_ids: Dict[str, str] = {}  # every file mapped executable -> its build id
         self.anonymous_code: Dict[int, List[Tuple[int, int]]] = {}  # pid -> executable anonymous memory seen
         self._moved: Dict[int, int] = {}
 
@@ -135,6 +136,7 @@ class Tidier:
         self.lost_records += scan.lost_records
         self.lost_samples += scan.lost_samples
         self.pids |= scan.pids
+        self.build_ids.update(scan.build_ids)
         self.times.extend(scan.times)
         if scan.addresses is None or self.kernel is None:
             self.kernel = None

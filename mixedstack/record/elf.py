@@ -9,6 +9,7 @@ from typing import List, Optional, Tuple
 
 NT_GNU_BUILD_ID = 3
 PT_NOTE = 4
+SHT_NOTE = 7
 
 
 def read_file(path: str) -> Optional[bytes]:
@@ -37,6 +38,14 @@ def build_id(elf_or_notes: Optional[bytes], notes_only: bool = False) -> Optiona
             if at + 40 <= len(data) and struct.unpack_from("<I", data, at)[0] == PT_NOTE:
                 offset, = struct.unpack_from("<Q", data, at + 8)
                 size, = struct.unpack_from("<Q", data, at + 32)
+                spans.append((offset, min(offset + size, len(data))))
+        # and its note sections (perf inject's jitted-*.so have no note segment)
+        shoff, = struct.unpack_from("<Q", data, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+        for index in range(shnum if shoff else 0):
+            at = shoff + index * shentsize
+            if at + 40 <= len(data) and struct.unpack_from("<I", data, at + 4)[0] == SHT_NOTE:
+                offset, size = struct.unpack_from("<QQ", data, at + 24)
                 spans.append((offset, min(offset + size, len(data))))
     for at, end in spans:
         while at + 12 <= end:

@@ -18,7 +18,7 @@ import threading
 from typing import Callable, Iterable, List, Optional, Tuple
 
 from mixedstack.perf.command import perf_command
-from mixedstack.perf.data import PERF_RECORD_MMAP2
+from mixedstack.perf.data import PERF_RECORD_MMAP2, build_id_record
 from mixedstack.perf.pieces import side_file, side_records
 from mixedstack.perf.recording import KERNEL_SYMBOLS, VDSO, Recording
 from mixedstack.perf.tmpview import TMP
@@ -82,8 +82,9 @@ class RecordingFolder(Recording):
 
     def inject_jit(self, head: bytes, features: dict, jitdumps: List[bytes]) -> Tuple[bytes, bytes, str]:
         """`perf inject --jit` for the jitdumps' maps (their MMAP records, named ./jit-PID.dump
-        by tidy): the jitted code's maps it writes (the recording's first records), their
-        build-id records, and perf's last complaint ("" when it had none).
+        by tidy): the jitted code's maps it writes (the recording's first records), the
+        build-id records of the files it wrote (each kept in the recording's build-id cache,
+        where perf script finds it), and perf's last complaint ("" when it had none).
 
         inject is given a file of those maps only, not the samples: it writes each jitted
         function's ELF file (and its copy in the build-id cache) when it meets its
@@ -101,7 +102,23 @@ class RecordingFolder(Recording):
                 os.remove(path)
         if found is None:
             return b"", b"", (done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
-        return found[0], found[1], ""
+        return found, self._cache_jitted_code(), ""
+
+    def _cache_jitted_code(self) -> bytes:
+        """Each jitted-*.so inject wrote, into the build-id cache as perf would put it
+        (under its absolute path); their build-id records, named as their maps name them.
+        (inject does this itself only for the files samples hit, and only when the
+        recording's maps hold no build ids: record's do, --buildid-mmap.)"""
+        table = []
+        folder = os.path.abspath(self.tmp_dir).lstrip("/")
+        for path in sorted(glob.glob(os.path.join(glob.escape(self.tmp_dir), "jitted-*.so"))):
+            content = read_file(path)
+            build = build_id(content)
+            if build:
+                name = os.path.basename(path)
+                self.cache(os.path.join(folder, name), build, "elf", content)
+                table.append(build_id_record(build, "./" + name))
+        return b"".join(table)
 
     def remove_jitted_code(self) -> None:
         """perf inject writes jitted-*.so beside the dumps it reads, and also into the
@@ -189,6 +206,7 @@ class SystemFiles(threading.Thread):
         super().__init__(daemon=True)
         self.recording = recording
         self.kernel: Optional[str] = None  # the kernel's build id
+        self.vdso: Optional[str] = None  # the vDSO's
         self.text: Optional[bytes] = None  # /proc/kallsyms
         self.symbols: List[bytes] = []  # its lines, sorted
 
@@ -198,9 +216,9 @@ class SystemFiles(threading.Thread):
         except (AttributeError, OSError):
             pass
         image = own_vdso()
-        vdso = build_id(image) if image else None
-        if vdso:
-            self.recording.cache(VDSO, vdso, "vdso", image)
+        self.vdso = build_id(image) if image else None
+        if self.vdso:
+            self.recording.cache(VDSO, self.vdso, "vdso", image)
         self.kernel = build_id(read_file("/sys/kernel/notes"), notes_only=True)
         self.text = read_file("/proc/kallsyms") if self.kernel else None
         if self.text:
@@ -209,6 +227,13 @@ class SystemFiles(threading.Thread):
             # keeps aliases at one address (memset, __memset, __pi_memset) in the kernel's
             # order, which decides the one perf names a frame by
             self.symbols.sort(key=address_of)
+
+    def build_id_records(self) -> bytes:
+        """The build-id table's records for the kernel and the vDSO (perf script looks
+        them up in the cache by these; no map record holds theirs)."""
+        self.join()
+        return b"".join(build_id_record(build, name, kernel=name == KERNEL_SYMBOLS)
+                        for build, name in ((self.kernel, KERNEL_SYMBOLS), (self.vdso, VDSO)) if build)
 
     def save(self, kernel_addresses: Optional[Iterable[int]]) -> None:
         """Wait for run(), then save the kernel's symbols: all of them, or those

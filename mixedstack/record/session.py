@@ -26,7 +26,6 @@ from mixedstack.record.agent import readable_copy
 from mixedstack.record.launch import Account
 from mixedstack.record.launch import attach_to
 from mixedstack.record.launch import run_attached
-from mixedstack.perf.data import build_id_entries
 from mixedstack.record.collect import Collector
 from mixedstack.perf.data import time_quantiles
 from mixedstack.analyze.markers import TRUNCATED
@@ -252,7 +251,9 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
             "`perf record -- true` shows whether perf works here" % shell_status(ended.perf_status)
         )
     tidied = assembly.tidier.tidied()
-    mapped = build_id_entries(b"".join(assembly.build_ids))  # every file mapped
+    # every file mapped executable, as its map records named it
+    mapped = [(build, path) for path, build in assembly.tidier.build_ids.items() if path.startswith("/")]
+    assembly.add_build_ids(system_files.build_id_records())
     system_files.save(tidied.kernel_addresses)
     pids = tidied.pids | ({options.pid} if options.pid else set())
     # a process we attached to goes on running: its map and jitdump are copied, not moved
