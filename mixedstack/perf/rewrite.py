@@ -72,7 +72,8 @@ def tidy(path: str) -> Tidied:
         with mmap.mmap(f.fileno(), 0) as buf:
             offset, size = struct.unpack_from("<QQ", buf, DATA_SECTION)
             tidier = Tidier()
-            _, write = tidier.piece(buf, whole=offset + size <= len(buf))
+            begin, write = tidier.piece(buf, whole=offset + size <= len(buf))
+            tidier.placed(begin, buf)
             end = min(offset + size, len(buf))
             saved = end - write if tidier.compacted else 0
             if saved:
@@ -123,12 +124,26 @@ class Tidier:
         scan.movable &= whole
         for pid, when in scan.last_exec.items():
             self.last_exec[pid] = max(self.last_exec.get(pid, 0), when)
-        self.forgotten += _forget_memory_before_exec(buf, scan, self.last_exec) + self._forget_earlier(scan)
+        forgotten = _forget_memory_before_exec(buf, scan, self.last_exec) + self._forget_earlier(scan)
         _jitdumps_relative(buf, scan)
         self._trim_grown_code(buf, scan)
         watch = {position for position, *_ in scan.mmaps} | {position for position, *_ in scan.forks}
         self._moved = {}
         clipped, write, full, stepped = self._clip_and_compact(buf, offset, start, end, scan, watch)
+        self._counts = (forgotten, clipped, full, stepped)
+        self._scan = scan
+        self._begin = offset if write is not None else start
+        self.compacted = write is not None  # the last piece's records were moved
+        return (offset, write) if write is not None else (start, end)
+
+    def placed(self, base: int, buf) -> None:
+        """The last piece's records (in `buf`, rewritten) now begin at position `base` of
+        the recording: remember where its maps and forks went, for a later exec to patch."""
+        scan, moved = self._scan, self._moved
+        # what the recording holds: counted once the piece is in it (not for a piece the
+        # disk had no room for)
+        forgotten, clipped, full, stepped = self._counts
+        self.forgotten += forgotten
         self.clipped += clipped
         self.full += full
         self.stepped += stepped
@@ -142,15 +157,6 @@ class Tidier:
             self.kernel = None
         else:
             self.kernel.update(address for address in scan.addresses if KERNEL_START <= address < PERF_CONTEXT_MAX)
-        self._scan = scan
-        self._begin = offset if write is not None else start
-        self.compacted = write is not None  # the last piece's records were moved
-        return (offset, write) if write is not None else (start, end)
-
-    def placed(self, base: int, buf) -> None:
-        """The last piece's records (in `buf`, rewritten) now begin at position `base` of
-        the recording: remember where its maps and forks went, for a later exec to patch."""
-        scan, moved = self._scan, self._moved
         for position, pid, begins, when, is_stack in scan.mmaps:
             at = moved.get(position)
             if at is None:

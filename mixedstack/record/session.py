@@ -1,10 +1,11 @@
 """`mixedstack record`: perf record with the right flags for the target interpreter.
 
-Steps: find the interpreter and pick a mode (target.py; with --pid: attach.py, which may turn
-the running process's trampoline on) -> start the target with the
-mode's environment and attach `perf record` to it (launch.py) -> `perf inject --jit` where the mode needs it -> move what the
-run left in /tmp beside the recording -> one summary line. The target's exit
-status is passed through.
+Steps: find the interpreter and pick a mode (target.py; with --pid: attach/, which may turn
+the running process's trampoline on) -> start the target with the mode's environment and
+attach `perf record` to it (launch.py), while each piece perf closes is taken into
+perf.data (collect.py, perf/pieces.py) -> move what the run left in /tmp beside the
+recording -> `perf inject --jit` for the jitted code's maps where the mode needs it ->
+one summary line. The target's exit status is passed through.
 """
 from __future__ import annotations
 
