@@ -199,9 +199,13 @@ def test_children_have_python_frames(perf_ok, tmp_path, method):
     parent_label = min(folded.processes(), key=lambda label: int(label.rsplit("-", 1)[1]))
     assert parent_label not in children  # the work happened in other processes
     for child in children:
-        mine = folded.for_process(child)
-        rooted = mine.total(lambda f: f[1].startswith("<module> ("))
-        assert rooted / mine.total() >= 0.9, (child, rooted / mine.total())
+        # its work, unwound to the child's own <module>; its start-up imports and shutdown
+        # are whole stacks too, but of other roots (their share grows on a loaded machine:
+        # a CI run's 10.7% failed a 90% test of all its stacks at <module>)
+        work = folded.for_process(child).under("child_work")
+        rooted = work.total(lambda f: f[1].startswith("<module> ("))
+        assert rooted / work.total() >= 0.95, (child, rooted / work.total())
+        assert folded.for_process(child).complete_share() >= 0.95, child
     # 0.4 s of child work at least (two tasks of 0.6 s CPU each; cpu-clock weights are ns)
     assert workers.total() / 1e9 >= 0.4, workers.total() / 1e9
 
