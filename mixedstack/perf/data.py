@@ -317,12 +317,6 @@ def _feature(path: str, bit: int) -> Optional[bytes]:
         return None
 
 
-def build_ids(path: str) -> List[Tuple[str, str]]:
-    """(build id in hex, file) of each user-space file the recording names (perf record
-    --buildid-all lists every one mapped), from the BUILD_ID feature section."""
-    return build_id_entries(_feature(path, HEADER_BUILD_ID) or b"")
-
-
 def build_id_record(build: str, name: str, kernel: bool = False) -> bytes:
     """One record of the BUILD_ID feature section: `name`'s build id (hex), for any process."""
     identity = bytes.fromhex(build)[:20]
@@ -331,22 +325,6 @@ def build_id_record(build: str, name: str, kernel: bool = False) -> bytes:
     misc = (MISC_KERNEL if kernel else MISC_USER) | MISC_BUILD_ID_SIZE
     return struct.pack("<IHHi", 0, misc, 36 + len(name_bytes), -1) + identity.ljust(20, b"\0") + \
         struct.pack("<B3x", len(identity)) + name_bytes
-
-
-def build_id_entries(section: bytes) -> List[Tuple[str, str]]:
-    """(build id in hex, file) of each user-space file in a BUILD_ID section's records."""
-    found = []
-    at = 0
-    while at + 8 <= len(section):
-        _, misc, size = struct.unpack_from("<IHH", section, at)
-        if size < 36 or at + size > len(section):
-            break
-        length = section[at + 32] if misc & MISC_BUILD_ID_SIZE else 20
-        name = section[at + 36:at + size].split(b"\0", 1)[0].decode("utf-8", "replace")
-        if misc & MISC_CPUMODE != MISC_KERNEL and name.startswith("/") and 0 < length <= 20:
-            found.append((section[at + 12:at + 12 + length].hex(), name))
-        at += size
-    return found
 
 
 def event_names(path: str) -> Optional[List[str]]:
