@@ -90,16 +90,23 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 class Stopper:
     """While installed, SIGINT, SIGTERM and SIGHUP sent to record (`kill`, `timeout`, a
-    closed terminal) stop the target as Ctrl-C would: SIGINT to its process group, so
-    that CPython exits normally and flushes its jitdump; a second request sends
-    SIGTERM, a third SIGKILL. `received` lists what came, first first.
+    closed terminal), and -d running out, stop the target as Ctrl-C would: SIGINT to its
+    process group, so that CPython exits normally and flushes its jitdump. If the target
+    is still there GRACE seconds later, record escalates by itself, one step each GRACE:
+    a second SIGINT (what ends a CPython whose exit waits on non-daemon threads: the
+    first one only ends its main thread), then SIGTERM, then SIGKILL. Python names
+    survive the stronger signals because a perf_jit target flushes its jitdump every
+    second (agent/__init__.py's fork guard; the agent and perf maps write unbuffered).
+    A further stop request advances one step at once. `received` lists the signals
+    that came, first first.
 
     Requests within REPEAT seconds of the last step count once: `timeout` sends its
     SIGTERM to record and then to record's whole process group, so record gets it
     twice at once; taken as two, the second became a SIGTERM that killed the target
     before it could flush its jitdump (a CI run's Python frames all unnamed)."""
 
-    ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+    ESCALATION = (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+    GRACE = 2.0  # seconds between steps: the target is gone within 3 GRACE of the stop
     REPEAT = 0.5  # seconds
 
     def __init__(self) -> None:
@@ -118,21 +125,36 @@ class Stopper:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
+    @property
+    def stopping(self) -> bool:
+        return self._steps > 0
+
     def stop(self) -> None:
         """Stop the target as a first Ctrl-C would, without a signal to record."""
-        self._steps = max(self._steps, 1)
-        self._last = time.monotonic()
-        if self.group is not None:
-            try:
-                os.killpg(self.group, self.ESCALATION[0])
-            except OSError:
-                pass
+        if not self._steps:
+            self._step(time.monotonic())
 
-    def _on_signal(self, signum, frame) -> None:
-        self.received.append(signum)
-        now = time.monotonic()
-        if now - self._last < self.REPEAT:
-            return  # the same request, delivered again
+    def next_step_in(self) -> Optional[float]:
+        """Seconds until the next step of a stop under way (None: no stop, or no step left)."""
+        if not self._steps or self._steps >= len(self.ESCALATION):
+            return None
+        return max(0.0, self._last + self.GRACE - time.monotonic())
+
+    def tick(self) -> None:
+        """Take the next step if its grace period is over."""
+        if self.next_step_in() == 0.0:
+            self._step(time.monotonic())
+
+    def group_alive(self) -> bool:
+        if self.group is None:
+            return False
+        try:
+            os.killpg(self.group, 0)
+        except OSError:
+            return False
+        return True
+
+    def _step(self, now: float) -> None:
         self._last = now
         self._steps = min(self._steps + 1, len(self.ESCALATION))
         if self.group is not None:
@@ -140,6 +162,13 @@ class Stopper:
                 os.killpg(self.group, self.ESCALATION[self._steps - 1])
             except OSError:
                 pass  # gone already
+
+    def _on_signal(self, signum, frame) -> None:
+        self.received.append(signum)
+        now = time.monotonic()
+        if now - self._last < self.REPEAT:
+            return  # the same request, delivered again
+        self._step(now)
 
 
 def _foreground_terminal() -> Optional[int]:
@@ -263,9 +292,12 @@ def _watch(target: int, perf: subprocess.Popen, stopper: Stopper, begun: float, 
         while True:
             now = time.monotonic()
             timeout = 1.0 if early or duration is None else max(0.0, min(1.0, begun + duration - now))
-            status = waiting.wait(timeout)
+            step = stopper.next_step_in()
+            status = waiting.wait(timeout if step is None else min(timeout, step))
             if status is not None:
+                _stop_the_rest(stopper)
                 return status, early, seconds
+            stopper.tick()
             if early is None and perf.poll() is not None:
                 early, seconds = "perf", time.monotonic() - begun
             elif early is None and duration is not None and time.monotonic() >= begun + duration:
@@ -279,6 +311,20 @@ def _watch(target: int, perf: subprocess.Popen, stopper: Stopper, begun: float, 
                     stopper.stop()
     finally:
         waiting.close()
+
+
+def _stop_the_rest(stopper: Stopper) -> None:
+    """Once a stopped target has ended, the rest of its process group (a prefork
+    master's workers) goes on through the escalation, so that none is left behind."""
+    while stopper.stopping and stopper.group_alive():
+        step = stopper.next_step_in()
+        if step is None:  # SIGKILL was sent: it is only a moment
+            deadline = time.monotonic() + 1.0
+            while stopper.group_alive() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return
+        time.sleep(min(step, 0.05))
+        stopper.tick()
 
 
 class _ProcessWaiter:

@@ -135,9 +135,35 @@ def test_a_stop_request_delivered_twice_at_once_counts_once(monkeypatch):
     monkeypatch.setattr(launch.os, "killpg", lambda group, signum: sent.append(signum))
     stopper = launch.Stopper()
     stopper.group = 12345
-    clock = iter([100.0, 100.1, 101.0, 102.0])
+    clock = iter([100.0, 100.1, 101.0, 102.0, 103.0])
     monkeypatch.setattr(launch.time, "monotonic", lambda: next(clock))
-    for _ in range(4):
+    for _ in range(5):
         stopper._on_signal(signal.SIGTERM, None)
-    assert sent == [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
-    assert stopper.received == [signal.SIGTERM] * 4
+    assert sent == [signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
+    assert stopper.received == [signal.SIGTERM] * 5
+
+
+def test_a_stop_escalates_by_itself_after_each_grace_period(monkeypatch):
+    """A target that ignores the first Ctrl-C (a CPython joining non-daemon threads)
+    gets a second one, then SIGTERM, then SIGKILL, GRACE seconds apart, unasked."""
+    from mixedstack.record import launch
+
+    sent = []
+    monkeypatch.setattr(launch.os, "killpg", lambda group, signum: sent.append(signum))
+    now = [100.0]
+    monkeypatch.setattr(launch.time, "monotonic", lambda: now[0])
+    stopper = launch.Stopper()
+    stopper.group = 12345
+    stopper.tick()
+    assert sent == [] and stopper.next_step_in() is None  # nothing asked yet
+    stopper.stop()
+    assert sent == [signal.SIGINT]
+    for steps, expected in enumerate((signal.SIGINT, signal.SIGTERM, signal.SIGKILL), start=2):
+        now[0] += launch.Stopper.GRACE - 0.01
+        stopper.tick()
+        assert len(sent) == steps - 1  # not before its time
+        now[0] += 0.01
+        stopper.tick()
+        assert len(sent) == steps and sent[-1] == expected
+    assert stopper.next_step_in() is None  # nothing after SIGKILL
+    assert len(sent) == 4

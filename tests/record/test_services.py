@@ -1,0 +1,115 @@
+"""Services as they run: they never end on their own, keep non-daemon threads, fork
+workers that their master ends with SIGTERM. `timeout` and `-d` still end the
+recording on time (record escalates by itself: SIGINT, SIGINT, SIGTERM, SIGKILL),
+leave no process behind, and keep the Python names of every process, workers killed
+by a signal included (a perf_jit target flushes its jitdump every second)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from conftest import WORKLOADS, Folded, current_python, interpreter, is_complete, mixedstack
+
+pytestmark = pytest.mark.perf
+
+SERVICE = str(WORKLOADS / "service.py")
+STOP_WITHIN = 10.0  # seconds from the stop to record's return (the issue's bound)
+
+# (label, python): the three ways record names Python frames
+INTERPRETERS = [
+    ("3.11-agent", lambda: interpreter((3, 11))),
+    ("3.13-perf-jit", lambda: interpreter((3, 13))),
+    ("3.15-debian", lambda: current_python((3, 15), "root")),
+]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(") ")[2][0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for_pids(pid_file: Path, record: subprocess.Popen) -> List[int]:
+    deadline = time.monotonic() + 120
+    while not pid_file.exists():
+        assert record.poll() is None, record.communicate()[1]
+        assert time.monotonic() < deadline, "the service never started"
+        time.sleep(0.05)
+    return [int(line) for line in pid_file.read_text().split()]
+
+
+def by_process(folded: Folded) -> Dict[int, Folded]:
+    """fold --pid labels each thread COMM-PID (3.14+ names threads): one Folded per pid."""
+    processes: Dict[int, Folded] = {}
+    for frames, count in folded.stacks.items():
+        pid = int(frames[0].rpartition("-")[2])
+        processes.setdefault(pid, Folded("")).stacks[frames] += count
+    return processes
+
+
+def run_service(tmp_path: Path, python: str, kind: str, stop: str):
+    """Record `service.py KIND` until `stop` ("timeout": `timeout 6`; "duration": -d 3).
+    Returns (record's stderr, the service's pids, seconds from the stop to record's end)."""
+    data, pid_file = tmp_path / "perf.data", tmp_path / "pids"
+    record = [sys.executable, "-m", "mixedstack", "record", "-o", str(data)]
+    if stop == "timeout":
+        command = ["timeout", "6"] + record + ["--", python, SERVICE, kind, str(pid_file)]
+    else:
+        command = record + ["-d", "3", "--", python, SERVICE, kind, str(pid_file)]
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pids = wait_for_pids(pid_file, process)
+        # -d counts from the moment the target may run, which is before it writes its pids
+        stop_at = started + 6 if stop == "timeout" else time.monotonic() + 3
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return err, pids, time.monotonic() - stop_at, process.returncode
+
+
+def fold_by_process(tmp_path: Path) -> Dict[int, Folded]:
+    folded = mixedstack("fold", "--pid", str(tmp_path / "perf.data"))
+    assert folded.returncode == 0, folded.stderr
+    return by_process(Folded(folded.stdout))
+
+
+@pytest.mark.parametrize("stop", ["timeout", "duration"])
+@pytest.mark.parametrize("label, python", INTERPRETERS, ids=[label for label, _ in INTERPRETERS])
+def test_a_service_with_non_daemon_threads_stops_on_time(perf_ok, tmp_path, label, python, stop):
+    err, pids, after_stop, status = run_service(tmp_path, python(), "threads", stop)
+    assert after_stop <= STOP_WITHIN, (after_stop, err)
+    if stop == "timeout":
+        assert status == 124, err  # timeout's own status once it had to signal
+    assert not any(alive(pid) for pid in pids), "a process of the service was left running"
+    service = fold_by_process(tmp_path)[pids[0]]
+    handled = service.under("handle")
+    # two threads ran `handle` for seconds; their Python names are there, and whole
+    assert handled.total() >= 0.5 * service.total(), err
+    assert handled.under("serve_forever").total() == handled.total()
+    assert handled.total(is_complete) >= 0.95 * handled.total()
+
+
+@pytest.mark.parametrize("label, python", INTERPRETERS, ids=[label for label, _ in INTERPRETERS])
+def test_workers_ended_by_their_master_keep_their_python_names(perf_ok, tmp_path, label, python):
+    """timeout -> record -> SIGINT to the master, which ends its workers with SIGTERM:
+    the workers never exit normally, and still every one has its Python names."""
+    err, pids, after_stop, status = run_service(tmp_path, python(), "prefork", "timeout")
+    assert after_stop <= STOP_WITHIN, (after_stop, err)
+    assert not any(alive(pid) for pid in pids), "a process of the service was left running"
+    processes = fold_by_process(tmp_path)
+    master, workers = pids[0], pids[1:]
+    assert set(pids) <= set(processes), (pids, sorted(processes))
+    for worker in workers:
+        stacks = processes[worker]
+        assert stacks.under("handle").total() >= 0.6 * stacks.total(), (worker, err)
+        assert stacks.complete_share() >= 0.95, worker
