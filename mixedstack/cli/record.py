@@ -11,7 +11,9 @@ from mixedstack.perf import command as perf
 from mixedstack.perf.recording import Recording
 
 
-@cli.main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+# Options end at COMMAND's first word (allow_interspersed_args): its own options pass
+# through untouched; an unknown option before it is a usage error, not a command.
+@cli.main.command(context_settings={"allow_interspersed_args": False})
 @click.option("-o", "--output", default="perf.data", show_default=True, metavar="FILE",
               help="Write the recording to FILE (and its side files to FILE.d/).")
 @click.option("-F", "--frequency", default=perf.DEFAULT_FREQUENCY, show_default=True,

@@ -127,6 +127,20 @@ def test_record_needs_a_command():
     assert done.returncode == 2 and "either a COMMAND" in done.stderr
 
 
+def test_an_unknown_record_option_is_a_usage_error_naming_it(perf_ok, tmp_path):
+    done = mixedstack("record", "-o", str(tmp_path / "x.data"), "--syscals", "--", "true")
+    assert done.returncode == 2 and "No such option '--syscals'" in done.stderr, done.stderr
+    assert os.listdir(tmp_path) == []
+    # the command's own options still pass through, with or without --
+    script = "import sys; open(sys.argv[1], 'w').write(' '.join(sys.argv[2:]))"
+    for separator in ([], ["--"]):
+        out = tmp_path / "argv"
+        done = mixedstack("record", "-f", "-o", str(tmp_path / "x.data"), *separator,
+                          sys.executable, "-c", script, str(out), "-X", "--syscals")
+        assert done.returncode == 0, done.stderr
+        assert out.read_text() == "-X --syscals"
+
+
 def test_record_of_a_missing_command_leaves_nothing(tmp_path):
     done = mixedstack("record", "-o", str(tmp_path / "x.data"), "--", "no-such-program-here")
     one_line_error(done, 1, "not found", "no-such-program-here")
