@@ -58,6 +58,19 @@ def perf_ok() -> None:
         skip_or_fail(problem)
 
 
+@pytest.fixture
+def gdb_ok() -> None:
+    """A gdb that can call into a process here (`make test` installs one: mixedstack[attach])."""
+    from mixedstack.record.attach.inject import find_gdb
+    from mixedstack.record.attach.inject import gdb_problem
+    from mixedstack.record.attach.inject import ptrace_problem
+
+    gdb = find_gdb()
+    problem = "no gdb found" if gdb is None else gdb_problem(gdb) or ptrace_problem()
+    if problem:
+        skip_or_fail(problem)
+
+
 @functools.lru_cache(maxsize=None)
 def pyenv_interpreters() -> Dict[Tuple[int, int], str]:
     """{(3, 13): '/…/versions/3.13.0/bin/python3.13', …}: the newest patch release of each."""

@@ -28,8 +28,12 @@ from mixedstack.perf.recording import Recording
 @click.option("--agent", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
               help="Use mixedstack's trampoline agent where CPython's own perf support is missing "
                    "(3.8-3.12 without frame pointers), always, or never.")
-@click.option("-p", "--pid", type=int, default=None, metavar="PID",
-              help="Attach to a running process instead of running COMMAND.")
+@click.option("-p", "--pid", "pids", type=int, multiple=True, metavar="PID",
+              help="Attach to a running process, and every process descending from it, instead of "
+                   "running COMMAND (repeat for more).")
+@click.option("--children/--no-children", default=True, show_default=True,
+              help="With --pid: record the processes descending from PID too (a prefork master's "
+                   "workers, those it starts while recording), or PID alone.")
 @click.option("-d", "--duration", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
               help="Stop recording after SECONDS (default: when the target exits, or Ctrl-C).")
 @click.option("--stop-target/--keep-target", default=True, show_default=True,
@@ -45,18 +49,21 @@ from mixedstack.perf.recording import Recording
               help="Run COMMAND as USER, with that user's groups and environment, while perf keeps "
                    "the privileges it needs (for sudo: --user \"$SUDO_USER\").")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def record(output, frequency, call_graph, stack_size, force, agent, pid, duration, stop_target, off_cpu,
-           activate, user, command) -> None:
+def record(output, frequency, call_graph, stack_size, force, agent, pids, children, duration, stop_target,
+           off_cpu, activate, user, command) -> None:
     """Run COMMAND under perf record, with Python frames where the interpreter allows.
 
     Examples: mixedstack record -o app.data -- python app.py --its-args;
     mixedstack record --pid 1234 -d 10
     """
+    pid = pids[0] if pids else None
     if bool(command) == (pid is not None):
         cli.fail("give either a COMMAND to run (after --) or --pid PID to attach to", 2)
     if not stop_target and (duration is None or pid is not None):
         cli.fail("--keep-target goes with --duration and a COMMAND: a process attached to with --pid "
                  "always runs on", 2)
+    if not children and pid is None:
+        cli.fail("--no-children goes with --pid; a COMMAND's children are always recorded", 2)
     if activate is not None and pid is None:
         cli.fail("--activate/--no-activate go with --pid; a COMMAND is started with its trampoline on", 2)
     if user is not None and pid is not None:
@@ -82,8 +89,8 @@ def record(output, frequency, call_graph, stack_size, force, agent, pid, duratio
         existing.remove()
     try:
         result = run_record(
-            RecordOptions(list(command), output, frequency, call_graph, stack_size, agent, pid, duration,
-                          stop_target, off_cpu, activate, user,
+            RecordOptions(list(command), output, frequency, call_graph, stack_size, agent, list(pids), children,
+                          duration, stop_target, off_cpu, activate, user,
                           progress=cli.StatusLine(sys.stderr) if sys.stderr.isatty() else None),
             say=cli.say,
             ask=(lambda question: click.confirm(question, err=True)) if on_terminal else None,

@@ -52,8 +52,9 @@ def records(buf, start: int, end: int) -> Iterator[Tuple[int, int, int, int]]:
         position += size
 
 
-def time_reader(buf) -> Callable[[int, int], int]:
-    """When a record happened, from its sample_id trailer.
+def time_reader(buf, data=None) -> Callable[[int, int], int]:
+    """When a record happened, from its sample_id trailer; the records are in `buf`,
+    or in `data` where `buf` is only a recording's header (its events' layout).
 
     Records are written per ring buffer, so file order is not time order (a child's
     exec can be written before its parent's fork). Without timestamps, fall back
@@ -64,7 +65,8 @@ def time_reader(buf) -> Callable[[int, int], int]:
     if not sample_type & SAMPLE_TIME:
         return lambda position, size: position
     back = 8 + 8 * sum(1 for bit in AFTER_TIME if sample_type & bit)
-    return lambda position, size: struct.unpack_from("<Q", buf, position + size - back)[0]
+    records_in = buf if data is None else data
+    return lambda position, size: struct.unpack_from("<Q", records_in, position + size - back)[0]
 
 
 PERF_RECORD_SAMPLE = 9
@@ -260,6 +262,32 @@ def _scan(buf, offset: int, end: int) -> _Scan:
         scan.movable = False
         scan.addresses = None
     return scan
+
+
+def inherited_maps(head: bytes, maps: bytes, forks: Iterable[Tuple[int, int, int]]) -> bytes:
+    """Copies of MMAP2 records in `maps` for processes that inherited them: for each
+    (child, parent, forked_at) (parents before their children), the parent's maps made
+    before `forked_at` (ns, the records' clock), as the child's own.
+
+    A child forked before perf attached runs, from its first frames on, code its parent
+    made (trampolines of the functions the parent had started); perf knows only the maps
+    each process's own jitdump names. Maps the parent made after the fork are never
+    copied: the child may hold its own code at those addresses."""
+    when = time_reader(head, maps)
+    by_pid: Dict[int, List[Tuple[int, bytes]]] = {}
+    for position, record_type, _, size in records(maps, 0, len(maps)):
+        if record_type == PERF_RECORD_MMAP2:
+            pid = struct.unpack_from("<I", maps, position + 8)[0]
+            by_pid.setdefault(pid, []).append((when(position, size), maps[position:position + size]))
+    copies = []
+    for child, parent, forked_at in forks:
+        for at, record in by_pid.get(parent, ()):
+            if at < forked_at:
+                copy = bytearray(record)
+                struct.pack_into("<II", copy, 8, child, child)
+                by_pid.setdefault(child, []).append((at, bytes(copy)))
+                copies.append(bytes(copy))
+    return b"".join(copies)
 
 
 def _mmap_name_at(position: int, record_type: int) -> int:

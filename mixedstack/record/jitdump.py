@@ -43,6 +43,23 @@ class Repaired(NamedTuple):
     header: bool  # a header was written (the dump had none)
 
 
+def started(path: str) -> Optional[int]:
+    """The timestamp of the dump's first record (the writer's clock: CLOCK_MONOTONIC
+    for CPython and the agent), or None. Not the header's: CPython 3.13 puts the wall
+    clock there."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(HEADER.size + RECORD.size)
+    except OSError:
+        return None
+    if len(data) < HEADER.size or HEADER.unpack_from(data)[0] != MAGIC:
+        return None
+    at = HEADER.unpack_from(data)[2]
+    if at + RECORD.size > len(data):
+        return None  # a header size beyond the usual, or no record yet
+    return RECORD.unpack_from(data, at)[2]
+
+
 def _record_ok(data: bytes, at: int) -> Optional[int]:
     """The size of a plausible record at `at`, or None."""
     if at + RECORD.size > len(data):

@@ -34,11 +34,11 @@ JITTED_FILE = re.compile(r"^jitted-\d+-\d+\.so$")
 class RecordingFolder(Recording):
     """A recording as record writes it: its layout, and what record puts in its folder."""
 
-    def adopt_tmp_files(self, pids: set, uid: int, since: float, move: bool = True,
+    def adopt_tmp_files(self, pids: set, uid_of: Callable[[int], int], since: float, move: bool = True,
                         warn: Callable[[str], None] = lambda message: None) -> List[str]:
         """Take the perf maps and jitdumps of `pids` written since `since` out of /tmp,
         into the recording's own folder (CPython never deletes them). Only regular files
-        owned by `uid`, the user the target ran as, are taken (tmpfiles.copy_owned);
+        owned by `uid_of(pid)`, the user its process ran as, are taken (tmpfiles.copy_owned);
         `warn` hears of the rest. `move`: remove them from /tmp too."""
         taken = []
         os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
@@ -47,6 +47,7 @@ class RecordingFolder(Recording):
             if not match or int(match.group(1)) not in pids:
                 continue
             path = os.path.join(TMP, name)
+            uid = uid_of(int(match.group(1)))
             mtime = tmpfiles.owned_mtime(path, uid)
             if mtime is not None and mtime < since:
                 continue  # an older process that happened to have the same pid

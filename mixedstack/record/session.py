@@ -21,13 +21,14 @@ from typing import Callable, List, Optional
 from mixedstack.record import debuginfo
 from mixedstack.perf import command as perf
 from mixedstack.record import tmpfiles
-from mixedstack.record.attach.pid import attach
+from mixedstack.record.attach.pid import attach_tree
 from mixedstack.record.system import capabilities
 from mixedstack.record.agent import readable_copy
 from mixedstack.record.launch import Account
 from mixedstack.record.launch import attach_to
 from mixedstack.record.launch import run_attached
 from mixedstack.record.collect import Collector
+from mixedstack.perf.data import inherited_maps
 from mixedstack.perf.data import time_quantiles
 from mixedstack.analyze.markers import TRUNCATED
 from mixedstack.record.keep import RecordingFolder
@@ -44,7 +45,8 @@ class RecordOptions:
     call_graph: str = "auto"  # auto | fp | dwarf
     stack_size: int = perf.DEFAULT_STACK_SIZE
     agent: str = "auto"  # auto | always | never: our trampoline agent (agent/)
-    pid: Optional[int] = None  # attach to this running process instead
+    pids: List[int] = dataclasses.field(default_factory=list)  # attach to these running processes instead
+    children: bool = True  # with pids: and every process descending from them
     duration: Optional[float] = None  # stop recording after this many seconds
     stop_target: bool = True  # when duration runs out, stop a launched target too (else it runs on)
     off_cpu: bool = False  # also record every context switch, with its stack (offcpu.py)
@@ -159,9 +161,9 @@ def record(options: RecordOptions, say: Callable[[str], None],
            ask: Optional[Callable[[str], bool]] = None) -> RecordResult:
     perf.perf_binary()  # fail first, and only once, when perf is missing
     recording = RecordingFolder(options.output)
-    account = run_as(options.user, say) if options.pid is None else None
+    account = run_as(options.user, say) if not options.pids else None
     agent_folder = attached = None
-    if options.pid is None:
+    if not options.pids:
         interp = find_interpreter(options.command)
         programs = [shutil.which(options.command[0]) or options.command[0]] + ([interp.executable] if interp else [])
         if account is not None and not all(account.can(program, os.X_OK) for program in programs):
@@ -179,9 +181,10 @@ def record(options: RecordOptions, say: Callable[[str], None],
             agent_folder = fork_guard_path()
             mode = with_agent(mode, agent_folder)
     else:
-        attached = attach(options.pid, options.call_graph, options.agent, options.activate, say, ask)
+        attached = attach_tree(options.pids, options.children, options.call_graph, options.agent,
+                               options.activate, say, ask)
         interp, mode = attached.interp, attached.mode
-    if mode.name in ("native", "agent") or options.call_graph != "auto" or options.pid is not None:
+    if mode.name in ("native", "agent") or options.call_graph != "auto" or options.pids:
         say("mixedstack: %s" % mode.reason)
     # what we write is the owner's only: perf.data holds copies of the target's stack memory
     umask = os.umask(0o077)
@@ -220,12 +223,12 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         collector.on_failure = lambda: perf_process.poll() is None and perf_process.send_signal(signal.SIGINT)
     try:
         collector.start()
-        if options.pid is None:
+        if not options.pids:
             env = target_environment(mode)
             ended = run_attached(command, options.command, account.environment(env) if account else env, umask,
                                  account, options.duration, options.stop_target, perf_started)
         else:
-            ended = attach_to(command, options.pid, options.duration, perf_started)
+            ended = attach_to(command, attached.pids, options.children, options.duration, perf_started)
     except BaseException:
         system_files.join()
         collector.stop()
@@ -233,15 +236,17 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         if collector.assembly.head is None:
             recording.remove()  # nothing was recorded: leave no empty folder behind
         raise
-    if options.pid is not None:
-        target_uid = tmpfiles.owner_of(options.pid)
+    if options.pids:
+        owners = attached.owners
+        target_uid = owners.get(options.pids[0], os.getuid())
     else:
         target_uid = account.uid if account else os.getuid()
+        owners = {}
     seconds = time.time() - started
     collector.stop()
     assembly = collector.assembly
     system_files.join()
-    if options.pid is not None:
+    if options.pids:
         attached.before_inject(say)
 
     if assembly.head is None:
@@ -256,16 +261,18 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
     mapped = [(build, path) for path, build in assembly.tidier.build_ids.items() if path.startswith("/")]
     assembly.add_build_ids(system_files.build_id_records())
     system_files.save(tidied.kernel_addresses)
-    pids = tidied.pids | ({options.pid} if options.pid else set())
+    pids = tidied.pids | set(options.pids)
     # a process we attached to goes on running: its map and jitdump are copied, not moved
-    recording.adopt_tmp_files(pids, target_uid, since=started - 1 if options.pid is None else 0,
-                              move=options.pid is None, warn=lambda message: say("mixedstack: warning: " + message))
+    recording.adopt_tmp_files(pids, lambda pid: owners.get(pid, target_uid), since=0 if options.pids else started - 1,
+                              move=not options.pids, warn=lambda message: say("mixedstack: warning: " + message))
     first = b""
     if mode.needs_inject and assembly.tidier.jitdumps:
         repaired = recording.repair_jitdumps()
         if repaired:
             say("mixedstack: note: %s" % repaired)
         first, jitted, complaint = recording.inject_jit(assembly.head, assembly.features, assembly.tidier.jitdumps)
+        if options.pids:  # children forked before perf attached run their parents' code too
+            first += inherited_maps(assembly.head, first, attached.forks_seen_in(recording.tmp_dir))
         if complaint:
             say("mixedstack: perf inject --jit failed (%s); Python frames will be missing" % complaint)
         assembly.add_build_ids(jitted)
@@ -300,9 +307,10 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
     # signal (SIGINT 130, SIGTERM 143, SIGHUP 129); else the target's own status.
     exit_status = 128 + ended.received[0] if ended.received else shell_status(ended.status)
     recording.write_meta({
-        "command": options.command or ["--pid", str(options.pid)],
+        "command": options.command or [word for pid in options.pids for word in ("--pid", str(pid))],
         "mode": mode.name,
-        "activated": attached.activated if options.pid is not None else None,
+        "activated": attached.activated if options.pids else None,
+        "processes": attached.parents if options.pids else None,
         "reason": mode.reason,
         "interpreter": interp.describe() if interp else None,
         "call_graph": mode.call_graph,

@@ -23,19 +23,6 @@ pytestmark = pytest.mark.perf
 MARK = "[python frames before activation]"
 
 
-@pytest.fixture
-def gdb_ok() -> None:
-    """A gdb that can call into a process here (`make test` installs one: mixedstack[attach])."""
-    from mixedstack.record.attach.inject import find_gdb
-    from mixedstack.record.attach.inject import gdb_problem
-    from mixedstack.record.attach.inject import ptrace_problem
-
-    gdb = find_gdb()
-    problem = "no gdb found" if gdb is None else gdb_problem(gdb) or ptrace_problem()
-    if problem:
-        skip_or_fail(problem)
-
-
 @contextlib.contextmanager
 def running(python: str, seconds: float = 30, env=None):
     """A target looping in `leaf`; killed and its /tmp trampoline files removed after."""

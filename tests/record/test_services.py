@@ -5,12 +5,14 @@ leave no process behind, and keep the Python names of every process, workers kil
 by a signal included (a perf_jit target flushes its jitdump every second)."""
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import pytest
 
@@ -113,3 +115,71 @@ def test_workers_ended_by_their_master_keep_their_python_names(perf_ok, tmp_path
         stacks = processes[worker]
         assert stacks.under("handle").total() >= 0.6 * stacks.total(), (worker, err)
         assert stacks.complete_share() >= 0.95, worker
+
+
+def start_service(python: str, tmp_path: Path, env: Dict[str, str]) -> Tuple[subprocess.Popen, List[int]]:
+    """service.py prefork, started as someone else would start it: not by mixedstack."""
+    pid_file = tmp_path / "pids"
+    service = subprocess.Popen([python, SERVICE, "prefork", str(pid_file)], env=dict(os.environ, **env),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return service, wait_for_pids(pid_file, service)
+
+
+def end_service(service: subprocess.Popen, pids: List[int]) -> None:
+    service.terminate()  # the master ends its workers
+    try:
+        service.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        service.kill()
+        service.wait()
+    for pid in pids:
+        for path in ["/tmp/jit-%d.dump" % pid, "/tmp/perf-%d.map" % pid] + glob.glob("/tmp/jitted-%d-*.so" % pid):
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+
+# how each interpreter's service is started, as the README says: the trampoline on from
+# the start where CPython has it (3.13+); 3.12 without frame pointers gets the agent
+# from --activate
+STARTED = [
+    ("3.12-activated", lambda: interpreter((3, 12)), {}),
+    ("3.13-perf-jit", lambda: interpreter((3, 13)), {"PYTHON_PERF_JIT_SUPPORT": "1"}),
+    ("3.15-debian", lambda: current_python((3, 15), "root"), {"PYTHON_PERF_JIT_SUPPORT": "1"}),
+]
+
+
+@pytest.mark.parametrize("label, python, env", STARTED, ids=[label for label, _, _ in STARTED])
+def test_record_pid_of_a_prefork_master_records_it_and_its_workers(perf_ok, gdb_ok, tmp_path, label, python, env):
+    service, pids = start_service(python(), tmp_path, env)
+    try:
+        done = mixedstack("record", "--pid", str(pids[0]), "-d", "3", "--activate", "-o", str(tmp_path / "perf.data"),
+                          stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr
+        assert "3 processes (3 of them Python)" in done.stderr, done.stderr
+        assert all(alive(pid) for pid in pids), "attaching must leave the service running"
+    finally:
+        end_service(service, pids)
+    processes = fold_by_process(tmp_path)
+    assert set(pids) <= set(processes), (pids, sorted(processes))
+    assert processes[pids[0]].under("heartbeat").total() > 0
+    for pid in pids:
+        stacks = processes[pid]
+        # the frames each worker inherited from its master (`<module>`, `prefork`) named too
+        assert stacks.complete_share() >= 0.95, (pid, sorted(stacks.stacks.items(), key=lambda i: -i[1])[:5])
+    for worker in pids[1:]:
+        assert processes[worker].under("handle").total() >= 0.6 * processes[worker].total()
+        if env:  # on from the start: the calls the master began before forking are named too
+            # (activated later, they show as [python frames before activation])
+            main_thread = processes[worker].under("worker")
+            assert main_thread.total() > 0 and main_thread.under("prefork").total() == main_thread.total()
+
+
+def test_no_children_records_the_one_process(perf_ok, tmp_path):
+    service, pids = start_service(interpreter((3, 13)), tmp_path, {"PYTHON_PERF_JIT_SUPPORT": "1"})
+    try:
+        done = mixedstack("record", "--pid", str(pids[1]), "--no-children", "-d", "1", "--no-activate",
+                          "-o", str(tmp_path / "perf.data"), stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr
+    finally:
+        end_service(service, pids)
+    assert set(fold_by_process(tmp_path)) == {pids[1]}

@@ -4,7 +4,8 @@
     python service.py prefork PIDFILE   a master forks 2 workers, each with a pool of 2
                                         threads calling `handle`; on SIGINT or SIGTERM the
                                         master ends its workers with SIGTERM (as gunicorn's
-                                        and uwsgi's masters do) and exits
+                                        and uwsgi's masters do) and exits; between, the
+                                        master wakes 20 times a second for `heartbeat`
 
 PIDFILE gets one pid a line, the master's first, once every process runs.
 SIGINT stops `threads` only half-way: its main thread ends, then the interpreter
@@ -73,8 +74,13 @@ def prefork():
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     write_pids([os.getpid()] + workers)
-    while True:
-        time.sleep(0.2)
+    while True:  # a master's loop: a little work (its workers' health) now and then
+        time.sleep(0.05)
+        heartbeat(workers)
+
+
+def heartbeat(workers):
+    return sum(k * k for k in range(20000)) + len(workers)
 
 
 {"threads": threads, "prefork": prefork}[sys.argv[1]]()

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 
+from mixedstack.record import jitdump
 from mixedstack.record.agent import AgentError
 from mixedstack.record.target import Interpreter
 from mixedstack.record.target import Mode
 from mixedstack.record.target import native, perf_mode
 from mixedstack.record.attach.activation import FLUSH_CODE, agent_code, perf_jit_code, perf_map_code
 from mixedstack.record.attach.inject import ActivationError, run_in
-from mixedstack.record.attach.process import interpreter_of, runs_agent, trampoline_on
+from mixedstack.perf.command import PerfError
+from mixedstack.record.attach.process import forked_at, interpreter_of, process_tree, runs_agent, trampoline_on
+from mixedstack.record.tmpfiles import owner_of
 from mixedstack.record.attach.inject import REMOTE_EXEC
 
 ACTIVATION_WAIT = 10.0  # seconds for the main thread to run the queued code
 FLUSH_WAIT = 5.0
+FORK_SLACK = 30_000_000  # ns: /proc's start (a tick early) to a child's first jitdump record
 ACTIVATABLE = ((3, 8), (3, 15))  # tested here, inclusive
 
 Ask = Optional[Callable[[str], bool]]
@@ -128,3 +133,84 @@ def _consent(pid: int, activate: Optional[bool], ask: Ask, action: str) -> bool:
         return bool(activate)
     return ask("mixedstack: may mixedstack run code in process %d (through gdb, or sys.remote_exec on "
                "3.14+) to %s?" % (pid, action))
+
+
+@dataclasses.dataclass
+class Tree:
+    """`record --pid A --pid B`: A and B, and (unless --no-children) every process that
+    descends from them, each as attach() found it; perf records them all, and perf's
+    inherit adds the children they start while recording. One mode serves them all:
+    the first that needs perf inject (its DWARF unwinding and -k 1 clock are what
+    jitdumps need), else the first Python process's."""
+
+    members: List[Attached]
+    parents: Dict[int, Optional[int]]  # {pid: its parent in the tree, None for a root}
+    owners: Dict[int, int]  # {pid: uid}, read while they run: their /tmp files' owners
+    mode: Mode
+    interp: Optional[Interpreter]
+    forks: List[Tuple[int, int, int]]  # (child, parent, when it was forked: monotonic ns), parents first
+
+    def forks_seen_in(self, folder: str) -> List[Tuple[int, int, int]]:
+        """`forks`, each as precise as the child's jitdump allows. /proc gives a start to
+        10 ms, and a parent makes the trampolines of the very calls that fork within
+        those (its master's loop that forks: measured 4 ms before a worker's first code).
+        CPython and the agent begin a child's dump as it comes out of fork: when its
+        first record is within FORK_SLACK of the start /proc gives, that record's time
+        bounds the fork. (A dump begun later, by an activation, says nothing of it.)"""
+        precise = []
+        for child, parent, at in self.forks:
+            begun = jitdump.started(os.path.join(folder, "jit-%d.dump" % child))
+            precise.append((child, parent, begun if begun is not None and at <= begun <= at + FORK_SLACK else at))
+        return precise
+
+    @property
+    def pids(self) -> List[int]:
+        return [member.pid for member in self.members]
+
+    @property
+    def activated(self) -> bool:
+        return any(member.activated for member in self.members)
+
+    def before_inject(self, say: Say) -> None:
+        """Each process's flush at once: each is a gdb or sys.remote_exec of seconds."""
+        flushing = [member for member in self.members if member.flush]
+        if flushing:
+            with concurrent.futures.ThreadPoolExecutor(min(8, len(flushing))) as pool:
+                list(pool.map(lambda member: member.before_inject(say), flushing))
+
+
+def attach_tree(roots: List[int], children: bool, call_graph: str, agent: str, activate: Optional[bool],
+                say: Say, ask: Ask = None) -> Tree:
+    """attach() to each process of the trees under `roots` (only `roots` if not `children`)."""
+    parents = process_tree(roots) if children else {root: None for root in roots}
+    for root in roots:
+        if root not in parents:
+            raise PerfError("no process %d to attach to; check the pid with ps" % root)
+    answers: Dict[str, bool] = {}
+
+    def ask_once(question: str) -> bool:  # the first process's answer serves the whole tree
+        if "" not in answers:
+            answers[""] = bool(ask and ask(question))
+        return answers[""]
+    members, owners = [], {}
+    for pid in parents:
+        try:
+            member = attach(pid, call_graph, agent, activate, lambda line: None if pid not in roots else say(line),
+                            ask_once if ask else None)
+        except PerfError:
+            if pid in roots:
+                raise
+            continue  # a descendant that ended meanwhile
+        members.append(member)
+        owner = owner_of(pid)
+        if owner is not None:
+            owners[pid] = owner
+    pythons = [member for member in members if member.interp is not None]
+    chosen = next((member for member in pythons if member.mode.needs_inject), pythons[0] if pythons else members[0])
+    mode = chosen.mode
+    if len(members) > 1:
+        mode = dataclasses.replace(mode, reason="%d processes (%d of them Python): %s" % (
+            len(members), len(pythons), mode.reason))
+    kept = {member.pid: parents[member.pid] for member in members}
+    forks = [(pid, parent, forked_at(pid)) for pid, parent in kept.items() if parent in kept]
+    return Tree(members, kept, owners, mode, chosen.interp, [fork for fork in forks if fork[2] is not None])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import os
-from typing import Dict, Optional, Tuple
+import time
+from typing import Dict, List, Optional, Tuple
 
 
 from mixedstack.perf.command import PerfError
@@ -34,7 +37,7 @@ def interpreter_of(pid: int) -> Optional[Interpreter]:
     if executable.endswith(" (deleted)"):
         raise PerfError("process %d runs %s, which has been replaced on disk since it started: "
                         "its interpreter cannot be probed; restart it" % (pid, executable))
-    interp = find_interpreter([executable])
+    interp = _probed(executable)
     libpython = mapped_libpython(pid)
     if interp is not None and libpython and interp.libpython != libpython:
         # e.g. LD_LIBRARY_PATH gave it another copy: the one it runs is the one that counts
@@ -50,6 +53,20 @@ def interpreter_of(pid: int) -> Optional[Interpreter]:
                 except TargetError:
                     interp = None
     return interp
+
+
+def _probed(executable: str) -> Optional[Interpreter]:
+    """find_interpreter, once per interpreter file (a tree of 200 workers runs one)."""
+    try:
+        info = os.stat(executable)
+    except OSError:
+        return find_interpreter([executable])  # its own message
+    return _probe_once(executable, info.st_mtime_ns, info.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_once(executable: str, mtime_ns: int, size: int) -> Optional[Interpreter]:
+    return find_interpreter([executable])
 
 
 def mapped_libpython(pid: int) -> Optional[str]:
@@ -100,3 +117,45 @@ def started_at(pid: int) -> float:
     with open("/proc/stat") as f:
         boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
     return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def parent_of(pid: int) -> Optional[int]:
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_tree(roots: List[int]) -> Dict[int, Optional[int]]:
+    """{pid: its parent's pid} for `roots` and every process descending from them now
+    (a prefork master's workers, their children): one pass over /proc. A root's parent
+    is given only when it is in the tree itself."""
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            parent = parent_of(int(entry))
+            if parent is not None:
+                children.setdefault(parent, []).append(int(entry))
+    tree: Dict[int, Optional[int]] = {}
+    queue = collections.deque((root, None) for root in roots)
+    while queue:  # breadth first: the roots first, in the order given
+        pid, parent = queue.popleft()
+        if pid in tree:
+            continue
+        tree[pid] = parent
+        queue += [(child, pid) for child in children.get(pid, ())]
+    return tree
+
+
+def forked_at(pid: int) -> Optional[int]:
+    """When the process began, in CLOCK_MONOTONIC ns (perf's -k 1 clock, the jitdumps'),
+    one clock tick early: the kernel keeps it in ticks since boot, boot time included."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            ticks = int(f.read().rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+    asleep = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    tick = 10 ** 9 // os.sysconf("SC_CLK_TCK")
+    return (ticks - 1) * tick - asleep
