@@ -179,7 +179,11 @@ def test_gil_waits_of_contending_threads_and_a_sleeper(perf_ok, tmp_path, versio
     threads = {row["tid"]: row for row in report_of(data)["threads"]}
     for tid in truth["spinners"]:
         share = threads[tid]["gil_share_of_wall"]
-        assert 0.50 <= share <= 0.85, "spinner waited for the GIL %.0f%% of its wall time: %s" % (100 * share, threads[tid])
+        # 4 spinners share one GIL on 2 CPUs: a spinner's time off the CPU is its GIL wait,
+        # or, runnable, a wait for a CPU that the scheduler decides (a CI run: 47% GIL, 40%
+        # runnable); so of the time it blocked, nearly all is the GIL
+        assert threads[tid]["gil_wait_s"] >= 0.8 * threads[tid]["blocked_s"], threads[tid]
+        assert 0.20 <= share <= 0.85, "spinner waited for the GIL %.0f%% of its wall time: %s" % (100 * share, threads[tid])
         assert threads[tid]["name"] == "Thread (spinner)"
     sleeper = threads[truth["sleeper"]]
     assert sleeper["blocked_share_of_wall"] >= 0.90, sleeper
