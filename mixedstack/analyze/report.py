@@ -28,6 +28,7 @@ from mixedstack.analyze.processors import layers
 from mixedstack.analyze.sources import FOLDED, open_input
 from mixedstack.errors import InputError, Interrupted
 from mixedstack.perf import command as perf
+from mixedstack.perf.data import KERNEL_NOT_SAMPLED, kernel_excluded
 from mixedstack.analyze.processors import offcpu
 from mixedstack.model import Frame, PyFrame, Sample
 from mixedstack.analyze.markers import off_cpu_reason
@@ -264,4 +265,9 @@ def report(path: str, top: int = 10, warn: Callable[[str], None] = lambda messag
     if builder.samples == 0:
         raise InputError("%s holds no samples: it is not a recording or `perf script` output" % path)
     lost = perf.sample_stats(path)["lost"] if source.recording else None
-    return builder.result(top=top, lost=lost, notes=meta.get("notes", []))
+    figures = builder.result(top=top, lost=lost, notes=meta.get("notes", []))
+    # a kernel layer of 0% and no system calls, where the kernel was never sampled, say so
+    figures["kernel_sampled"] = not (source.recording and kernel_excluded(source.recording.data))
+    if not figures["kernel_sampled"]:
+        figures["health"]["notes"].insert(0, KERNEL_NOT_SAMPLED)
+    return figures

@@ -325,6 +325,29 @@ def has_call_graphs(path: str) -> Optional[bool]:
     return any(struct.unpack_from("<Q", attr, 24)[0] & wanted for attr in read[1])
 
 
+EXCLUDE_KERNEL = 1 << 5  # perf_event_attr's flags (at byte 40): exclude_kernel
+
+
+def kernel_excluded(path: str) -> bool:
+    """Whether every event of a recording left the kernel out: what perf falls back to,
+    with one line of warning, for a user without CAP_PERFMON at perf_event_paranoid 2."""
+    try:
+        with open(path, "rb") as f:
+            read = _read_attrs(f)
+    except OSError:
+        return False
+    if read is None or not read[1] or len(read[1][0]) < 48:
+        return False
+    return all(struct.unpack_from("<Q", attr, 40)[0] & EXCLUDE_KERNEL for attr in read[1])
+
+
+KERNEL_NOT_SAMPLED = (
+    "kernel time was not sampled (perf ran without the right to: not root, no CAP_PERFMON, "
+    "kernel.perf_event_paranoid at 2 or more): time in system calls and page faults counts under "
+    "the user-space function that entered the kernel, and the kernel's layer and system calls read "
+    "nothing; `sudo sysctl kernel.perf_event_paranoid=1` (or recording as root) samples it")
+
+
 def _feature(path: str, bit: int) -> Optional[bytes]:
     """The content of one feature section of a recording (None when absent or unreadable)."""
     try:

@@ -28,7 +28,9 @@ from mixedstack.record.launch import Account
 from mixedstack.record.launch import attach_to
 from mixedstack.record.launch import run_attached
 from mixedstack.record.collect import Collector
+from mixedstack.perf.data import KERNEL_NOT_SAMPLED
 from mixedstack.perf.data import inherited_maps
+from mixedstack.perf.data import kernel_excluded
 from mixedstack.perf.data import time_quantiles
 from mixedstack.analyze.markers import TRUNCATED
 from mixedstack.record.keep import RecordingFolder
@@ -294,6 +296,8 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
     recording.prune_buildid_cache()
     for found in debuginfo.lendable(mapped):
         recording.lend_debug_file(found.path, found.build, found.debug)
+    if kernel_excluded(recording.data):  # report says it again, from perf.data itself
+        say("mixedstack: warning: " + KERNEL_NOT_SAMPLED)
     cut_note = deep_stacks_note(tidied, options.stack_size) if mode.call_graph == "dwarf" else None
     if cut_note:
         say("mixedstack: warning: " + cut_note)

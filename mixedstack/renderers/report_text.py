@@ -43,14 +43,19 @@ def render(figures: dict, out: IO[str], source: str = "") -> None:
         else " (no off-CPU data: record with --off-cpu for blocked time and GIL waits)"))
 
     out.write("\nWhere on-CPU time went\n")
+    kernel_sampled = figures.get("kernel_sampled", True)
     table(out, ("layer", "on-CPU", "share"),
-          [(row["layer"], seconds(row["on_cpu_s"]), percent(row["share"])) for row in figures["layers"]])
+          [(row["layer"], seconds(row["on_cpu_s"]), percent(row["share"])) if kernel_sampled or row["layer"] != "kernel"
+           else (row["layer"], "not sampled", "-") for row in figures["layers"]])
 
     out.write("\nSystem calls\n")
-    table(out, ("syscall", "on-CPU", "blocked", "top Python caller"),
-          [(row["syscall"], seconds(row["on_cpu_s"]), seconds(row["blocked_s"]),
-            "%s (%s)" % (row["top_python_caller"], percent(row["top_caller_share"])))
-           for row in figures["syscalls"]])
+    if not kernel_sampled and not figures["syscalls"]:
+        out.write("  (not sampled: the kernel was left out of this recording; see the notes below)\n")
+    else:
+        table(out, ("syscall", "on-CPU", "blocked", "top Python caller"),
+              [(row["syscall"], seconds(row["on_cpu_s"]), seconds(row["blocked_s"]),
+                "%s (%s)" % (row["top_python_caller"], percent(row["top_caller_share"])))
+               for row in figures["syscalls"]])
 
     out.write("\nGIL: time waiting to take it (blocked, or on a CPU in take_gil/drop_gil)\n")
     table(out, ("tid", "GIL wait", "of wall", "thread"),
