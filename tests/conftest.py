@@ -117,6 +117,15 @@ def current_python(version: Tuple[int, int], kind: str) -> str:
     return str(path)
 
 
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, ended and not yet reaped, does not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(") ")[2][0] != "Z"
+    except OSError:
+        return False
+
+
 def mixedstack(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """Run the real CLI (`python -m mixedstack`), capturing its output as text."""
     return subprocess.run(

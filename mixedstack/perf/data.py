@@ -264,6 +264,26 @@ def _scan(buf, offset: int, end: int) -> _Scan:
     return scan
 
 
+def jitdump_named_by_pid(head: bytes, record: bytes) -> bytes:
+    """A jitdump's MMAP2 record (`./jit-N.dump`, as tidied) named after the pid it belongs
+    to, `./jit-PID.dump`: a process in a container names its dump after its pid in there.
+    perf inject opens the dump by that name and takes it only when the name's pid is the
+    process's (perf/rewrite.py renames /tmp/jit-N.dump in place; this one may grow)."""
+    record_type, misc, size = struct.unpack_from("<IHH", record, 0)
+    pid = struct.unpack_from("<I", record, 8)[0]
+    end = record.index(b"\0", 72)
+    wanted = b"./jit-%d.dump" % pid
+    if record_type != PERF_RECORD_MMAP2 or record[72:end] == wanted:
+        return record
+    offset, _ = struct.unpack_from("<QQ", head, ATTRS_SECTION)
+    sample_type = struct.unpack_from("<Q", head, offset + 24)[0]
+    trailer = 8 * sum(1 for bit in (SAMPLE["TID"], SAMPLE["TIME"], SAMPLE["ID"], SAMPLE["STREAM_ID"],
+                                    SAMPLE["CPU"], SAMPLE["IDENTIFIER"]) if sample_type & bit)
+    name = wanted + b"\0" * (8 - len(wanted) % 8)
+    body = record[8:72] + name + (record[size - trailer:size] if trailer else b"")
+    return struct.pack("<IHH", record_type, misc, 8 + len(body)) + body
+
+
 def inherited_maps(head: bytes, maps: bytes, forks: Iterable[Tuple[int, int, int]]) -> bytes:
     """Copies of MMAP2 records in `maps` for processes that inherited them: for each
     (child, parent, forked_at) (parents before their children), the parent's maps made

@@ -60,6 +60,27 @@ def started(path: str) -> Optional[int]:
     return RECORD.unpack_from(data, at)[2]
 
 
+def renumber(path: str, pid: int) -> None:
+    """Make every code load of the dump process `pid`'s. A process in a container writes
+    its pid as its own pid namespace numbers it (1, often), and perf inject makes each
+    code load a map of the pid the record names: here, that is `pid`."""
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    if len(data) < HEADER.size or HEADER.unpack_from(data)[0] != MAGIC:
+        return
+    struct.pack_into("<I", data, 20, pid)
+    at = max(HEADER.size, HEADER.unpack_from(data)[2])
+    while at + RECORD.size <= len(data):
+        event, size, _ = RECORD.unpack_from(data, at)
+        if size < RECORD.size:
+            break
+        if event == CODE_LOAD and at + 24 <= len(data):
+            struct.pack_into("<II", data, at + 16, pid, pid)
+        at += size
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 def _record_ok(data: bytes, at: int) -> Optional[int]:
     """The size of a plausible record at `at`, or None."""
     if at + RECORD.size > len(data):

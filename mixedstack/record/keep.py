@@ -13,16 +13,18 @@ import contextlib
 import glob
 import os
 import re
+import shutil
 import subprocess
 import threading
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from mixedstack.perf.command import perf_command
-from mixedstack.perf.data import PERF_RECORD_MMAP2, build_id_record
+from mixedstack.perf.data import PERF_RECORD_MMAP2, build_id_record, jitdump_named_by_pid
 from mixedstack.perf.pieces import side_file, side_records
 from mixedstack.perf.recording import KERNEL_SYMBOLS, VDSO, Recording
 from mixedstack.perf.tmpview import TMP
 from mixedstack.record import jitdump, tmpfiles
+from mixedstack.record.attach.process import Place
 from mixedstack.record.elf import build_id, own_vdso, read_file
 
 MAP_FILE = re.compile(r"^perf-(\d+)\.map$")
@@ -35,20 +37,29 @@ class RecordingFolder(Recording):
     """A recording as record writes it: its layout, and what record puts in its folder."""
 
     def adopt_tmp_files(self, pids: set, uid_of: Callable[[int], int], since: float, move: bool = True,
-                        warn: Callable[[str], None] = lambda message: None) -> List[str]:
+                        warn: Callable[[str], None] = lambda message: None,
+                        places: Optional[Dict[int, Place]] = None) -> List[str]:
         """Take the perf maps and jitdumps of `pids` written since `since` out of /tmp,
         into the recording's own folder (CPython never deletes them). Only regular files
         owned by `uid_of(pid)`, the user its process ran as, are taken (tmpfiles.copy_owned);
-        `warn` hears of the rest. `move`: remove them from /tmp too."""
+        `warn` hears of the rest. `move`: remove them from /tmp too. A process in a
+        container (`places`) has its files in its own /tmp, named by its pid there: they
+        are copied from there and named by its pid here, as perf names the process."""
         taken = []
         os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
-        for name in sorted(os.listdir(TMP)):
+        found = [(os.path.join(TMP, name), name) for name in sorted(os.listdir(TMP))]
+        places = places or {}
+        for place in places.values():
+            found += [(place.host(os.path.join(TMP, name % place.nspid)), name % place.pid)
+                      for name in ("perf-%d.map", "jit-%d.dump") if os.path.exists(place.host(TMP))]
+        for path, name in found:
             match = MAP_FILE.match(name) or DUMP_FILE.match(name)
             if not match or int(match.group(1)) not in pids:
                 continue
-            path = os.path.join(TMP, name)
             uid = uid_of(int(match.group(1)))
             mtime = tmpfiles.owned_mtime(path, uid)
+            if mtime is None and not os.path.lexists(path):
+                continue
             if mtime is not None and mtime < since:
                 continue  # an older process that happened to have the same pid
             try:
@@ -64,14 +75,17 @@ class RecordingFolder(Recording):
             taken.append(name)
         return taken
 
-    def repair_jitdumps(self) -> Optional[str]:
-        """Make each adopted jitdump readable by perf inject (jitdump.repair); a line
-        saying what was lost, when anything was."""
+    def repair_jitdumps(self, contained: Iterable[int] = ()) -> Optional[str]:
+        """Make each adopted jitdump readable by perf inject (jitdump.repair), those of
+        the `contained` pids (processes in containers) renumbered after them once whole;
+        a line saying what was lost, when anything was."""
         lost = []
         for name in sorted(os.listdir(self.tmp_dir)) if os.path.isdir(self.tmp_dir) else ():
             match = DUMP_FILE.match(name)
             if match:
                 repaired = jitdump.repair(os.path.join(self.tmp_dir, name), int(match.group(1)))
+                if int(match.group(1)) in contained:
+                    jitdump.renumber(os.path.join(self.tmp_dir, name), int(match.group(1)))
                 if repaired.dropped or repaired.header:
                     lost.append("%s (%s)" % (name, "empty: its process ended before writing it" if repaired.header
                                              else "%s bytes that did not parse" % format(repaired.dropped, ",")))
@@ -91,11 +105,17 @@ class RecordingFolder(Recording):
         function's ELF file (and its copy in the build-id cache) when it meets its
         jitdump's map, whatever follows, and a recording of an hour is read once less."""
         side, out = (os.path.abspath(os.path.join(self.tmp_dir, name)) for name in ("maps.data", "maps.out"))
+        named = [jitdump_named_by_pid(head, record) for record in jitdumps]
         with open(side, "wb") as f:
-            f.write(side_file(head, b"".join(jitdumps), features))
+            f.write(side_file(head, b"".join(named), features))
         # inject reads the dumps adopted into the recording's folder (./jit-PID.dump) and
-        # writes its jitted-*.so there too, never in /tmp
-        done = subprocess.run(perf_command("inject", self.buildid_dir) + ["--jit", "-i", side, "-o", out],
+        # writes its jitted-*.so there too, never in /tmp. For a process in a container
+        # that still runs, perf would enter its mount namespace to open the dump (and not
+        # find ours there): inject then runs where it cannot see that process (a pid
+        # namespace and /proc of its own), and takes the dumps as any other's.
+        private = named != list(jitdumps) and os.geteuid() == 0 and shutil.which("unshare")
+        done = subprocess.run((["unshare", "--pid", "--fork", "--mount-proc"] if private else []) +
+                              perf_command("inject", self.buildid_dir) + ["--jit", "-i", side, "-o", out],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.tmp_dir)
         found = side_records(out, PERF_RECORD_MMAP2) if done.returncode == 0 and os.path.exists(out) else None
         for path in (side, out):
@@ -170,6 +190,25 @@ class RecordingFolder(Recording):
             with open(target, "wb") as f:
                 f.write(content)
         self._place(folder, build, name, write)
+
+    def keep_contained_files(self, mapped: Iterable[Tuple[str, str]], places: Iterable[Place]) -> int:
+        """Copy into the build-id cache each file that processes in containers mapped, as
+        the container holds it (`mapped`: (build id, path as it names it)), where this
+        machine has no file of that build id at that path: perf script then reads the
+        container's python and libc (a newer glibc than ours), not ours, and not nothing
+        once the container is gone. Read while the processes still run; how many kept."""
+        kept = 0
+        roots = [place.root for place in places]
+        for build, path in mapped:
+            if not roots or build_id(read_file(path)) == build:
+                continue  # ours is the same file
+            for root in roots:
+                content = read_file(root + path)
+                if content is not None and build_id(content) == build:
+                    self.cache(path.lstrip("/"), build, "elf", content)
+                    kept += 1
+                    break
+        return kept
 
     def lend_debug_file(self, binary: str, build: str, debug: str) -> None:
         """Where perf looks for a binary's debug symbols in the cache (DSO-PATH/BUILD-ID/debug):

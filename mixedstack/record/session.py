@@ -266,10 +266,11 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
     pids = tidied.pids | set(options.pids)
     # a process we attached to goes on running: its map and jitdump are copied, not moved
     recording.adopt_tmp_files(pids, lambda pid: owners.get(pid, target_uid), since=0 if options.pids else started - 1,
-                              move=not options.pids, warn=lambda message: say("mixedstack: warning: " + message))
+                              move=not options.pids, warn=lambda message: say("mixedstack: warning: " + message),
+                              places=attached.places if options.pids else None)
     first = b""
     if mode.needs_inject and assembly.tidier.jitdumps:
-        repaired = recording.repair_jitdumps()
+        repaired = recording.repair_jitdumps(attached.places if options.pids else ())
         if repaired:
             say("mixedstack: note: %s" % repaired)
         first, jitted, complaint = recording.inject_jit(assembly.head, assembly.features, assembly.tidier.jitdumps)
@@ -294,6 +295,8 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
             else "mixedstack: " + stopped_note)
 
     recording.prune_buildid_cache()
+    if options.pids and attached.places:
+        recording.keep_contained_files(mapped, attached.places.values())
     for found in debuginfo.lendable(mapped):
         recording.lend_debug_file(found.path, found.build, found.debug)
     if kernel_excluded(recording.data):  # report says it again, from perf.data itself

@@ -167,6 +167,22 @@ def find_interpreter(command: List[str],
     return _resolve(_which(command[0], env), env, 0)
 
 
+def find_interpreter_at(executable: str, enter: List[str], root: str) -> Optional[Interpreter]:
+    """The CPython at `executable` of another mount namespace (a container): probed in
+    there (`enter`: the command prefix that runs it inside), its files read from here
+    through `root`. Its paths stay as the container names them. Never run on the host:
+    it is built for the container's libraries."""
+    try:
+        with open(root + executable, "rb") as f:
+            head = f.read(4)
+    except OSError as error:
+        raise TargetError("cannot read %s in the container (%s): run mixedstack as root" % (executable, error.strerror))
+    if head != b"\x7fELF" or not (_PYTHON_NAME.fullmatch(os.path.basename(executable))
+                                  or _calls_python_main(root + executable)):
+        return None
+    return _interpreter(_probe(enter + [executable], {"PATH": os.defpath}, executable), root)
+
+
 def _unwrap(command: List[str], env: Dict[str, str]) -> Tuple[List[str], Dict[str, str]]:
     """Strip `env VAR=1 nice -n 5 ...` style wrappers, applying env's changes."""
     while command and os.path.basename(command[0]) in _WRAPPERS:
@@ -396,15 +412,16 @@ def _probe(argv: List[str], env: Mapping[str, str], shown: str) -> dict:
     return info
 
 
-def _interpreter(info: dict) -> Optional[Interpreter]:
+def _interpreter(info: dict, root: str = "") -> Optional[Interpreter]:
+    """The probe's answer as an Interpreter; its files read through `root` (a container's)."""
     if info.get("implementation") != "cpython":
         return None   # PyPy & co: no CPython frames to find, so "native" mode
     executable = info["executable"]
     version = tuple(info["version"])
-    libpython = info.get("libpython") or _needed_libpython(executable, info)
-    if libpython:
+    libpython = info.get("libpython") or _needed_libpython(executable, info, root)
+    if libpython and not root:  # the probe resolved links in the container already
         libpython = os.path.realpath(libpython)
-    fp = _fp_verdict(libpython or executable)
+    fp = _fp_verdict(root + (libpython or executable))
     if fp is None:
         # The machine code could not tell (unknown arch, too few symbols): fall back
         # on how it says it was compiled, the last flag winning as in the compiler.
@@ -420,14 +437,14 @@ def _interpreter(info: dict) -> Optional[Interpreter]:
                        perf_jit=trampoline and version >= (3, 13))
 
 
-def _needed_libpython(executable: str, info: dict) -> Optional[str]:
+def _needed_libpython(executable: str, info: dict, root: str = "") -> Optional[str]:
     """libpython from DT_NEEDED, when /proc/self/maps was not readable in the probe.
 
     DT_NEEDED, not Py_ENABLE_SHARED: Debian's /usr/bin/python3.11 says shared in
     sysconfig but is linked statically.
     """
     try:
-        with open(executable, "rb") as f:
+        with open(root + executable, "rb") as f:
             dynamic = ELFFile(f).get_section_by_name(".dynamic")
             needed = [tag.needed for tag in dynamic.iter_tags("DT_NEEDED")] \
                 if isinstance(dynamic, DynamicSection) else []
@@ -437,7 +454,7 @@ def _needed_libpython(executable: str, info: dict) -> Optional[str]:
     for soname in needed:
         if soname.startswith("libpython"):
             for directory in dirs:
-                if os.path.isfile(os.path.join(directory, soname)):
+                if os.path.isfile(root + os.path.join(directory, soname)):
                     return os.path.join(directory, soname)
     return None
 

@@ -97,3 +97,20 @@ def test_an_empty_dump_gets_a_header_and_a_cut_one_loses_its_last_record(tmp_pat
     whole.write_bytes(dump([code_load(1), code_load(2)]))
     before = whole.read_bytes()
     assert jitdump.repair(str(whole), 10) == (2, 0, False) and whole.read_bytes() == before
+
+
+def test_a_contained_process_dump_is_renumbered_after_its_host_pid(tmp_path):
+    """A process in a container writes its pid there (1) into its dump; perf inject maps
+    each code load to the pid its record names: after renumber, the host's."""
+    path = tmp_path / "jit-4242.dump"
+    path.write_bytes(dump([code_load(1), code_load(2)], pid=1))
+    jitdump.renumber(str(path), 4242)
+    data = path.read_bytes()
+    assert struct.unpack_from("<I", data, 20)[0] == 4242
+    at, pids = jitdump.HEADER.size, []
+    while at < len(data):
+        _, size, _ = jitdump.RECORD.unpack_from(data, at)
+        pids.append(struct.unpack_from("<II", data, at + 16))
+        at += size
+    assert pids == [(4242, 4242), (4242, 4242)]
+    assert jitdump.repair(str(path), 4242) == (2, 0, False)  # still whole

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Folded, interpreter, mixedstack
+from conftest import Folded, alive, interpreter, mixedstack
 
 LOOP = """import os, sys
 open(sys.argv[1], "w").write(str(os.getpid()))
@@ -35,14 +35,6 @@ def start(tmp_path: Path, **popen):
         time.sleep(0.05)
     time.sleep(1.0)  # some samples of spin()
     return record, int(pid_file.read_text())
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
 
 
 def assert_recording_of_the_loop(tmp_path: Path) -> None:

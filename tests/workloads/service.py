@@ -80,7 +80,7 @@ def prefork():
 
 
 def heartbeat(workers):
-    return sum(k * k for k in range(20000)) + len(workers)
+    return sum(k * k for k in range(100000)) + len(workers)
 
 
 {"threads": threads, "prefork": prefork}[sys.argv[1]]()

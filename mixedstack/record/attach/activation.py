@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Dict, Optional
 
 from elftools.common.exceptions import ELFError
@@ -11,7 +12,7 @@ from elftools.elf.sections import SymbolTableSection
 
 from mixedstack.record.target import Interpreter
 from mixedstack.record.attach.inject import ActivationError
-from mixedstack.record.attach.process import mapped_files
+from mixedstack.record.attach.process import mapped_files, place_of
 from mixedstack.record.attach.process import AGENT_MODULE
 from mixedstack.record.attach.inject import ANCHOR, CHECK
 
@@ -37,10 +38,10 @@ def symbol_values(path: str, names) -> Optional[Dict[str, int]]:
 
 
 def same_file(pid: int, path: str) -> bool:
-    """Is `path` on disk the very file mapped in `pid` (not replaced since)?"""
+    """Is `path` on disk (as the process names it) the very file mapped in `pid` (not replaced since)?"""
     mapped = mapped_files(pid).get(path)
     try:
-        st = os.stat(path)
+        st = os.stat(place_of(pid).host(path))
     except OSError:
         return False
     return mapped is not None and mapped[1] == st.st_ino and mapped[0] == "%02x:%02x" % (
@@ -57,7 +58,7 @@ def perf_jit_code(pid: int, interp: Interpreter) -> str:
     if not same_file(pid, path):
         raise ActivationError("%s is not the file process %d has mapped (replaced since it started?)"
                               % (path, pid))
-    values = symbol_values(path, JIT_SYMBOLS + (ANCHOR, CHECK))
+    values = symbol_values(place_of(pid).host(path), JIT_SYMBOLS + (ANCHOR, CHECK))
     if values is None:
         raise ActivationError("%s has no symbol table (stripped) to find CPython's perf_jit functions in"
                               % path)
@@ -79,9 +80,20 @@ def perf_jit_code(pid: int, interp: Interpreter) -> str:
          "set": offset[JIT_SYMBOLS[0]], "init": offset[JIT_SYMBOLS[1]], "callbacks": offset[JIT_SYMBOLS[2]]}
 
 
-def agent_code(interp: Interpreter) -> str:
-    from mixedstack.record.agent import agent_path  # builds it for the target on first use
+def agent_code(interp: Interpreter, pid: int) -> str:
+    from mixedstack.record.agent import agent_path, readable_copy  # builds it for the target on first use
 
+    folder = agent_path(interp)
+    place = place_of(pid)
+    if place.contained:  # our cache is not in there: a copy in its /tmp, read from there
+        copy = place.host("/tmp/mixedstack-agent-%s" % os.path.basename(folder))
+        if not os.path.isdir(copy):
+            work = tempfile.mkdtemp(prefix=".mixedstack-agent-", dir=place.host("/tmp"))
+            readable_copy(folder, os.path.join(work, "agent"))
+            os.chmod(work, 0o755)
+            os.rename(os.path.join(work, "agent"), copy)
+            os.rmdir(work)
+        folder = copy[len(place.root):]
     return (
         "import sys\n"
         "if tuple(sys.version_info[:3]) != %(version)r:\n"
@@ -95,7 +107,7 @@ def agent_code(interp: Interpreter) -> str:
         "if answer is not True:\n"
         "    raise RuntimeError(answer)\n"
     ) % {"version": tuple(interp.version[:3]), "shown": ".".join(map(str, interp.version)),
-         "folder": agent_path(interp), "module": AGENT_MODULE}
+         "folder": folder, "module": AGENT_MODULE}
 
 
 FLUSH_CODE = "import ctypes\nctypes.CDLL(None).fflush(None)\n"

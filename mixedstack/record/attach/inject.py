@@ -19,6 +19,7 @@ from mixedstack.record.system import capabilities, read
 from mixedstack.record.tmpfiles import Refused
 from mixedstack.record.tmpfiles import open_owned
 from mixedstack.record.target import Interpreter
+from mixedstack.record.attach.process import Place, place_of
 
 GDB_TIMEOUT = 60.0  # seconds for gdb to attach, queue the call and detach
 CAP_SYS_PTRACE = 19
@@ -139,7 +140,11 @@ def run_in(pid: int, body: str, wait: float, gdb: Optional[str] = None,
         problem = ptrace_problem(pid)
     if problem:
         raise ActivationError(problem)
-    folder = tempfile.mkdtemp(prefix="mixedstack-run-")
+    # a folder both sides see: in the process's own /tmp (a container's, reached through
+    # its root), named there as the process names it
+    place = place_of(pid)
+    folder = tempfile.mkdtemp(prefix="mixedstack-run-", dir=place.host("/tmp"))
+    inside = folder[len(place.root):]
     try:
         uid = os.stat("/proc/%d" % pid).st_uid
         if uid != os.geteuid() and os.geteuid() == 0:
@@ -147,9 +152,10 @@ def run_in(pid: int, body: str, wait: float, gdb: Optional[str] = None,
         status = os.path.join(folder, "status.json")
         indented = "\n".join("        " + line for line in body.strip("\n").splitlines())
         # in a namespace of its own, whatever the route runs it in
-        code = "__import__('builtins').exec(%r, {})" % (_WRAPPER % {"body": indented, "status": status})
+        code = "__import__('builtins').exec(%r, {})" % (_WRAPPER % {"body": indented,
+                                                                    "status": os.path.join(inside, "status.json")})
         if via_remote:
-            _remote_exec(remote, pid, code, folder)
+            _remote_exec(remote, place, code, folder)
         else:
             _queue(gdb, pid, code)
         deadline = time.monotonic() + wait
@@ -171,15 +177,18 @@ def run_in(pid: int, body: str, wait: float, gdb: Optional[str] = None,
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _remote_exec(interp: Interpreter, pid: int, code: str, folder: str) -> None:
-    """Hand `code` to `pid` through sys.remote_exec. The target reads the script when it
-    runs it, later: it stays in `folder` until run_in is done waiting."""
+def _remote_exec(interp: Interpreter, place: Place, code: str, folder: str) -> None:
+    """Hand `code` to the process through sys.remote_exec, run by its own interpreter
+    (in its container, where it has one). The target reads the script when it runs it,
+    later: it stays in `folder` until run_in is done waiting."""
+    pid = place.pid
     script = os.path.join(folder, "run.py")
     with open(script, "w") as f:
         f.write(code)
     os.chmod(folder, 0o755)  # the process may run as another user: it reads run.py there
     os.chmod(script, 0o644)
-    done = subprocess.run([interp.executable, "-I", "-c", "import sys; sys.remote_exec(%d, %r)" % (pid, script)],
+    done = subprocess.run(place.enter() + [interp.executable, "-I", "-c", "import sys; sys.remote_exec(%d, %r)" % (
+        place.nspid, script[len(place.root):])],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=GDB_TIMEOUT)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["exit status %d" % done.returncode])[-1]

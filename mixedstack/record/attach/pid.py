@@ -16,7 +16,8 @@ from mixedstack.record.target import native, perf_mode
 from mixedstack.record.attach.activation import FLUSH_CODE, agent_code, perf_jit_code, perf_map_code
 from mixedstack.record.attach.inject import ActivationError, run_in
 from mixedstack.perf.command import PerfError
-from mixedstack.record.attach.process import forked_at, interpreter_of, process_tree, runs_agent, trampoline_on
+from mixedstack.record.attach.process import Place, forked_at, interpreter_of, place_of, process_tree
+from mixedstack.record.attach.process import runs_agent, trampoline_on
 from mixedstack.record.tmpfiles import owner_of
 from mixedstack.record.attach.inject import REMOTE_EXEC
 
@@ -124,7 +125,7 @@ def _activation(pid: int, interp: Interpreter, wanted: Mode, call_graph: str, ag
             if agent == "never":
                 raise ActivationError("%s, and --agent never forbids the mixedstack agent" % error)
         wanted = perf_mode(interp, call_graph, "always")  # the agent serves 3.13 too
-    return wanted, agent_code(interp)
+    return wanted, agent_code(interp, pid)
 
 
 def _consent(pid: int, activate: Optional[bool], ask: Ask, action: str) -> bool:
@@ -149,6 +150,7 @@ class Tree:
     mode: Mode
     interp: Optional[Interpreter]
     forks: List[Tuple[int, int, int]]  # (child, parent, when it was forked: monotonic ns), parents first
+    places: Dict[int, Place]  # {pid: where it lives} of those in containers
 
     def forks_seen_in(self, folder: str) -> List[Tuple[int, int, int]]:
         """`forks`, each as precise as the child's jitdump allows. /proc gives a start to
@@ -213,4 +215,5 @@ def attach_tree(roots: List[int], children: bool, call_graph: str, agent: str, a
             len(members), len(pythons), mode.reason))
     kept = {member.pid: parents[member.pid] for member in members}
     forks = [(pid, parent, forked_at(pid)) for pid, parent in kept.items() if parent in kept]
-    return Tree(members, kept, owners, mode, chosen.interp, [fork for fork in forks if fork[2] is not None])
+    places = {pid: place for pid, place in ((pid, place_of(pid)) for pid in kept) if place.contained}
+    return Tree(members, kept, owners, mode, chosen.interp, [fork for fork in forks if fork[2] is not None], places)

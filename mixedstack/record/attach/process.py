@@ -6,6 +6,7 @@ import collections
 import dataclasses
 import functools
 import os
+import shutil
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -16,13 +17,52 @@ from mixedstack.record.tmpfiles import owner_of
 from mixedstack.record.target import Interpreter
 from mixedstack.record.target import TargetError
 from mixedstack.record.target import find_interpreter
+from mixedstack.record.target import find_interpreter_at
 
 AGENT_MODULE = "_mixedstack_agent"
 
 
+@dataclasses.dataclass(frozen=True)
+class Place:
+    """Where a process lives: a container (its own mount and pid namespaces, as Docker,
+    Podman and Kubernetes run it) names its files and itself otherwise than we do.
+    `root` reaches its files from here ("" in our own mount namespace); `nspid` is its
+    pid in its own pid namespace (its /tmp/perf-NSPID.map, /tmp/jit-NSPID.dump);
+    `enter` runs a command inside its namespaces."""
+
+    pid: int
+    root: str = ""
+    nspid: int = 0
+
+    @property
+    def contained(self) -> bool:
+        return bool(self.root)
+
+    def host(self, path: str) -> str:
+        """`path` as the process names it, reached from here."""
+        return self.root + path
+
+    def enter(self) -> List[str]:
+        return ["nsenter", "--target", str(self.pid), "--mount", "--pid", "--"] if self.contained else []
+
+
+def place_of(pid: int) -> Place:
+    try:
+        other = os.stat("/proc/%d/ns/mnt" % pid).st_ino != os.stat("/proc/self/ns/mnt").st_ino
+        with open("/proc/%d/status" % pid) as f:
+            nspid = next((int(line.split()[-1]) for line in f if line.startswith("NSpid:")), pid)
+    except (OSError, ValueError):
+        return Place(pid, "", pid)
+    return Place(pid, "/proc/%d/root" % pid if other else "", nspid)
+
+
 def interpreter_of(pid: int) -> Optional[Interpreter]:
     """The CPython running as `pid`: its executable, or the python installed beside
-    the libpython it maps (uwsgi and other programs embedding Python)."""
+    the libpython it maps (uwsgi and other programs embedding Python). In a container
+    it is probed in there (its glibc may be newer than ours) and read through its root."""
+    place = place_of(pid)
+    if place.contained:
+        return _contained_interpreter(place)
     try:
         executable = os.readlink("/proc/%d/exe" % pid)
     except FileNotFoundError:
@@ -69,6 +109,18 @@ def _probe_once(executable: str, mtime_ns: int, size: int) -> Optional[Interpret
     return find_interpreter([executable])
 
 
+def _contained_interpreter(place: Place) -> Optional[Interpreter]:
+    try:
+        executable = os.readlink("/proc/%d/exe" % place.pid)
+    except OSError as error:
+        raise PerfError("process %d (in a container) cannot be read (%s): run mixedstack as root"
+                        % (place.pid, error.strerror))
+    if shutil.which("nsenter") is None:
+        raise PerfError("process %d runs in a container, and its interpreter is probed in there with "
+                        "nsenter, which is not installed: apt install util-linux" % place.pid)
+    return find_interpreter_at(executable, place.enter(), place.root)
+
+
 def mapped_libpython(pid: int) -> Optional[str]:
     for path in mapped_files(pid):
         if os.path.basename(path).startswith("libpython"):
@@ -93,11 +145,12 @@ def mapped_files(pid: int) -> Dict[str, Tuple[str, int]]:
 def trampoline_on(pid: int) -> Optional[str]:
     """"jit" (a jitdump mapped: CPython's perf_jit or the agent), "map" (a perf map
     written since the process started: CPython's perf backend), or None."""
-    if "/tmp/jit-%d.dump" % pid in mapped_files(pid):
+    place = place_of(pid)
+    if "/tmp/jit-%d.dump" % place.nspid in mapped_files(pid):
         return "jit"
     # a map counts only if the process's own user wrote it: anyone can place one in /tmp
     owner = owner_of(pid)
-    written = owned_mtime("/tmp/perf-%d.map" % pid, owner) if owner is not None else None
+    written = owned_mtime(place.host("/tmp/perf-%d.map" % place.nspid), owner) if owner is not None else None
     try:
         if written is not None and written >= started_at(pid):
             return "map"
