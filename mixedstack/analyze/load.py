@@ -16,7 +16,7 @@ import contextlib
 import gc
 import os
 import re
-from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from mixedstack.analyze.fold import Folder, FoldOptions
 from mixedstack.analyze.markers import is_off_cpu
@@ -47,6 +47,7 @@ class Selection(NamedTuple):
     events: EventFilter  # the on-CPU event (and the context switches, for off/wall)
     switches: Optional[offcpu.Switches]  # blocked times of the switches, for off/wall
     what: str  # cpu, off or wall
+    processes: Tuple[str, ...] = ()  # only the samples of these pids or command names (none: all)
 
 
 class Loaded(NamedTuple):
@@ -65,7 +66,8 @@ def load(path: str = "perf.data", what: Optional[str] = None, options: Optional[
 
 def read(path: str, what: Optional[str] = None, options: Optional[FoldOptions] = None,
          inline: bool = False, label: Optional[ProcessLabel] = None, event_filter: Optional[str] = None,
-         detail: bool = False, warn: Warn = _ignore, progress: Optional[Progress] = None) -> Loaded:
+         detail: bool = False, warn: Warn = _ignore, progress: Optional[Progress] = None,
+         processes: Sequence[str] = ()) -> Loaded:
     """INPUT -> stacks, with the summary the CLI prints.
 
     `what` is cpu, off or wall; None means wall for a recording made with --off-cpu,
@@ -82,7 +84,7 @@ def read(path: str, what: Optional[str] = None, options: Optional[FoldOptions] =
                 meta = source.recording.meta()
                 options.activated = bool(meta.get("activated"))
                 options.trampolined = meta.get("mode") in LATE_TRAMPOLINE_MODES
-            selection = select_events(source, what, event_filter, warn)
+            selection = select_events(source, what, event_filter, warn, processes)
             folder = Folder(options, detail=detail)
             with samples_of(source, selection, label, warnings.append, progress) as samples:
                 folder.add_all(samples)
@@ -104,9 +106,11 @@ def read(path: str, what: Optional[str] = None, options: Optional[FoldOptions] =
     return Loaded(folder.result(unit), summary)
 
 
-def select_events(source: Source, what: Optional[str], wanted: Optional[str], warn: Warn = _ignore) -> Selection:
+def select_events(source: Source, what: Optional[str], wanted: Optional[str], warn: Warn = _ignore,
+                  processes: Sequence[str] = ()) -> Selection:
     """Which samples to read: in a recording made with --off-cpu, the on-CPU event
-    and, for --what off|wall, the context switches (with their blocked times).
+    and, for --what off|wall, the context switches (with their blocked times);
+    `processes` (pids or command names): only theirs (`record -a` records them all).
     `what` None: wall where the recording has switches, else cpu."""
     switched = source.kind == RECORDING and perf.SWITCH_EVENT in perf.event_names(source.name)
     if what is None:
@@ -115,10 +119,10 @@ def select_events(source: Source, what: Optional[str], wanted: Optional[str], wa
         raise InputError("%s holds no context switches, so no off-CPU time: record with "
                          "`mixedstack record --off-cpu -- CMD`, or fold with --what cpu" % source.name)
     if not switched:
-        return Selection(EventFilter(wanted, warn=warn), None, what)
+        return Selection(EventFilter(wanted, warn=warn), None, what, tuple(processes))
     also = () if what == "cpu" else (perf.SWITCH_EVENT,)
     switches = None if what == "cpu" else offcpu.Switches.read(source.name)
-    return Selection(EventFilter(wanted or perf.CPU_EVENT, warn=warn, also=also), switches, what)
+    return Selection(EventFilter(wanted or perf.CPU_EVENT, warn=warn, also=also), switches, what, tuple(processes))
 
 
 @contextlib.contextmanager
@@ -132,6 +136,9 @@ def samples_of(source: Source, selection: Selection, label: Optional[ProcessLabe
     objects, none of them in cycles, and the collector's passes over them are pure
     cost (docs/speed.md)."""
     samples = parse(source.text, label or ProcessLabel(), selection.events, on_unrecognized=on_unrecognized)
+    if selection.processes:
+        wanted = set(selection.processes)
+        samples = (sample for sample in samples if sample.pid in wanted or sample.comm in wanted)
     weighed = offcpu.weigh(samples, selection.what, selection.switches)
     enabled = gc.isenabled()
     gc.disable()

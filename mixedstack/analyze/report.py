@@ -247,14 +247,16 @@ class ReportBuilder:
         }
 
 
-def report(path: str, top: int = 10, warn: Callable[[str], None] = lambda message: None) -> dict:
-    """INPUT (a recording or `perf script` text) -> the report's figures."""
+def report(path: str, top: int = 10, warn: Callable[[str], None] = lambda message: None,
+           processes: Sequence[str] = ()) -> dict:
+    """INPUT (a recording or `perf script` text) -> the report's figures (of `processes`
+    only, pids or command names, when given)."""
     try:
         with open_input(path) as source:
             if source.kind == FOLDED:
                 raise InputError("%s is folded text: report needs a recording or `perf script` text, "
                                  "which keep each sample's frames and times" % path)
-            selection = select_events(source, None, None, warn)
+            selection = select_events(source, None, None, warn, processes)
             meta = source.recording.meta() if source.recording else {}
             builder = ReportBuilder(selection.switches, activated=bool(meta.get("activated")),
                                     trampolined=meta.get("mode") in LATE_TRAMPOLINE_MODES)

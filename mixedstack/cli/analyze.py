@@ -23,6 +23,13 @@ from mixedstack.renderers import render, renderer, write_output
 STACK_FORMATS = ["folded", "speedscope", "pprof"]
 
 
+def only_processes(command):
+    """--process PID|NAME, repeatable: for recordings of many processes (record -a, --pid's trees)."""
+    return click.option("--process", "processes", multiple=True, metavar="PID|NAME",
+                        help="Only the samples of this process (a pid, or a command name as perf "
+                             "shows it); repeat for more.")(command)
+
+
 @cli.main.command()
 @click.argument("input", default="perf.data", metavar="[INPUT]")
 @click.option("-o", "--output", default="-", metavar="FILE", help="Write to FILE instead of standard output.")
@@ -44,8 +51,9 @@ STACK_FORMATS = ["folded", "speedscope", "pprof"]
 @click.option("--what", type=click.Choice(offcpu.WHATS), default="cpu", show_default=True,
               help="On-CPU samples (cpu), time spent blocked (off), or both on one time scale "
                    "(wall); off and wall need a recording made with `record --off-cpu`.")
+@only_processes
 def fold(input, output, format_, pid, tid, kernel, jit, all_, addrs, event_filter, keep_interpreter, inline,
-         what):
+         what, processes):
     """Fold INPUT into one `frame;frame;... count` line per distinct stack.
 
     INPUT is a recording (default ./perf.data) or `perf script` text in a file or on
@@ -61,7 +69,7 @@ def fold(input, output, format_, pid, tid, kernel, jit, all_, addrs, event_filte
     loaded = load(input, options=FoldOptions(kernel=kernel, jit=jit, all=all_, addrs=addrs,
                                              keep_interpreter=keep_interpreter),
                   inline=inline, label=ProcessLabel(pid, tid), event_filter=event_filter,
-                  detail=format_ == "pprof", what=what)
+                  detail=format_ == "pprof", what=what, processes=processes)
     options = {"name": input} if format_ == "speedscope" else {}
     write(output, format_, loaded, **options)
     if output != "-" or sys.stderr.isatty():
@@ -76,7 +84,8 @@ def fold(input, output, format_, pid, tid, kernel, jit, all_, addrs, event_filte
 @click.option("--what", type=click.Choice(offcpu.WHATS), default=None,
               help="On-CPU samples, off-CPU waits, or both (default: wall for a recording made with "
                    "--off-cpu, else cpu; a folded file as it is).")
-def flamegraph(input, output, title, what):
+@only_processes
+def flamegraph(input, output, title, what, processes):
     """Draw INPUT as an interactive flame graph: one SVG that a browser opens.
 
     INPUT is a recording (default ./perf.data), `perf script` text, or folded text.
@@ -86,7 +95,7 @@ def flamegraph(input, output, title, what):
     if output is None:
         output = "-" if input == "-" else os.path.splitext(input)[0] + renderer("flamegraph").EXTENSION
     refuse_to_overwrite(output, input)
-    loaded = load(input, what=what, detail=True)
+    loaded = load(input, what=what, detail=True, processes=processes)
     if title is None:
         title = "Flame graph: %s%s" % (os.path.basename(input) if input != "-" else "standard input",
                                        " (%s)" % what if what else "")
@@ -139,7 +148,8 @@ def diff(before, after, output, title, what, exact_roots):
 @click.option("-o", "--output", default="-", metavar="FILE", help="Write to FILE instead of standard output.")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(1, 10000), metavar="N",
               help="Rows in each top-N table.")
-def report(input, format_, output, top):
+@only_processes
+def report(input, format_, output, top, processes):
     """Summarise INPUT: on-CPU time by layer, syscalls, GIL waits, threads, top Python
     functions, and the recording's health.
 
@@ -152,7 +162,7 @@ def report(input, format_, output, top):
     refuse_to_overwrite(output)
     stop_like_ctrl_c()
     with cli.errors_to_exit():
-        figures = figures_of(input, top=top, warn=cli.say)
+        figures = figures_of(input, top=top, warn=cli.say, processes=processes)
         text = io.StringIO()
         if format_ == "json":
             json.dump(figures, text, indent=2)

@@ -31,6 +31,9 @@ from mixedstack.perf.recording import Recording
 @click.option("-p", "--pid", "pids", type=int, multiple=True, metavar="PID",
               help="Attach to a running process, and every process descending from it, instead of "
                    "running COMMAND (repeat for more).")
+@click.option("-a", "--all", "everything", is_flag=True,
+              help="Record every process on the machine (as root; until -d SECONDS or Ctrl-C), each "
+                   "Python process with its frames where its trampoline is on or --activate turns it on.")
 @click.option("--children/--no-children", default=True, show_default=True,
               help="With --pid: record the processes descending from PID too (a prefork master's "
                    "workers, those it starts while recording), or PID alone.")
@@ -49,16 +52,18 @@ from mixedstack.perf.recording import Recording
               help="Run COMMAND as USER, with that user's groups and environment, while perf keeps "
                    "the privileges it needs (for sudo: --user \"$SUDO_USER\").")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def record(output, frequency, call_graph, stack_size, force, agent, pids, children, duration, stop_target,
-           off_cpu, activate, user, command) -> None:
+def record(output, frequency, call_graph, stack_size, force, agent, pids, everything, children, duration,
+           stop_target, off_cpu, activate, user, command) -> None:
     """Run COMMAND under perf record, with Python frames where the interpreter allows.
 
     Examples: mixedstack record -o app.data -- python app.py --its-args;
     mixedstack record --pid 1234 -d 10
     """
-    pid = pids[0] if pids else None
+    if everything and (command or pids):
+        cli.fail("-a records every process: give no COMMAND and no --pid with it", 2)
+    pid = pids[0] if pids else (1 if everything else None)  # below: what goes for --pid goes for -a
     if bool(command) == (pid is not None):
-        cli.fail("give either a COMMAND to run (after --) or --pid PID to attach to", 2)
+        cli.fail("give either a COMMAND to run (after --), --pid PID to attach to, or -a for every process", 2)
     if not stop_target and (duration is None or pid is not None):
         cli.fail("--keep-target goes with --duration and a COMMAND: a process attached to with --pid "
                  "always runs on", 2)
@@ -90,7 +95,7 @@ def record(output, frequency, call_graph, stack_size, force, agent, pids, childr
     try:
         result = run_record(
             RecordOptions(list(command), output, frequency, call_graph, stack_size, agent, list(pids), children,
-                          duration, stop_target, off_cpu, activate, user,
+                          everything, duration, stop_target, off_cpu, activate, user,
                           progress=cli.StatusLine(sys.stderr) if sys.stderr.isatty() else None),
             say=cli.say,
             ask=(lambda question: click.confirm(question, err=True)) if on_terminal else None,

@@ -411,14 +411,17 @@ def _close_quietly(fd: int) -> None:
         pass
 
 
-def attach_to(perf_command: List[str], pids: List[int], children: bool, duration: Optional[float],
+def attach_to(perf_command: List[str], pids: Optional[List[int]], children: bool, duration: Optional[float],
               started: Callable[[subprocess.Popen], None] = lambda perf: None) -> Ended:
-    """`perf record -p PID,...` until the processes end, `duration` passes, or Ctrl-C
-    (which perf receives with us), SIGTERM or SIGHUP (passed on to perf as SIGINT);
-    the processes themselves are left running. perf's inherit follows the children
-    they start while recording; `children` False: not those either."""
-    alive = [pid for pid in pids if os.path.exists("/proc/%d" % pid)]  # perf refuses a gone pid
-    command = perf_command + ["-p", ",".join(map(str, alive or pids))] + ([] if children else ["--no-inherit"])
+    """`perf record -p PID,...` (`pids` None: -a, every process) until the processes end,
+    `duration` passes, or Ctrl-C (which perf receives with us), SIGTERM or SIGHUP (passed
+    on to perf as SIGINT); the processes themselves are left running. perf's inherit
+    follows the children they start while recording; `children` False: not those either."""
+    if pids is None:
+        command = perf_command + ["-a"]
+    else:
+        alive = [pid for pid in pids if os.path.exists("/proc/%d" % pid)]  # perf refuses a gone pid
+        command = perf_command + ["-p", ",".join(map(str, alive or pids))] + ([] if children else ["--no-inherit"])
     if duration is not None:
         command += ["--", "sleep", "%g" % duration]
     with Stopper() as stopper:

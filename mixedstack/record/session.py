@@ -49,12 +49,18 @@ class RecordOptions:
     agent: str = "auto"  # auto | always | never: our trampoline agent (agent/)
     pids: List[int] = dataclasses.field(default_factory=list)  # attach to these running processes instead
     children: bool = True  # with pids: and every process descending from them
+    everything: bool = False  # attach to every process on the machine (perf record -a)
     duration: Optional[float] = None  # stop recording after this many seconds
     stop_target: bool = True  # when duration runs out, stop a launched target too (else it runs on)
     off_cpu: bool = False  # also record every context switch, with its stack (offcpu.py)
     activate: Optional[bool] = None  # with pid: may gdb run code in it (None: ask, if `ask`)
     user: Optional[str] = None  # run the command as this user (perf keeps our privileges)
     progress: Optional[Callable] = None  # called with collect.Status every 0.2 s, then with None
+
+    @property
+    def attaching(self) -> bool:
+        """Recording processes that run already (--pid, -a), not a command of ours."""
+        return bool(self.pids) or self.everything
 
 
 @dataclasses.dataclass
@@ -163,9 +169,9 @@ def record(options: RecordOptions, say: Callable[[str], None],
            ask: Optional[Callable[[str], bool]] = None) -> RecordResult:
     perf.perf_binary()  # fail first, and only once, when perf is missing
     recording = RecordingFolder(options.output)
-    account = run_as(options.user, say) if not options.pids else None
+    account = run_as(options.user, say) if not options.attaching else None
     agent_folder = attached = None
-    if not options.pids:
+    if not options.attaching:
         interp = find_interpreter(options.command)
         programs = [shutil.which(options.command[0]) or options.command[0]] + ([interp.executable] if interp else [])
         if account is not None and not all(account.can(program, os.X_OK) for program in programs):
@@ -183,10 +189,10 @@ def record(options: RecordOptions, say: Callable[[str], None],
             agent_folder = fork_guard_path()
             mode = with_agent(mode, agent_folder)
     else:
-        attached = attach_tree(options.pids, options.children, options.call_graph, options.agent,
-                               options.activate, say, ask)
+        attached = attach_tree(options.pids or [1], options.children, options.call_graph, options.agent,
+                               options.activate, say, ask, everything=options.everything)
         interp, mode = attached.interp, attached.mode
-    if mode.name in ("native", "agent") or options.call_graph != "auto" or options.pids:
+    if mode.name in ("native", "agent") or options.call_graph != "auto" or options.attaching:
         say("mixedstack: %s" % mode.reason)
     # what we write is the owner's only: perf.data holds copies of the target's stack memory
     umask = os.umask(0o077)
@@ -225,12 +231,13 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         collector.on_failure = lambda: perf_process.poll() is None and perf_process.send_signal(signal.SIGINT)
     try:
         collector.start()
-        if not options.pids:
+        if not options.attaching:
             env = target_environment(mode)
             ended = run_attached(command, options.command, account.environment(env) if account else env, umask,
                                  account, options.duration, options.stop_target, perf_started)
         else:
-            ended = attach_to(command, attached.pids, options.children, options.duration, perf_started)
+            ended = attach_to(command, None if options.everything else attached.pids, options.children,
+                              options.duration, perf_started)
     except BaseException:
         system_files.join()
         collector.stop()
@@ -238,9 +245,9 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         if collector.assembly.head is None:
             recording.remove()  # nothing was recorded: leave no empty folder behind
         raise
-    if options.pids:
+    if options.attaching:
         owners = attached.owners
-        target_uid = owners.get(options.pids[0], os.getuid())
+        target_uid = owners.get(attached.pids[0], os.getuid())
     else:
         target_uid = account.uid if account else os.getuid()
         owners = {}
@@ -248,7 +255,7 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
     collector.stop()
     assembly = collector.assembly
     system_files.join()
-    if options.pids:
+    if options.attaching:
         attached.before_inject(say)
 
     if assembly.head is None:
@@ -265,16 +272,18 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
     system_files.save(tidied.kernel_addresses)
     pids = tidied.pids | set(options.pids)
     # a process we attached to goes on running: its map and jitdump are copied, not moved
-    recording.adopt_tmp_files(pids, lambda pid: owners.get(pid, target_uid), since=0 if options.pids else started - 1,
-                              move=not options.pids, warn=lambda message: say("mixedstack: warning: " + message),
-                              places=attached.places if options.pids else None)
+    # (with -a, processes started while recording are in no tree: their owner is read now)
+    recording.adopt_tmp_files(pids, lambda pid: owners.get(pid) or tmpfiles.owner_of(pid) or target_uid,
+                              since=0 if options.attaching else started - 1, move=not options.attaching,
+                              warn=lambda message: say("mixedstack: warning: " + message),
+                              places=attached.places if options.attaching else None)
     first = b""
     if mode.needs_inject and assembly.tidier.jitdumps:
-        repaired = recording.repair_jitdumps(attached.places if options.pids else ())
+        repaired = recording.repair_jitdumps(attached.places if options.attaching else ())
         if repaired:
             say("mixedstack: note: %s" % repaired)
         first, jitted, complaint = recording.inject_jit(assembly.head, assembly.features, assembly.tidier.jitdumps)
-        if options.pids:  # children forked before perf attached run their parents' code too
+        if options.attaching:  # children forked before perf attached run their parents' code too
             first += inherited_maps(assembly.head, first, attached.forks_seen_in(recording.tmp_dir))
         if complaint:
             say("mixedstack: perf inject --jit failed (%s); Python frames will be missing" % complaint)
@@ -295,7 +304,7 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
             else "mixedstack: " + stopped_note)
 
     recording.prune_buildid_cache()
-    if options.pids and attached.places:
+    if options.attaching and attached.places:
         recording.keep_contained_files(mapped, attached.places.values())
     for found in debuginfo.lendable(mapped):
         recording.lend_debug_file(found.path, found.build, found.debug)
@@ -314,10 +323,11 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
     # signal (SIGINT 130, SIGTERM 143, SIGHUP 129); else the target's own status.
     exit_status = 128 + ended.received[0] if ended.received else shell_status(ended.status)
     recording.write_meta({
-        "command": options.command or [word for pid in options.pids for word in ("--pid", str(pid))],
+        "command": options.command or (["--all"] if options.everything else
+                                        [word for pid in options.pids for word in ("--pid", str(pid))]),
         "mode": mode.name,
-        "activated": attached.activated if options.pids else None,
-        "processes": attached.parents if options.pids else None,
+        "activated": attached.activated if options.attaching else None,
+        "processes": attached.parents if options.attaching else None,
         "reason": mode.reason,
         "interpreter": interp.describe() if interp else None,
         "call_graph": mode.call_graph,

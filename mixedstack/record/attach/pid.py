@@ -16,7 +16,7 @@ from mixedstack.record.target import native, perf_mode
 from mixedstack.record.attach.activation import FLUSH_CODE, agent_code, perf_jit_code, perf_map_code
 from mixedstack.record.attach.inject import ActivationError, run_in
 from mixedstack.perf.command import PerfError
-from mixedstack.record.attach.process import Place, forked_at, interpreter_of, place_of, process_tree
+from mixedstack.record.attach.process import Place, ancestry, forked_at, interpreter_of, place_of, process_tree
 from mixedstack.record.attach.process import runs_agent, trampoline_on
 from mixedstack.record.tmpfiles import owner_of
 from mixedstack.record.attach.inject import REMOTE_EXEC
@@ -182,9 +182,14 @@ class Tree:
 
 
 def attach_tree(roots: List[int], children: bool, call_graph: str, agent: str, activate: Optional[bool],
-                say: Say, ask: Ask = None) -> Tree:
-    """attach() to each process of the trees under `roots` (only `roots` if not `children`)."""
+                say: Say, ask: Ask = None, everything: bool = False) -> Tree:
+    """attach() to each process of the trees under `roots` (only `roots` if not `children`);
+    `everything`: to every process of the machine (the tree under pid 1, without
+    mixedstack itself and the processes it runs under: code is never run in those)."""
     parents = process_tree(roots) if children else {root: None for root in roots}
+    if everything:
+        for pid in ancestry(os.getpid()):
+            parents.pop(pid, None)
     for root in roots:
         if root not in parents:
             raise PerfError("no process %d to attach to; check the pid with ps" % root)
@@ -200,9 +205,9 @@ def attach_tree(roots: List[int], children: bool, call_graph: str, agent: str, a
             member = attach(pid, call_graph, agent, activate, lambda line: None if pid not in roots else say(line),
                             ask_once if ask else None)
         except PerfError:
-            if pid in roots:
+            if pid in roots and not everything:
                 raise
-            continue  # a descendant that ended meanwhile
+            continue  # a descendant that ended meanwhile; with -a, any process it cannot read
         members.append(member)
         owner = owner_of(pid)
         if owner is not None:

@@ -180,6 +180,15 @@ def parent_of(pid: int) -> Optional[int]:
         return None
 
 
+def ancestry(pid: int) -> List[int]:
+    """`pid` and the processes it runs under, up to (not including) pid 1."""
+    line = []
+    while pid and pid > 1 and pid not in line:
+        line.append(pid)
+        pid = parent_of(pid) or 0
+    return line
+
+
 def process_tree(roots: List[int]) -> Dict[int, Optional[int]]:
     """{pid: its parent's pid} for `roots` and every process descending from them now
     (a prefork master's workers, their children): one pass over /proc. A root's parent
