@@ -62,5 +62,7 @@ def test_a_program_on_311_and_313_differs_only_where_it_changed(perf_ok, tmp_pat
     # every strongly red Python frame is slow itself or runs under it (the interpreter's
     # own C under py_hot() is another on 3.13 than on 3.11: a real difference, drawn so)
     for name, change, x, width, y in drawn:
-        if change >= 5 and name.endswith(".py)"):  # a Python frame
+        # (the root `<module>` is as wide as all but start-up and exit, whose share each
+        # interpreter sets: a CI run drew it +5.7 points wider on 3.13, correctly)
+        if change >= 5 and name.endswith(".py)") and not name.startswith("<module> ("):  # a Python frame
             assert slow[2] - 0.01 <= x and x + width <= slow[2] + slow[3] + 0.01 and y <= slow[4], (name, change)

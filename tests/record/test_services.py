@@ -261,3 +261,51 @@ def test_record_all_sees_every_process_and_names_each_python_one(perf_ok, tmp_pa
     by_name = mixedstack("report", "--format", "json", "--process", "sh", str(tmp_path / "perf.data"))
     assert by_name.returncode == 0, by_name.stderr
     assert {thread["comm"] for thread in json.loads(by_name.stdout)["threads"]} == {"sh"}
+
+
+def test_a_tree_of_200_processes_and_a_pid_that_ends_while_recording(perf_ok, tmp_path):
+    """200 children are recorded as the tree they are; when they all end before -d runs
+    out, the recording ends with them and keeps what it had."""
+    tree = subprocess.Popen(["sh", "-c", "for i in $(seq 200); do sleep 2 & done; wait"])
+    try:
+        deadline = time.monotonic() + 30
+        while len(open("/proc/%d/task/%d/children" % (tree.pid, tree.pid)).read().split()) < 200:
+            assert time.monotonic() < deadline, "the tree never grew"
+            time.sleep(0.05)
+        started = time.monotonic()
+        done = mixedstack("record", "--pid", str(tree.pid), "-d", "30", "--no-activate",
+                          "-o", str(tmp_path / "perf.data"), stdin=subprocess.DEVNULL)
+        took = time.monotonic() - started
+    finally:
+        tree.kill()
+        tree.wait()
+    assert done.returncode == 0, done.stderr
+    assert "201 processes (0 of them Python)" in done.stderr, done.stderr
+    assert took < 25, "record waited for -d after every process had ended"
+    folded = mixedstack("fold", str(tmp_path / "perf.data"))
+    assert folded.returncode == 0, folded.stderr
+
+
+def test_a_process_that_execs_while_recorded_is_followed(perf_ok, tmp_path):
+    """A process that replaces itself (exec) mid-recording: the new program is recorded
+    under the same pid, with its own Python names (its trampoline on from the start)."""
+    second = tmp_path / "second.py"
+    second.write_text(BUSY.format(name="after_exec"))
+    first = "import os, sys, time\nend = time.time() + 1\nwhile time.time() < end: pass\n" \
+            "os.execv(sys.executable, [sys.executable, %r])\n" % str(second)
+    # Debian's 3.15 (frame pointers: its perf map's frames unwind with -g)
+    program = subprocess.Popen([current_python((3, 15), "root"), "-c", first],
+                               env=dict(os.environ, PYTHONPERFSUPPORT="1"))
+    try:
+        time.sleep(0.3)
+        done = mixedstack("record", "--pid", str(program.pid), "-d", "3", "--no-activate",
+                          "-o", str(tmp_path / "perf.data"), stdin=subprocess.DEVNULL)
+    finally:
+        program.kill()
+        program.wait()
+        with contextlib.suppress(OSError):
+            os.remove("/tmp/perf-%d.map" % program.pid)
+    assert done.returncode == 0, done.stderr
+    stacks = fold_by_process(tmp_path)[program.pid]
+    assert stacks.total(lambda frames: any(frame.startswith("after_exec") for frame in frames)) > 0, \
+        sorted(stacks.stacks.items(), key=lambda i: -i[1])[:3]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
+import threading
 from typing import Callable, Dict, List, Optional, Tuple
 
 
 from mixedstack.record import jitdump
 from mixedstack.record.agent import AgentError
 from mixedstack.record.target import Interpreter
+from mixedstack.record.target import TargetError
 from mixedstack.record.target import Mode
 from mixedstack.record.target import native, perf_mode
 from mixedstack.record.attach.activation import FLUSH_CODE, agent_code, perf_jit_code, perf_map_code
@@ -194,24 +196,31 @@ def attach_tree(roots: List[int], children: bool, call_graph: str, agent: str, a
         if root not in parents:
             raise PerfError("no process %d to attach to; check the pid with ps" % root)
     answers: Dict[str, bool] = {}
+    asking = threading.Lock()
 
     def ask_once(question: str) -> bool:  # the first process's answer serves the whole tree
-        if "" not in answers:
-            answers[""] = bool(ask and ask(question))
-        return answers[""]
-    members, owners = [], {}
-    for pid in parents:
+        with asking:
+            if "" not in answers:
+                answers[""] = bool(ask and ask(question))
+            return answers[""]
+
+    def attach_one(pid: int) -> Optional[Attached]:
         try:
-            member = attach(pid, call_graph, agent, activate, lambda line: None if pid not in roots else say(line),
-                            ask_once if ask else None)
-        except PerfError:
+            return attach(pid, call_graph, agent, activate, say if pid in roots else lambda line: None,
+                          ask_once if ask else None)
+        except (PerfError, TargetError):
             if pid in roots and not everything:
                 raise
-            continue  # a descendant that ended meanwhile; with -a, any process it cannot read
-        members.append(member)
-        owner = owner_of(pid)
+            return None  # a descendant that ended meanwhile or cannot be probed; with -a, any such
+    # each process is looked at, and activated, on its own (gdb, sys.remote_exec: a second
+    # or so each): a tree of 200 workers at 8 at a time
+    with concurrent.futures.ThreadPoolExecutor(min(8, len(parents))) as pool:
+        found = list(pool.map(attach_one, parents))
+    members, owners = [member for member in found if member is not None], {}
+    for member in members:
+        owner = owner_of(member.pid)
         if owner is not None:
-            owners[pid] = owner
+            owners[member.pid] = owner
     pythons = [member for member in members if member.interp is not None]
     chosen = next((member for member in pythons if member.mode.needs_inject), pythons[0] if pythons else members[0])
     mode = chosen.mode
