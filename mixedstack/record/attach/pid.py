@@ -217,6 +217,8 @@ def attach_tree(roots: List[int], children: bool, call_graph: str, agent: str, a
     with concurrent.futures.ThreadPoolExecutor(min(8, len(parents))) as pool:
         found = list(pool.map(attach_one, parents))
     members, owners = [member for member in found if member is not None], {}
+    if not members:  # (-a as a user who can read no process, or all ended meanwhile)
+        raise PerfError("no process to record could be read: run mixedstack as root, or give --pid")
     for member in members:
         owner = owner_of(member.pid)
         if owner is not None:
