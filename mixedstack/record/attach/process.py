@@ -163,10 +163,15 @@ def runs_agent(pid: int) -> bool:
     return any(os.path.basename(path).startswith(AGENT_MODULE) for path in mapped_files(pid))
 
 
+def _stat_fields(pid: int) -> List[str]:
+    """/proc/PID/stat's fields after the command name (state first); OSError if gone."""
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rpartition(")")[2].split()
+
+
 def started_at(pid: int) -> float:
     """The process's start, in seconds since the epoch."""
-    with open("/proc/%d/stat" % pid) as f:
-        ticks = int(f.read().rpartition(")")[2].split()[19])
+    ticks = int(_stat_fields(pid)[19])
     with open("/proc/stat") as f:
         boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
     return boot + ticks / os.sysconf("SC_CLK_TCK")
@@ -174,8 +179,7 @@ def started_at(pid: int) -> float:
 
 def parent_of(pid: int) -> Optional[int]:
     try:
-        with open("/proc/%d/stat" % pid) as f:
-            return int(f.read().rpartition(")")[2].split()[1])
+        return int(_stat_fields(pid)[1])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -214,8 +218,7 @@ def forked_at(pid: int) -> Optional[int]:
     """When the process began, in CLOCK_MONOTONIC ns (perf's -k 1 clock, the jitdumps'),
     one clock tick early: the kernel keeps it in ticks since boot, boot time included."""
     try:
-        with open("/proc/%d/stat" % pid) as f:
-            ticks = int(f.read().rpartition(")")[2].split()[19])
+        ticks = int(_stat_fields(pid)[19])
     except (OSError, ValueError, IndexError):
         return None
     asleep = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
