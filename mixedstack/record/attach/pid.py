@@ -226,6 +226,11 @@ def attach_tree(roots: List[int], children: bool, call_graph: str, agent: str, a
     pythons = [member for member in members if member.interp is not None]
     chosen = next((member for member in pythons if member.mode.needs_inject), pythons[0] if pythons else members[0])
     mode = chosen.mode
+    # one unwinder serves every process: DWARF where any of them needs it, and under -a
+    # (a machine's C programs and a perf map's interpreter without frame pointers walk
+    # nowhere with fp; with DWARF a perf map's frame is named where its stack ends)
+    if call_graph == "auto" and (everything or any(member.mode.call_graph == "dwarf" for member in members)):
+        mode = dataclasses.replace(mode, call_graph="dwarf")
     if len(members) > 1:
         mode = dataclasses.replace(mode, reason="%d processes (%d of them Python): %s" % (
             len(members), len(pythons), mode.reason))
