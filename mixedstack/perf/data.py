@@ -119,19 +119,26 @@ class UserStack(NamedTuple):
     dyn_size: int  # bytes the kernel could copy
     regs_at: int = 0  # where the user registers' values begin
     regs: int = 0  # which registers (sample_regs_user)
+    chain_at: int = 0  # where the call chain's u64 count is (0: the sample has none)
+    tid: int = 0
+    time: int = 0  # the sample's time (ns; 0: it has none)
 
 
 def user_stack(buf, position: int, sample_type: int, regs: int) -> Optional[UserStack]:
     """The user stack copy of one sample record, if it has one."""
     at = position + 8
     pid = None
+    tid = when = chain_at = 0
     for name, size in (("IDENTIFIER", 8), ("IP", 8), ("TID", 8), ("TIME", 8), ("ADDR", 8),
                        ("ID", 8), ("STREAM_ID", 8), ("CPU", 8), ("PERIOD", 8)):
         if sample_type & SAMPLE[name]:
             if name == "TID":
-                pid = struct.unpack_from("<I", buf, at)[0]
+                pid, tid = struct.unpack_from("<II", buf, at)
+            elif name == "TIME":
+                when = struct.unpack_from("<Q", buf, at)[0]
             at += size
     if sample_type & SAMPLE["CALLCHAIN"]:
+        chain_at = at
         at += 8 + 8 * struct.unpack_from("<Q", buf, at)[0]
     if sample_type & SAMPLE["RAW"]:  # u32 size, then that many bytes (to a u64 boundary)
         at += 4 + struct.unpack_from("<I", buf, at)[0]
@@ -145,7 +152,8 @@ def user_stack(buf, position: int, sample_type: int, regs: int) -> Optional[User
     size = struct.unpack_from("<Q", buf, at)[0]
     if not size or pid is None:
         return None
-    return UserStack(pid, sp, at, size, struct.unpack_from("<Q", buf, at + 8 + size)[0], regs_at, regs)
+    return UserStack(pid, sp, at, size, struct.unpack_from("<Q", buf, at + 8 + size)[0], regs_at, regs,
+                     chain_at, tid, when)
 
 
 def register_at(regs_at: int, regs: int, register: int) -> int:
@@ -166,6 +174,8 @@ class Tidied(NamedTuple):
     kernel_addresses: Optional[set] = None  # every kernel address samples name (None: unknown)
     full: int = 0  # samples whose stack was deeper than the bytes copied (their stacks are cut)
     stepped: int = 0  # samples taken on a `ret`, moved to where it returns (Returns)
+    resumed: int = 0  # samples stopped in code without unwind information, resumed at their return (resume.py)
+    stuck: int = 0  # such samples whose return address was not found
 
 
 def survey(path: str) -> Optional[Tidied]:

@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Tuple
 from array import array
 from typing import Callable
 
+from mixedstack.perf.resume import IP_REGISTER, Code, Resumer
 from mixedstack.perf.data import (
     USER_RECORDS, time_reader, PERF_RECORD_MMAP2, PROT_EXEC, AT_PAGESZ, DATA_SECTION, ENTRY_TRIES, FEATURE_BITS, FEATURES, JITDUMP_FOLDER, KERNEL_START, NO_SUCH_PID,
     PERF_CONTEXT_MAX, PERF_MAGIC, PERF_RECORD_EXIT, PERF_RECORD_SAMPLE, SP_REGISTER, STACK_REACH, Tidied,
@@ -105,7 +106,8 @@ class Tidier:
         self.pids: set = set()
         self.times = array("Q")
         self.kernel: Optional[set] = set()
-        self.forgotten = self.clipped = self.full = self.stepped = 0
+        self.forgotten = self.clipped = self.full = self.stepped = self.resumed = self.stuck = 0
+        self.resumer = Resumer()
         self.jitdumps: List[bytes] = []  # the jitdumps' MMAP records, as rewritten
         self.build_ids: Dict[str, str] = {}  # every file mapped executable -> its build id
         self.anonymous_code: Dict[int, List[Tuple[int, int]]] = {}  # pid -> executable anonymous memory seen
@@ -129,8 +131,10 @@ class Tidier:
         self._trim_grown_code(buf, scan)
         watch = {position for position, *_ in scan.mmaps} | {position for position, *_ in scan.forks}
         self._moved = {}
+        resumer = self.resumer
+        before = (resumer.resumed, resumer.stuck)
         clipped, write, full, stepped = self._clip_and_compact(buf, offset, start, end, scan, watch)
-        self._counts = (forgotten, clipped, full, stepped)
+        self._counts = (forgotten, clipped, full, stepped, resumer.resumed - before[0], resumer.stuck - before[1])
         self._scan = scan
         self._begin = offset if write is not None else start
         self.compacted = write is not None  # the last piece's records were moved
@@ -142,7 +146,9 @@ class Tidier:
         scan, moved = self._scan, self._moved
         # what the recording holds: counted once the piece is in it (not for a piece the
         # disk had no room for)
-        forgotten, clipped, full, stepped = self._counts
+        forgotten, clipped, full, stepped, resumed, stuck = self._counts
+        self.resumed += resumed
+        self.stuck += stuck
         self.forgotten += forgotten
         self.clipped += clipped
         self.full += full
@@ -236,7 +242,9 @@ class Tidier:
                   if pid != ppid and not (pid in last_exec and pid == tid)}
         entry, tries = self.entry, self.tries
         clipped = full = 0
-        returns = Returns(self.code + scan.code, parent)
+        code = Code(self.code + scan.code, parent)
+        returns, resumer = Returns(code), self.resumer
+        resumer.code = code
         write = offset
         moved = self._moved
         for position, record_type, _, size in records(buf, start, end):
@@ -246,11 +254,19 @@ class Tidier:
                 stack = user_stack(buf, position, *layout) if layout else None
             if stack is not None:
                 stack = returns.step_over(buf, position, stack)
+                found = resumer.find(buf, stack) \
+                    if scan.movable and stack.size_at + 16 + stack.size <= position + size else None
+                original = stack
+                if found is not None:
+                    # the copy as from the return address's slot (rewritten below, once cut)
+                    stack = stack._replace(sp=stack.sp + found[0], dyn_size=stack.dyn_size - found[0],
+                                           size_at=stack.size_at + found[0])
                 dyn_size = stack.dyn_size
                 limit = next_mapping_above(stack.sp, stack.pid, starts, parent)
                 if limit is not None and stack.sp + dyn_size > limit:
                     dyn_size = limit - stack.sp
-                    struct.pack_into("<Q", buf, stack.size_at + 8 + stack.size, dyn_size)
+                    if found is None:
+                        struct.pack_into("<Q", buf, stack.size_at + 8 + stack.size, dyn_size)
                     clipped += 1
                 argc = entry.get(stack.pid)
                 # a copy that ran to the stack's top ends at a page boundary
@@ -260,7 +276,16 @@ class Tidier:
                 if argc is not None and stack.sp < argc < stack.sp + dyn_size - 8:
                     dyn_size = argc + 8 - stack.sp  # frames are below argc: above it, argv, environ, auxv
                     clipped += 1
-                full += dyn_size >= stack.size  # the stack went on above what was copied
+                if found is not None:  # the resumed record is never longer: 16 bytes more chain, >= 16 less copy
+                    record, copy_at, dyn_size, cut = resumer.resume(buf, position, size, original, found, dyn_size)
+                    buf[write:write + len(record)] = record
+                    full += cut
+                    resumer.offer(stack._replace(dyn_size=dyn_size), write + copy_at, dyn_size, not cut)
+                    write += len(record)
+                    continue
+                full += dyn_size >= stack.size  # the stack went on above the copy
+                resumer.offer(stack, (write if scan.movable else position) + stack.size_at + 8 - position, dyn_size,
+                              dyn_size < stack.size)
                 if scan.movable and dyn_size <= stack.size and stack.size_at + 16 + stack.size <= position + size:
                     write += _compact_sample(buf, position, size, write, stack, dyn_size)
                     continue
@@ -271,7 +296,8 @@ class Tidier:
             if scan.movable and write != position:
                 buf.move(write, position, size)
             write += size
-        returns.close()
+        resumer.piece_done(buf)
+        code.close()
         return clipped, write if scan.movable else None, full, returns.stepped
 
 
@@ -279,7 +305,7 @@ class Tidier:
         # LOST (ring buffer full) and LOST_SAMPLES (the event's own count) see the same losses
         lost = max(self.lost_records, self.lost_samples)
         return Tidied(self.samples, lost, self.pids, self.forgotten, self.clipped, saved, self.times, self.kernel,
-                      self.full, self.stepped)
+                      self.full, self.stepped, self.resumed, self.stuck)
 
 def _uncovered(start: int, end: int, known: List[Tuple[int, int]]) -> Optional[Tuple[int, int]]:
     """The part of [start, end) that no interval in `known` covers, when it is one
@@ -356,7 +382,6 @@ def _jitdumps_relative(buf, scan: "_Scan") -> None:
             buf[name_at:end] = relative + b"\0" * (end - name_at - len(relative))
 
 
-IP_REGISTER = 8  # PERF_REG_X86_IP
 RET = (b"\xc3", b"\xf3\xc3")  # ret, repz ret
 
 
@@ -373,50 +398,21 @@ class Returns:
     counts in the caller, at the instruction after its call (the leaf's last
     instruction is its return)."""
 
-    def __init__(self, code: List[Tuple[int, int, int, int, bytes]], parent: Dict[int, int]):
-        self.code: Dict[int, List[Tuple[int, int, int, bytes]]] = {}
-        for pid, start, end, pgoff, name in code:
-            self.code.setdefault(pid, []).append((start, end, pgoff, name))
-        for maps in self.code.values():
-            maps.sort()
-        self.parent = parent
-        self.files: Dict[bytes, Optional[int]] = {}
+    def __init__(self, code: Code):
+        self.code = code
         self.stepped = 0
-
-    def mapping(self, pid: int, address: int) -> Optional[Tuple[int, int, int, bytes]]:
-        seen = set()
-        while pid is not None and pid not in seen:
-            seen.add(pid)
-            maps = self.code.get(pid, [])
-            index = bisect.bisect_right(maps, (address, 1 << 64)) - 1
-            if index >= 0 and maps[index][0] <= address < maps[index][1]:
-                return maps[index]
-            pid = self.parent.get(pid)
-        return None
-
-    def code_at(self, name: bytes, offset: int) -> bytes:
-        if name not in self.files:
-            try:
-                self.files[name] = os.open(name, os.O_RDONLY) if name.startswith(b"/") else None
-            except OSError:
-                self.files[name] = None
-        fd = self.files[name]
-        try:
-            return os.pread(fd, 2, offset) if fd is not None else b""
-        except OSError:
-            return b""
 
     def step_over(self, buf, position: int, stack: UserStack) -> UserStack:
         if not (stack.regs >> IP_REGISTER & 1) or stack.dyn_size < 16:
             return stack
         ip_at = register_at(stack.regs_at, stack.regs, IP_REGISTER)
         ip = struct.unpack_from("<Q", buf, ip_at)[0]
-        where = self.mapping(stack.pid, ip)
-        if where is None or not self.code_at(where[3], where[2] + ip - where[0]).startswith(RET):
+        where = self.code.mapping(stack.pid, ip)
+        if where is None or not self.code.raw(where[3], where[2] + ip - where[0], 2).startswith(RET):
             return stack
         copy_at = stack.size_at + 8
         back = struct.unpack_from("<Q", buf, copy_at)[0]
-        if self.mapping(stack.pid, back) is None:
+        if self.code.mapping(stack.pid, back) is None:
             return stack  # not a return address into code: leave the sample as it is
         struct.pack_into("<Q", buf, ip_at, back)
         struct.pack_into("<Q", buf, register_at(stack.regs_at, stack.regs, SP_REGISTER), stack.sp + 8)
@@ -424,11 +420,6 @@ class Returns:
         struct.pack_into("<Q", buf, copy_at + stack.size, stack.dyn_size - 8)
         self.stepped += 1
         return stack._replace(sp=stack.sp + 8, dyn_size=stack.dyn_size - 8)
-
-    def close(self) -> None:
-        for fd in self.files.values():
-            if fd is not None:
-                os.close(fd)
 
 
 def entry_stack_pointer(buf, at: int, length: int, sp: int) -> Optional[int]:

@@ -92,6 +92,16 @@ def deep_stacks_note(tidied, stack_size: int) -> Optional[str]:
     return what + " (perf copies at most that: about 110 nested Python calls on 3.13, 60 on 3.14 and 3.15)"
 
 
+def resumed_note(tidied) -> Optional[str]:
+    """One line when samples stopped in code without unwind information (BLAS kernels)."""
+    stopped = tidied.resumed + tidied.stuck
+    if not stopped:
+        return None
+    return "%.1f%% of samples were in code without unwind information; %s of them resumed at their " \
+        "return address%s" % (100 * stopped / max(1, tidied.samples), format(tidied.resumed, ","),
+                              ", %s not (their stacks end there)" % format(tidied.stuck, ",") if tidied.stuck else "")
+
+
 FULL_DISK = 32 << 20  # bytes: perf's ring buffers hold up to 16 MB a CPU, which it writes at once
 
 
@@ -313,6 +323,9 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
     cut_note = deep_stacks_note(tidied, options.stack_size) if mode.call_graph == "dwarf" else None
     if cut_note:
         say("mixedstack: warning: " + cut_note)
+    gaps_note = resumed_note(tidied)
+    if gaps_note:
+        say("mixedstack: note: " + gaps_note)
     symbols_note = interpreter_symbols_note(interp, mapped)
     if symbols_note:
         say("mixedstack: note: " + symbols_note)
@@ -335,8 +348,10 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         "off_cpu": options.off_cpu,
         "stack_size": options.stack_size if mode.call_graph == "dwarf" else None,
         "deeper_than_copied": tidied.full,
+        "resumed": tidied.resumed,
+        "not_resumed": tidied.stuck,
         # what report says again about this recording
-        "notes": [note for note in (stopped_note, cut_note, symbols_note, packages_note) if note],
+        "notes": [note for note in (stopped_note, cut_note, gaps_note, symbols_note, packages_note) if note],
         "exit_status": exit_status,
         "seconds": round(seconds, 3),
         "samples": tidied.samples,
