@@ -20,12 +20,19 @@ plain `perf script` shows the whole stack too.
 Never a made-up frame: a candidate is believed only if the call before it could have
 called the interrupted code (a direct call must go to that code's own library, into
 its code without unwind information at or below the interrupted address, or through a
-PLT stub: a word left by a call to something else is stale), and if the frames above
-it unwind by their own tables (unwindinfo.py: CFA rules, as perf's unwinder follows
-them), each to a return address after a call, up to the stack's end (or to JIT code,
-or the end of the copy, after three frames at least).
-A word left on the stack by a call that has returned is not followed by such frames.
-What cannot be resumed stays as perf unwinds it, counted in record's summary.
+PLT stub), and if the frames above it unwind by their own tables (unwindinfo.py: CFA
+rules, as perf's unwinder follows them), each to a return address after a call (a
+direct one to the function just walked), up to the stack's end, or to the end of the
+copy after three frames. Frames left on the stack by calls that have returned (the
+stack under a kernel's buffers is full of them: CPython's PEG parser at start-up
+leaves hundreds, an earlier call of the same caller leaves its callees) fail that walk
+where they meet the live frames. What cannot be resumed stays as perf unwinds it,
+counted in record's summary.
+
+A copy that ran out before the stack did (OpenBLAS's Haswell kernels keep ~28 KB of
+buffers on the stack; perf copies 64 KB at most) is stitched with the top of an
+earlier copy of the same thread that reached the stack's top, if that one was taken
+in the same frames (see `_stitch`).
 """
 from __future__ import annotations
 
@@ -37,7 +44,7 @@ from array import array
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from mixedstack.perf.data import SP_REGISTER, UserStack, register_at
-from mixedstack.perf.unwindinfo import DIRECT, RSP, ElfCode, Rule, call_before
+from mixedstack.perf.unwindinfo import DIRECT, RSP, ElfCode, Rule, call_before, frame_size
 
 IP_REGISTER = 8  # PERF_REG_X86_IP
 PERF_CONTEXT_USER = (1 << 64) - 512
@@ -54,6 +61,7 @@ BP_REGISTER = 6  # PERF_REG_X86_BP
 # live ones that holds for hundreds of levels, until it meets the live frames.
 MIN_LEVELS = 3
 HINTS = 4  # slots remembered a thread
+PROLOGUE_BYTES = 256  # of a function without unwind information, read for its frame's size
 DONORS, DONOR_APART = 4, 256  # copies kept a thread for stitching, and how far apart they begin
 TRAMPOLINE = Rule(RSP, 16, -16, False)  # a return address in a CPython (or agent) trampoline
 
@@ -134,6 +142,7 @@ class Resumer:
         self.code = code  # the mappings of the piece being rewritten
         self.covered: Dict[Tuple[bytes, int], bool] = {}
         self.rules: Dict[Tuple[bytes, int], Optional[Rule]] = {}
+        self.frames: Dict[Tuple[bytes, int], Tuple[int, Optional[Tuple[int, int]]]] = {}
         self.calls: Dict[Tuple[bytes, int], Optional[Tuple[str, Optional[int]]]] = {}
         self.resumed = self.stuck = self.stitched = 0
         self.slots: List[Tuple[int, int]] = []  # (address, return address) of the last walk's frames
@@ -181,9 +190,16 @@ class Resumer:
         # sites of it): a slot found last that holds the same return address again is
         # tried first (the same call of the same caller; the walk still checks it)
         hints = self.hints.setdefault(thread, [])
+        size, anchor = self._frame(leaf)
+        lowest = size // 8  # no return address lies in the leaf's own frame
         tried = [at for at, value in (((slot - stack.sp) // 8, value) for slot, value in reversed(hints))
-                 if 0 <= at < length and words[at] == value]
-        for index in itertools.chain(tried, self._candidates(stack, words, length)):
+                 if lowest <= at < length and words[at] == value]
+        if anchor is not None and stack.regs >> anchor[0] & 1:  # where the prologue says it is
+            kept = struct.unpack_from("<Q", buf, register_at(stack.regs_at, stack.regs, anchor[0]))[0]
+            at, off = divmod(kept + anchor[1] - stack.sp, 8)
+            if not off and lowest <= at < length:
+                tried.insert(0, at)
+        for index in itertools.chain(tried, self._candidates(stack, words, lowest, length)):
             if not self._called(stack.pid, words[index], leaf) or not self._walks(stack, words, index, rbp):
                 continue
             if stack.dyn_size - 8 * index + 8 > stack.size:
@@ -198,12 +214,26 @@ class Resumer:
         self.stuck += 1
         return None
 
-    def _candidates(self, stack: UserStack, words: array, length: int) -> Iterator[int]:
-        """The slots, from the stack pointer up, whose word may be a return address: 8
-        below a 16-byte boundary (where a call leaves it), in a granule of file code."""
-        first = 1 if stack.sp % 16 == 0 else 0
+    def _candidates(self, stack: UserStack, words: array, lowest: int, length: int) -> Iterator[int]:
+        """The slots from `lowest` up whose word may be a return address: 8 below a
+        16-byte boundary (where a call leaves it), in a granule of file code."""
+        first = lowest + ((stack.sp + 8 * lowest) % 16 == 0)
         granules = self.code.granules(stack.pid)
         return (index for index in range(first, length, 2) if words[index] >> GRANULE in granules)
+
+    def _frame(self, leaf: Tuple[ElfCode, int, bytes]) -> Tuple[int, Optional[Tuple[int, int]]]:
+        """What the interrupted function's prologue put on the stack before the
+        interrupted address, and where it kept the stack pointer (unwindinfo.frame_size;
+        nothing where its start is not known)."""
+        key = (leaf[2], leaf[1])
+        known = self.frames.get(key)
+        if known is None:
+            elf, vaddr = leaf[0], leaf[1]
+            start = elf.function_start(vaddr)
+            known = frame_size(elf.read(start, PROLOGUE_BYTES), vaddr - start) \
+                if start is not None and vaddr - start < 1 << 20 else (0, None)
+            self.frames[key] = known
+        return known
 
     def _call(self, place: Tuple[ElfCode, int, bytes]) -> Optional[Tuple[str, Optional[int]]]:
         """The call just before a code address (cached), relative to that address."""
@@ -237,26 +267,25 @@ class Resumer:
         if called is None:
             return False
         elf, vaddr, name = called
-        if name == leaf[2]:
-            return vaddr <= leaf[1] and not self.has_unwind_info(elf, name, vaddr)
-        return elf.in_plt(vaddr)
+        if elf.in_plt(vaddr):
+            return True  # (a call through a PLT stub, to any library)
+        return name == leaf[2] and vaddr <= leaf[1] and not self.has_unwind_info(elf, name, vaddr)
 
     def _walks(self, stack: UserStack, words, index: int, rbp: Optional[int]) -> bool:
         """Whether the frames above a candidate return address (at words[index]) unwind,
-        each to a return address after a call, to the stack's end (an undefined return
-        address: _start, clone3) or, after MIN_LEVELS frames, to the end of the copy.
-        Code with unwind tables is walked by them; anonymous code (JIT) as CPython's
-        and the agent's trampolines are built (`push %rbp; mov %rsp,%rbp; call`: the
-        CFA 16 bytes above the stack pointer, the caller's rbp below the return address);
-        other JIT code fails that walk. Frames left on the stack by calls that have
-        returned (a deep recursion at start-up leaves hundreds, down to trampolines)
-        run into the live frames above them, where the walk fails."""
+        each to a return address after a call (a direct one to the function walked), to
+        the stack's end (an undefined return address: _start, clone3) or, after
+        MIN_LEVELS frames, to the end of the copy. Code with unwind tables is walked by
+        them; anonymous code (JIT) as CPython's and the agent's trampolines are built
+        (`push %rbp; mov %rsp,%rbp; call`: the CFA 16 bytes above the stack pointer, the
+        caller's rbp below the return address); other JIT code fails that walk."""
         sp, pc = stack.sp + 8 * index + 8, words[index]
         slots = self.slots = [(sp - 8, pc)]
         for level in range(stack.dyn_size // 16):  # (a frame takes 16 bytes at least)
             where = self.code.mapping(stack.pid, pc)
             if where is None:
                 return False
+            place = None
             if where[3].startswith(b"/") and not where[3].startswith(b"//"):  # (not //anon)
                 place = self.place(stack.pid, pc)
                 rule = self._rule(place) if place is not None else None
@@ -283,8 +312,17 @@ class Resumer:
             if not pc:
                 return False  # (a zeroed slot: a stack ends with an undefined return address)
             caller = self.place(stack.pid, pc)
-            if caller is not None and self._call(caller) is None:
+            call = self._call(caller) if caller is not None else None
+            if caller is not None and call is None:
                 return False
+            if call is not None and call[0] == DIRECT and place is not None:
+                # a direct call must have called the function just walked (or a PLT stub):
+                # a frame left by an earlier call of the same caller, whose return address
+                # the caller's next call overwrote, fails here
+                called = self.place(stack.pid, pc + call[1] - caller[1])
+                if called is None or not (called[0].in_plt(called[1])
+                                          or (called[2] == place[2] and called[1] == rule.start)):
+                    return False
         return False
 
     def resume(self, buf, position: int, size: int, stack: UserStack, found: Tuple[int, int, int],

@@ -21,6 +21,7 @@ PCREL, DATAREL = 0x10, 0x30
 OMIT = 0xFF
 FORMATS = {ABSPTR: "<Q", UDATA4: "<I", SDATA4: "<i", UDATA8: "<Q", SDATA8: "<q", 0x02: "<H", 0x0A: "<h"}
 PLT_SECTIONS = (b".plt", b".plt.sec", b".plt.got")
+SHT_SYMTAB, SHT_DYNSYM, STT_FUNC = 2, 11, 2
 UNWIND_SECTIONS = (b".eh_frame", b".debug_frame")
 
 
@@ -38,6 +39,8 @@ class ElfCode:
         # sections: the unwinder may know more than this table; treated as covered)
         self.table: Optional[bool] = False
         self.plts: List[Tuple[int, int]] = []
+        self._symbol_tables: List[Tuple[int, int]] = []
+        self._starts: Optional[array] = None
         self._cies: Dict[int, Optional[Cie]] = {}
 
     @classmethod
@@ -72,6 +75,7 @@ class ElfCode:
         code = cls(fd, loads, os.fstat(fd).st_size)
         sections = code._sections(shoff, shentsize, shnum, shstrndx)
         code.plts = sorted((vaddr, vaddr + size) for name, vaddr, size in sections if name in PLT_SECTIONS)
+        code._symbol_tables = [(offset, size) for _, offset, size in code._tables(shoff, shentsize, shnum)]
         if hdr is not None and code._table(*hdr):
             code.table = True
         elif any(name in UNWIND_SECTIONS for name, _, _ in sections):
@@ -90,6 +94,32 @@ class ElfCode:
             end = names.find(b"\0", name)
             found.append((names[name:end if end >= 0 else None], vaddr, size))
         return found
+
+    def _tables(self, shoff: int, shentsize: int, shnum: int) -> List[Tuple[int, int, int]]:
+        """(type, file offset, size) of the symbol tables (.symtab, else .dynsym)."""
+        if not shoff or not shnum or shoff + shentsize * shnum > self.size:
+            return []
+        table = os.pread(self.fd, shentsize * shnum, shoff)
+        found = {}
+        for index in range(shnum):
+            kind, = struct.unpack_from("<I", table, index * shentsize + 4)
+            if kind in (SHT_SYMTAB, SHT_DYNSYM):
+                offset, size = struct.unpack_from("<QQ", table, index * shentsize + 24)
+                found[kind] = (kind, offset, size)
+        return [found[kind] for kind in (SHT_SYMTAB, SHT_DYNSYM) if kind in found][:1]
+
+    def function_start(self, vaddr: int) -> Optional[int]:
+        """Where the function holding `vaddr` begins, by the file's symbols (None: none)."""
+        if self._starts is None:
+            starts = set()
+            for offset, size in self._symbol_tables:
+                data = os.pread(self.fd, min(size, 1 << 28), offset)
+                for _, info, _, _, value, _ in struct.iter_unpack("<IBBHQQ", data[:len(data) // 24 * 24]):
+                    if info & 0xF == STT_FUNC and value:
+                        starts.add(value)
+            self._starts = array("q", sorted(starts))
+        index = bisect.bisect_right(self._starts, vaddr) - 1
+        return self._starts[index] if index >= 0 else None
 
     def _table(self, offset: int, vaddr: int, size: int) -> bool:
         """.eh_frame_hdr's binary search table, as GNU ld writes it (datarel sdata4)."""
@@ -202,7 +232,8 @@ class ElfCode:
         state = _run(cie, cie.instructions, Rule(RSP, 8, None, False), None, begin, vaddr)
         if state is None:
             return None
-        return _run(cie, self.read(at, max(0, end - at)), state, state, begin, vaddr)
+        found = _run(cie, self.read(at, max(0, end - at)), state, state, begin, vaddr)
+        return found._replace(start=begin) if found is not None else None
 
     def close(self) -> None:
         os.close(self.fd)
@@ -226,6 +257,7 @@ class Rule(NamedTuple):
     offset: int  # ... plus this
     rbp_at: Optional[int]  # the caller's rbp is saved at CFA + this (None: rbp is unchanged)
     outermost: bool  # the return address is undefined: the stack ends here (_start, clone3)
+    start: int = 0  # where the function (its FDE) begins
 
 
 def _run(cie: Cie, program: bytes, state: Rule, initial: Optional[Rule], location: int,
@@ -373,3 +405,75 @@ def call_before(code: bytes, address: int) -> Optional[Tuple[str, Optional[int]]
         if start + size == len(code):
             return INDIRECT, None
     return None
+
+
+# -- A prologue's stack --------------------------------------------------------
+#
+# What a function without unwind information has put on the stack by the time it is
+# interrupted: its prologue's pushes and `sub $N, %rsp` (an `and $-ALIGN, %rsp` only
+# lowers the stack further). Its return address is at least that far above the stack
+# pointer, so no word below can be it: there, a kernel keeps its buffers over the
+# frames earlier calls left. Read up to the first instruction this does not know, a
+# branch, or the interrupted one; the sum is a lower bound.
+
+PUSHES = set(range(0x50, 0x58))
+
+
+# x86-64's register numbers (ModRM, REX) -> perf's (PERF_REG_X86_*) for the registers a
+# prologue may keep the stack pointer in
+PERF_REGISTER = {0: 0, 1: 2, 2: 3, 3: 1, 5: 6, 6: 4, 7: 5, **{n: n + 8 for n in range(8, 16)}}
+
+
+def frame_size(code: bytes, before: int) -> Tuple[int, Optional[Tuple[int, int]]]:
+    """Bytes a function's straight-line prologue (`code`, from its first byte) has put
+    on the stack before offset `before`; and, where it kept the stack pointer in a
+    register (`mov %rsp, %rbx`, as OpenBLAS's kernels and frame-pointer code do, before
+    aligning the stack down), that register (perf's number) and the bytes then on the
+    stack: the return address is there plus that."""
+    at = size = 0
+    anchor = None
+    while at < min(before, len(code)):
+        rex = code[at] if 0x40 <= code[at] <= 0x4F else None
+        op_at = at + (rex is not None)
+        if op_at >= len(code):
+            break
+        op = code[op_at]
+        if code[at:at + 4] == b"\xf3\x0f\x1e\xfa":  # endbr64
+            at += 4
+        elif code[at:at + 3] == b"\xc5\xf8\x77":  # vzeroupper
+            at += 3
+        elif op in PUSHES and rex in (None, 0x41):
+            size += 8
+            at = op_at + 1
+        elif rex is not None and rex & 8 and op in (0x83, 0x81) and op_at + 1 < len(code) \
+                and code[op_at + 1] in (0xEC, 0xE4):  # sub/and $imm, %rsp
+            wide = op == 0x81
+            immediate = int.from_bytes(code[op_at + 2:op_at + (6 if wide else 3)], "little", signed=True)
+            if code[op_at + 1] == 0xEC:
+                if immediate < 0:
+                    break
+                size += immediate
+            at = op_at + (6 if wide else 3)
+        elif rex is not None and rex & 8 and op in (0x89, 0x8B) and op_at + 1 < len(code):
+            modrm = code[op_at + 1]
+            mod, reg, rm = modrm >> 6, (modrm >> 3) & 7, modrm & 7
+            if mod == 3:  # a register to a register: not into rsp
+                if (op == 0x89 and rm == 4 and not rex & 1) or (op == 0x8B and reg == 4 and not rex & 4):
+                    break
+                source, target = (reg + 8 * bool(rex & 4), rm + 8 * bool(rex & 1)) if op == 0x89 else \
+                    (rm + 8 * bool(rex & 1), reg + 8 * bool(rex & 4))
+                if source == 4 and target in PERF_REGISTER:
+                    anchor = (PERF_REGISTER[target], size)
+                elif anchor is not None and PERF_REGISTER.get(target) == anchor[0]:
+                    anchor = None
+                at = op_at + 2
+            elif rm == 4 and op_at + 2 < len(code) and code[op_at + 2] & 7 == 4 \
+                    and not (op == 0x8B and reg == 4 and not rex & 4):
+                at = op_at + 3 + {0: 0, 1: 1, 2: 4}[mod]  # a register saved at (or read from) disp(%rsp)
+                if op == 0x8B and anchor is not None and anchor[0] == PERF_REGISTER.get(reg + 8 * bool(rex & 4)):
+                    anchor = None
+            else:
+                break
+        else:
+            break
+    return (size, anchor) if at <= before else (0, None)
