@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := demo-output
 
-.PHONY: install demo test test-agent bench fp-python current-python programs browser clean
+.PHONY: install demo test test-agent bench fp-python current-python programs numeric browser clean
 
 install: $(STAMP)
 
@@ -62,6 +62,17 @@ programs: $(STAMP)
 	@if cmp -s tests/programs.txt "$(PROGRAMS)/programs.txt"; then echo "programs already installed: $(PROGRAMS)"; else \
 	  rm -rf "$(PROGRAMS)" && $(BIN)/pip install --quiet --target "$(PROGRAMS)" --python-version 3.13 --only-binary=:all: -r tests/programs.txt && \
 	  cp tests/programs.txt "$(PROGRAMS)/programs.txt"; fi
+
+# numpy (OpenBLAS) and py-spy for 3.13, PyTorch (MKL) for 3.11: the kernels without unwind
+# information that tests/record/test_numeric.py records (~1 GB, ~1 min); those tests skip
+# without them outside CI.
+NUMERIC := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mixedstack/numeric
+numeric: $(STAMP)
+	@if cat tests/numeric.txt tests/numeric-torch.txt | cmp -s - "$(NUMERIC)/numeric.txt"; then echo "numeric packages already installed: $(NUMERIC)"; else \
+	  rm -rf "$(NUMERIC)" && \
+	  $(BIN)/pip install --quiet --target "$(NUMERIC)/cp313" --python-version 3.13 --only-binary=:all: -r tests/numeric.txt && \
+	  $(BIN)/pip install --quiet --target "$(NUMERIC)/cp311" --python-version 3.11 --only-binary=:all: -r tests/numeric-torch.txt && \
+	  cat tests/numeric.txt tests/numeric-torch.txt > "$(NUMERIC)/numeric.txt"; fi
 
 # Speed and overhead, side by side in one run; FLAMEGRAPH_DIR=checkout adds stackcollapse-perf.pl.
 # The package is byte-compiled first, as pip does on install (PYTHONDONTWRITEBYTECODE

@@ -60,6 +60,7 @@ BP_REGISTER = 6  # PERF_REG_X86_BP
 # returned (CPython's PEG parser, at start-up) leaves a dead chain of frames below the
 # live ones that holds for hundreds of levels, until it meets the live frames.
 MIN_LEVELS = 3
+DOUBT_LEVELS = 8  # a candidate that walked this far before failing: none above it is believed
 HINTS = 4  # slots remembered a thread
 PROLOGUE_BYTES = 256  # of a function without unwind information, read for its frame's size
 DONORS, DONOR_APART = 4, 256  # copies kept a thread for stitching, and how far apart they begin
@@ -199,11 +200,17 @@ class Resumer:
             at, off = divmod(kept + anchor[1] - stack.sp, 8)
             if not off and lowest <= at < length:
                 tried.insert(0, at)
+        doubt = False
         for index in itertools.chain(tried, self._candidates(stack, words, lowest, length)):
-            if not self._called(stack.pid, words[index], leaf) or not self._walks(stack, words, index, rbp):
+            if not self._called(stack.pid, words[index], leaf):
                 continue
-            if stack.dyn_size - 8 * index + 8 > stack.size:
-                break  # (a copy that left no 16 bytes unused for the leaf's chain entry stays as it is)
+            if not self._walks(stack, words, index, rbp):
+                # a chain that held for many frames before this walk lost it is more likely
+                # the live one (past a rule not followed here) than a frame further up
+                doubt = doubt or len(self.slots) >= DOUBT_LEVELS
+                continue
+            if doubt or stack.dyn_size - 8 * index + 8 > stack.size:
+                break  # (nor is a copy that left no 16 bytes unused for the leaf's chain entry resumed)
             self.resumed += 1
             hint = (stack.sp + 8 * index, words[index])
             if hint in hints:
@@ -285,7 +292,6 @@ class Resumer:
             where = self.code.mapping(stack.pid, pc)
             if where is None:
                 return False
-            place = None
             if where[3].startswith(b"/") and not where[3].startswith(b"//"):  # (not //anon)
                 place = self.place(stack.pid, pc)
                 rule = self._rule(place) if place is not None else None
@@ -312,17 +318,8 @@ class Resumer:
             if not pc:
                 return False  # (a zeroed slot: a stack ends with an undefined return address)
             caller = self.place(stack.pid, pc)
-            call = self._call(caller) if caller is not None else None
-            if caller is not None and call is None:
+            if caller is not None and self._call(caller) is None:
                 return False
-            if call is not None and call[0] == DIRECT and place is not None:
-                # a direct call must have called the function just walked (or a PLT stub):
-                # a frame left by an earlier call of the same caller, whose return address
-                # the caller's next call overwrote, fails here
-                called = self.place(stack.pid, pc + call[1] - caller[1])
-                if called is None or not (called[0].in_plt(called[1])
-                                          or (called[2] == place[2] and called[1] == rule.start)):
-                    return False
         return False
 
     def resume(self, buf, position: int, size: int, stack: UserStack, found: Tuple[int, int, int],
