@@ -268,6 +268,10 @@ def report(path: str, top: int = 10, warn: Callable[[str], None] = lambda messag
         raise InputError("%s holds no samples: it is not a recording or `perf script` output" % path)
     lost = perf.sample_stats(path)["lost"] if source.recording else None
     figures = builder.result(top=top, lost=lost, notes=meta.get("notes", []))
+    # samples that stopped in code without unwind information, resumed at their return
+    # address by record or not (None: a recording that predates it, or not mixedstack's)
+    figures["health"]["resumed"] = meta.get("resumed")
+    figures["health"]["not_resumed"] = meta.get("not_resumed")
     # a kernel layer of 0% and no system calls, where the kernel was never sampled, say so
     figures["kernel_sampled"] = not (source.recording and kernel_excluded(source.recording.data))
     if not figures["kernel_sampled"]:
