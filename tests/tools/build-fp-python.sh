@@ -18,7 +18,9 @@ work=$(mktemp -d)
 list=/etc/apt/sources.list.d/mixedstack-trixie-src.list
 cleanup() { rm -f "$list"; rm -rf "$work"; }
 trap cleanup EXIT
-echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" > "$list"
+. "$(dirname "$0")/debian-archive.sh"
+archive=$(debian_archive)
+echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $archive trixie main" > "$list"
 # only this entry is read: the machine's own sources are left as they are
 apt_opts=(-o "Dir::Etc::SourceList=$list" -o "Dir::Etc::SourceParts=-" -o "APT::Get::List-Cleanup=0")
 apt-get "${apt_opts[@]}" -qq update
