@@ -28,8 +28,8 @@ class Sample(NamedTuple):
     comm: str = ""
     pid: str = "?"
     tid: str = ""
-    # perf's timestamp text ("12345.678901234"), kept only for the events that need
-    # it (context switches, whose off-CPU time is measured from it).
+    # perf's timestamp text ("12345.678901234"; "" where perf printed none): off-CPU
+    # time is measured from a switch's, and GIL blame puts samples in the waits' intervals.
     time: str = ""
 
 

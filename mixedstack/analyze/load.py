@@ -21,7 +21,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optiona
 from mixedstack.analyze.fold import Folder, FoldOptions
 from mixedstack.analyze.markers import is_off_cpu
 from mixedstack.analyze.parse import EventFilter, ProcessLabel, parse
-from mixedstack.analyze.processors import offcpu
+from mixedstack.analyze.processors import gil, offcpu
 from mixedstack.analyze.processors.python import TRAMPOLINE_FILE
 from mixedstack.analyze.sources import FOLDED, RECORDING, Source, folded_unit, open_input, parse_folded
 from mixedstack.errors import InputError, Interrupted
@@ -139,7 +139,10 @@ def samples_of(source: Source, selection: Selection, label: Optional[ProcessLabe
     if selection.processes:
         wanted = set(selection.processes)
         samples = (sample for sample in samples if sample.pid in wanted or sample.comm in wanted)
-    weighed = offcpu.weigh(samples, selection.what, selection.switches)
+    if selection.what == offcpu.GIL_HOLDERS:  # the holders' samples, weighed by the waits they caused
+        weighed = gil.blame(offcpu.weigh(samples, "wall", selection.switches))
+    else:
+        weighed = offcpu.weigh(samples, selection.what, selection.switches)
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -164,6 +167,9 @@ def read_folded(source: Source, what: Optional[str], warn: Warn = _ignore) -> Lo
     if bad:
         warn("mixedstack: warning: skipped %d lines of %s that are not `stack COUNT` (first: %r)"
              % (len(bad), source.name, bad[0][:60]))
+    if what == offcpu.GIL_HOLDERS:
+        raise InputError("%s is folded text: --what gil-holders needs a recording made with --off-cpu "
+                         "(each sample's time and thread)" % source.name)
     if what in ("cpu", "off"):
         weights = {stack: value for stack, value in weights.items()
                    if is_off_cpu(stack.rpartition(";")[2]) == (what == "off")}

@@ -3,6 +3,7 @@
     [python frames before activation]  Python calls that started before the trampoline was on
     [truncated]                        the root of a stack the unwinder gave up on
     [off-cpu: REASON]                  the leaf of time spent blocked (GIL, sleep, lock, io, ...)
+    [GIL held by no sampled thread]    (--what gil-holders) GIL waits no holder was seen running in
 
 Standard library only.
 """
@@ -14,6 +15,8 @@ from typing import Optional
 BEFORE_ACTIVATION = "[python frames before activation]"
 # The frames above it are unknown, so the stack must not read as if it began here.
 TRUNCATED = "[truncated]"
+# The part of the GIL waits in which no other thread was sampled running Python.
+NO_GIL_HOLDER = "[GIL held by no sampled thread]"
 _OFF_CPU_PREFIX = "[off-cpu: "
 OFF_CPU = _OFF_CPU_PREFIX + "%s]"
 

@@ -31,8 +31,6 @@ HEADER = re.compile(r"^(\S.+?)\s+(\d+)/*(\d+)*\s+", re.ASCII)
 HEADER_EVENT = re.compile(r":\s*(\d+)*\s+(\S+):\s*$", re.ASCII)
 # the timestamp in a header: " 12345.678901234: "
 HEADER_TIME = re.compile(r"\s(\d+\.\d+):\s", re.ASCII)
-# events whose samples keep their timestamp (off-CPU time is measured from it)
-TIMED_EVENT = "sched:sched_switch"
 # The header as perf script prints fold's fields, "comm pid/tid time: period event: ",
 # for a comm of two or more characters without blanks: one match gives what HEADER,
 # HEADER_EVENT and HEADER_TIME would (tests/analyze/test_fuzz_parser.py checks that they agree).
@@ -123,7 +121,7 @@ def _header(line: str) -> Optional[Header]:
         comm, pid, tid, stamp, period, event = common.groups()
         if tid == "0":
             tid, pid = pid, "?"
-        return comm, pid, tid, period, event, stamp if event == TIMED_EVENT else ""
+        return comm, pid, tid, period, event, stamp
     return _any_header(line)
 
 
@@ -139,11 +137,8 @@ def _any_header(line: str) -> Optional[Header]:
     if not tail:
         return comm, pid, tid, "", None, ""
     period, event = tail.groups()
-    stamp = ""
-    if event == TIMED_EVENT:
-        timed = HEADER_TIME.search(line)
-        stamp = timed.group(1) if timed else ""
-    return comm, pid, tid, period or "", event, stamp
+    timed = HEADER_TIME.search(line)
+    return comm, pid, tid, period or "", event, timed.group(1) if timed else ""
 
 
 def _parse_lines(

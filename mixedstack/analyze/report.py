@@ -9,7 +9,8 @@ dict of figures (renderers/report_text.py prints it; `--format json` dumps it):
               issued most of it
     gil       per thread: time waiting for the GIL (blocked in take_gil/drop_gil, or
               on a CPU inside them) and its share of the thread's wall time; the
-              Python functions that waited most
+              Python functions that waited most; and, with --off-cpu, who held the
+              GIL while each thread waited, doing what (processors/gil.py)
     threads   name, tid, on-CPU, blocked, GIL
     functions top Python functions by self and total time
     health    samples, lost samples, broken and unresolved stacks
@@ -29,7 +30,8 @@ from mixedstack.analyze.sources import FOLDED, open_input
 from mixedstack.errors import InputError, Interrupted
 from mixedstack.perf import command as perf
 from mixedstack.perf.data import KERNEL_NOT_SAMPLED, kernel_excluded
-from mixedstack.analyze.processors import offcpu
+from mixedstack.analyze import markers
+from mixedstack.analyze.processors import gil, offcpu
 from mixedstack.model import Frame, PyFrame, Sample
 from mixedstack.analyze.markers import off_cpu_reason
 from mixedstack.analyze.processors import apply, stack_processors
@@ -109,6 +111,8 @@ class ReportBuilder:
         self.broken_in: Counter[str] = collections.Counter()
         # files whose frames perf could not name (stripped): samples through each
         self.no_symbols: Counter[str] = collections.Counter()
+        # who held the GIL while others waited: needs each switch's time (--off-cpu)
+        self.blame = gil.Blame() if switches is not None else None
 
     def add(self, sample: Sample) -> None:
         frames = sample.frames
@@ -172,7 +176,46 @@ class ReportBuilder:
     def add_all(self, samples: Iterable[Sample]) -> "ReportBuilder":
         for sample in samples:
             self.add(sample)
+            if self.blame is not None:
+                self.blame.add(sample)
         return self
+
+    def innermost(self, sample: Sample) -> Optional[PyFrame]:
+        python = [item for item in apply(self.processors, sample.frames[::-1]) if type(item) is PyFrame]
+        return python[-1] if python else None
+
+    def gil_holders(self, top: int) -> Optional[List[dict]]:
+        """Who held the GIL while each thread waited: per waiting thread, holder thread and
+        the holder's Python function, the wait time blamed on it and its share."""
+        if self.blame is None:
+            return None
+        blamed: Counter[Tuple[str, str, str, str]] = collections.Counter()
+        waited: Counter[Tuple[str, str]] = collections.Counter()
+        functions: Dict[tuple, str] = {}
+        for waiter, holder, ns in self.blame.shares():
+            waited[(waiter.pid, waiter.tid)] += ns
+            if holder is None:
+                blamed[(waiter.pid, waiter.tid, "", markers.NO_GIL_HOLDER)] += ns
+                continue
+            key = tuple(holder.frames)
+            if key not in functions:
+                innermost = self.innermost(holder)
+                functions[key] = innermost.text() if innermost else "(no Python frame)"
+            blamed[(waiter.pid, waiter.tid, holder.tid, functions[key])] += ns
+        rows = []
+        for (pid, tid, holder, function), ns in blamed.most_common(top):
+            rows.append({"tid": int(tid) if tid.isdigit() else tid, "thread": self.thread_name(pid, tid),
+                         "holder_tid": int(holder) if holder.isdigit() else None,
+                         "holder": self.thread_name(pid, holder) if holder else None,
+                         "function": function, "blamed_s": round(ns / 1e9, 9),
+                         "share": round(ns / waited[(pid, tid)], 4)})
+        return rows
+
+    def thread_name(self, pid: str, tid: str) -> Optional[str]:
+        figures = self.threads.get((pid, tid))
+        if figures is not None and figures.names:
+            return figures.names.most_common(1)[0][0]
+        return "MainThread" if pid == tid else None
 
     def result(self, top: int = 10, lost: Optional[int] = None, notes: Sequence[str] = ()) -> dict:
         seconds = lambda ns: round(ns / 1e9, 9)  # noqa: E731
@@ -181,8 +224,7 @@ class ReportBuilder:
         for (pid, tid), figures in sorted(self.threads.items(), key=lambda kv: -(kv[1].on_cpu + kv[1].blocked)):
             lifetime = self.switches.threads.get(int(tid)) if self.switches and tid.isdigit() else None
             wall = (lifetime.end - lifetime.start) if lifetime else None
-            name = figures.names.most_common(1)[0][0] if figures.names else (
-                "MainThread" if pid == tid else None)
+            name = self.thread_name(pid, tid)
             threads.append({
                 "tid": int(tid) if tid.isdigit() else tid,
                 "pid": int(pid) if pid.isdigit() else pid,
@@ -219,6 +261,8 @@ class ReportBuilder:
                 "threads_waiting": sum(1 for thread in threads if thread["gil_wait_s"]),
                 "top_waiters": [{"function": name.text(), "gil_wait_s": seconds(ns), "share": round(ns / gil_total, 4)}
                                 for name, ns in self.gil_waiters.most_common(top)],
+                # per waiting thread: who held it, in which Python function (None without --off-cpu)
+                "holders": self.gil_holders(top),
             },
             "threads": threads[:top],
             "threads_total": len(threads),

@@ -49,8 +49,9 @@ def only_processes(command):
 @click.option("--inline/--no-inline", default=False, show_default=True,
               help="Show inlined C functions (perf script is twice as slow with them).")
 @click.option("--what", type=click.Choice(offcpu.WHATS), default="cpu", show_default=True,
-              help="On-CPU samples (cpu), time spent blocked (off), or both on one time scale "
-                   "(wall); off and wall need a recording made with `record --off-cpu`.")
+              help="On-CPU samples (cpu), time spent blocked (off), both on one time scale (wall), "
+                   "or the threads that held the GIL while others waited, weighed by those waits "
+                   "(gil-holders); all but cpu need a recording made with `record --off-cpu`.")
 @only_processes
 def fold(input, output, format_, pid, tid, kernel, jit, all_, addrs, event_filter, keep_interpreter, inline,
          what, processes):
@@ -82,8 +83,9 @@ def fold(input, output, format_, pid, tid, kernel, jit, all_, addrs, event_filte
               help="Write the SVG to FILE (default: INPUT's name with .svg; - for standard output).")
 @click.option("--title", default=None, help="The title above the graph (default: from INPUT).")
 @click.option("--what", type=click.Choice(offcpu.WHATS), default=None,
-              help="On-CPU samples, off-CPU waits, or both (default: wall for a recording made with "
-                   "--off-cpu, else cpu; a folded file as it is).")
+              help="On-CPU samples, off-CPU waits, both, or the GIL's holders weighed by the waits "
+                   "they caused (default: wall for a recording made with --off-cpu, else cpu; a "
+                   "folded file as it is).")
 @only_processes
 def flamegraph(input, output, title, what, processes):
     """Draw INPUT as an interactive flame graph: one SVG that a browser opens.
@@ -111,8 +113,9 @@ def flamegraph(input, output, title, what, processes):
               help="Write the SVG to FILE (- for standard output).")
 @click.option("--title", default=None, help="The title above the graph.")
 @click.option("--what", type=click.Choice(offcpu.WHATS), default=None,
-              help="On-CPU samples, off-CPU waits, or both (default: wall for recordings made with "
-                   "--off-cpu, else cpu; folded files as they are).")
+              help="On-CPU samples, off-CPU waits, both, or the GIL's holders weighed by the waits "
+                   "they caused (default: wall for recordings made with --off-cpu, else cpu; folded "
+                   "files as they are).")
 @click.option("--exact-roots", is_flag=True,
               help="Compare process roots as they are (by default python3.11, python3.13 and a venv's "
                    "python are one root: the same program on another interpreter).")

@@ -67,6 +67,12 @@ def render(figures: dict, out: IO[str], source: str = "") -> None:
         table(out, ("GIL wait", "share", "function"),
               [(seconds(row["gil_wait_s"]), percent(row["share"]), row["function"])
                for row in figures["gil"]["top_waiters"]], indent="    ")
+    if figures["gil"].get("holders"):
+        out.write("  Who held the GIL while they waited (blocked waits; share of the waiting thread's):\n")
+        table(out, ("waiting", "blamed", "share", "holder", "holder's Python function"),
+              [("%s %s" % (row["tid"], row["thread"] or ""), seconds(row["blamed_s"]), percent(row["share"]),
+                "%s %s" % (row["holder_tid"], row["holder"] or "") if row["holder_tid"] is not None else "-",
+                row["function"]) for row in figures["gil"]["holders"]], indent="    ")
 
     out.write("\nThreads\n")
     table(out, ("tid", "on-CPU", "blocked", "GIL wait", "wall", "name"),

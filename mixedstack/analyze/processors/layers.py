@@ -16,7 +16,7 @@ import re
 from typing import Dict, Sequence, Tuple
 
 from mixedstack.model import Frame, PyFrame, StackFrame
-from mixedstack.analyze.markers import BEFORE_ACTIVATION, is_off_cpu
+from mixedstack.analyze.markers import BEFORE_ACTIVATION, NO_GIL_HOLDER, is_off_cpu
 from mixedstack.analyze.processors.python import INTERPRETER_DSO, TRAMPOLINE_DSO
 
 PROCESS = "process"  # the root frame: the process (or thread) label
@@ -55,7 +55,7 @@ def of_marker(name: str) -> str:
     """`[off-cpu: GIL]` -> gil, other `[off-cpu...` markers -> off-cpu, else ""."""
     if is_off_cpu(name):
         return GIL if "GIL" in name else OFF_CPU
-    return ""
+    return GIL if name == NO_GIL_HOLDER else ""
 
 
 def is_kernel(dso: str) -> bool:

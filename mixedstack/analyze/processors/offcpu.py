@@ -36,7 +36,8 @@ from mixedstack.analyze.processors.python import is_unnamed_interpreter
 from mixedstack.analyze.processors.python import symbol_name
 
 MARKER_DSO = "off-cpu"  # the marker frame's module: not a kernel, JIT or start-up one
-WHATS = ("cpu", "off", "wall")
+GIL_HOLDERS = "gil-holders"  # the threads that held the GIL, weighed by the waits they caused (gil.py)
+WHATS = ("cpu", "off", "wall", GIL_HOLDERS)
 
 # CPython's GIL hand-over, 3.8-3.15: a thread blocked in these waits for the GIL.
 GIL_FUNCTIONS = frozenset(["take_gil", "drop_gil"])
