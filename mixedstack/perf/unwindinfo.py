@@ -346,19 +346,9 @@ def _run(cie: Cie, program: bytes, state: Rule, initial: Optional[Rule], locatio
                 break
     return state if state.register in (RSP, RBP) else None
 
-def _sleb(data: bytes, at: int) -> Tuple[int, int]:
-    value, shift, byte = 0, 0, 0
-    while at < len(data):
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
-    return (value - (1 << shift) if byte & 0x40 else value), at
 
-
-def _uleb(data: bytes, at: int) -> Tuple[int, int]:
+def _leb(data: bytes, at: int) -> Tuple[int, int, int]:
+    """A LEB128 number's bits, the bits read and where it ends."""
     value = shift = 0
     while at < len(data):
         byte = data[at]
@@ -367,7 +357,17 @@ def _uleb(data: bytes, at: int) -> Tuple[int, int]:
         shift += 7
         if not byte & 0x80:
             break
+    return value, shift, at
+
+
+def _uleb(data: bytes, at: int) -> Tuple[int, int]:
+    value, _, at = _leb(data, at)
     return value, at
+
+
+def _sleb(data: bytes, at: int) -> Tuple[int, int]:
+    value, shift, at = _leb(data, at)
+    return (value - (1 << shift) if shift and value >> (shift - 1) & 1 else value), at
 
 
 # -- Call sites -----------------------------------------------------------------
