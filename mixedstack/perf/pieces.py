@@ -98,6 +98,7 @@ class Assembly:
             self.build_ids[section[position:position + size]] = None
 
     def close(self) -> None:
+        self.tidier.close()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

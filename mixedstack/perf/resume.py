@@ -70,7 +70,8 @@ TRAMPOLINE = Rule(RSP, 16, -16, False)  # a return address in a CPython (or agen
 class Code:
     """The executable mappings of the recorded processes, and their files, opened once."""
 
-    def __init__(self, code: List[Tuple[int, int, int, int, bytes]], parent: Dict[int, int]):
+    def __init__(self, code: List[Tuple[int, int, int, int, bytes]], parent: Dict[int, int],
+                 elves: Optional[Dict[bytes, Optional[ElfCode]]] = None):
         self.maps: Dict[int, List[Tuple[int, int, int, bytes]]] = {}
         for pid, start, end, pgoff, name in code:
             self.maps.setdefault(pid, []).append((start, end, pgoff, name))
@@ -78,7 +79,9 @@ class Code:
             maps.sort()
         self.parent = parent
         self.files: Dict[bytes, Optional[int]] = {}
-        self.elves: Dict[bytes, Optional[ElfCode]] = {}
+        # ELF files read, kept by the caller from piece to piece (their tables: 0.3 s for
+        # libtorch_cpu.so); closed by it
+        self.elves: Dict[bytes, Optional[ElfCode]] = {} if elves is None else elves
         self._granules: Dict[int, frozenset] = {}
 
     def granules(self, pid: int) -> frozenset:
@@ -130,10 +133,7 @@ class Code:
         for fd in self.files.values():
             if fd is not None:
                 os.close(fd)
-        for elf in self.elves.values():
-            if elf is not None:
-                elf.close()
-        self.files, self.elves = {}, {}
+        self.files = {}
 
 
 class Resumer:
@@ -153,6 +153,7 @@ class Resumer:
         self.hints: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}  # thread -> (slot, return address) last found
         self.threads: set = set()  # the threads with resumed samples: their donors outlive a piece
         self.buf = None
+        self.elves: Dict[bytes, Optional[ElfCode]] = {}  # every piece's Code reads them
 
     def place(self, pid: int, address: int) -> Optional[Tuple[ElfCode, int, bytes]]:
         """The ELF file, its own address (vaddr) and name, for a process's code address."""
@@ -399,3 +400,9 @@ class Resumer:
             kept[thread] = [(start, bytes(buf[where:where + size]), 0, size) if data is None else donor
                             for donor in self.donors.get(thread, ()) for start, data, where, size in (donor,)]
         self.donors, self.buf = kept, None
+
+    def close(self) -> None:
+        for elf in self.elves.values():
+            if elf is not None:
+                elf.close()
+        self.elves = {}

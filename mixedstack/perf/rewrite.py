@@ -75,6 +75,7 @@ def tidy(path: str) -> Tidied:
             tidier = Tidier()
             begin, write = tidier.piece(buf, whole=offset + size <= len(buf))
             tidier.placed(begin, buf)
+            tidier.close()
             end = min(offset + size, len(buf))
             saved = end - write if tidier.compacted else 0
             if saved:
@@ -242,7 +243,7 @@ class Tidier:
                   if pid != ppid and not (pid in last_exec and pid == tid)}
         entry, tries = self.entry, self.tries
         clipped = full = 0
-        code = Code(self.code + scan.code, parent)
+        code = Code(self.code + scan.code, parent, self.resumer.elves)
         returns, resumer = Returns(code), self.resumer
         resumer.code = code
         write = offset
@@ -300,6 +301,9 @@ class Tidier:
         code.close()
         return clipped, write if scan.movable else None, full, returns.stepped
 
+
+    def close(self) -> None:
+        self.resumer.close()
 
     def tidied(self, saved: int = 0) -> Tidied:
         # LOST (ring buffer full) and LOST_SAMPLES (the event's own count) see the same losses
