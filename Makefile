@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := demo-output
 
-.PHONY: install demo test test-agent bench fp-python current-python programs numeric browser clean
+.PHONY: install demo test test-agent bench fp-python ft-python current-python programs numeric browser clean
 
 install: $(STAMP)
 
@@ -47,7 +47,12 @@ test-agent: $(VENV)/.test-installed
 # A CPython 3.13 with frame pointers (Debian trixie source, ~3 min) for the
 # frame-pointer mode tests; they skip without it outside CI.
 fp-python:
-	tests/tools/build-fp-python.sh
+	tests/tools/build-python.sh fp
+
+# A free-threaded CPython 3.13 (--disable-gil, the same source, ~3 min): python3.13t, for
+# the lock-wait tests; they skip without it outside CI.
+ft-python:
+	tests/tools/build-python.sh ft
 
 # Debian sid's CPython 3.14 and 3.15 binaries (stripped, GCC 16, LTO), with and without
 # their -dbg symbols, into ~/.cache/mixedstack/current-python (~30 s, ~550 MB); the

@@ -11,6 +11,8 @@ dict of figures (renderers/report_text.py prints it; `--format json` dumps it):
               on a CPU inside them) and its share of the thread's wall time; the
               Python functions that waited most; and, with --off-cpu, who held the
               GIL while each thread waited, doing what (processors/gil.py)
+    locks     free-threaded CPython: blocked time on its locks (a PyMutex, a per-object
+              critical section, a stop-the-world pause), by kind, thread and Python function
     threads   name, tid, on-CPU, blocked, GIL
     functions top Python functions by self and total time
     health    samples, lost samples, broken and unresolved stacks
@@ -103,6 +105,8 @@ class ReportBuilder:
         self.syscalls: Dict[str, List] = {}  # name -> [on-CPU, blocked, Counter of Python callers]
         self.threads: Dict[Tuple[str, str], ThreadFigures] = {}
         self.gil_waiters: Counter[PyFrame] = collections.Counter()
+        # free-threaded builds' lock waits: (kind, pid, tid, Python function) -> blocked ns
+        self.lock_waits: Counter[Tuple[str, str, str, str]] = collections.Counter()
         self.self_time: Counter[PyFrame] = collections.Counter()
         self.total_time: Counter[PyFrame] = collections.Counter()
         self.off_self: Counter[PyFrame] = collections.Counter()
@@ -147,6 +151,9 @@ class ReportBuilder:
         if off:
             self.switch_samples += 1
             thread.blocked += sample.period
+            if reason in offcpu.FREE_THREADED_REASONS:
+                self.lock_waits[(reason, sample.pid, sample.tid,
+                                 innermost.text() if innermost else "(no Python frame)")] += sample.period
             if innermost:
                 self.off_self[innermost] += sample.period
             return
@@ -264,6 +271,10 @@ class ReportBuilder:
                 # per waiting thread: who held it, in which Python function (None without --off-cpu)
                 "holders": self.gil_holders(top),
             },
+            # free-threaded builds' lock waits, the longest first (None: there were none)
+            "locks": [{"kind": kind, "tid": int(tid) if tid.isdigit() else tid, "thread": self.thread_name(pid, tid),
+                       "function": function, "blocked_s": seconds(ns)}
+                      for (kind, pid, tid, function), ns in self.lock_waits.most_common(top)] or None,
             "threads": threads[:top],
             "threads_total": len(threads),
             "functions": {

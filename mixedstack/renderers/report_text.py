@@ -74,6 +74,12 @@ def render(figures: dict, out: IO[str], source: str = "") -> None:
                 "%s %s" % (row["holder_tid"], row["holder"] or "") if row["holder_tid"] is not None else "-",
                 row["function"]) for row in figures["gil"]["holders"]], indent="    ")
 
+    if figures.get("locks"):
+        out.write("\nLock waits (free-threaded CPython: blocked on a PyMutex, a critical section, a stop-the-world)\n")
+        table(out, ("blocked", "kind", "thread", "Python function"),
+              [(seconds(row["blocked_s"]), row["kind"], "%s %s" % (row["tid"], row["thread"] or ""), row["function"])
+               for row in figures["locks"]])
+
     out.write("\nThreads\n")
     table(out, ("tid", "on-CPU", "blocked", "GIL wait", "wall", "name"),
           [(row["tid"], seconds(row["on_cpu_s"]), seconds(row["blocked_s"]), seconds(row["gil_wait_s"]),

@@ -509,3 +509,28 @@ def test_other_interpreters_ignore_it(builds, space):
     if py27:  # the generated sitecustomize must at least parse on Python 2
         done = run(py27[0], script, folder)
         assert (done.returncode, done.stdout, done.stderr) == (0, "False\n", "")
+
+
+def test_a_folder_published_by_two_at_once_is_one_folder(tmp_path):
+    """The processes of a tree are activated 8 at a time: two threads copy the agent into
+    the same container's /tmp at once (CI saw the loser's rename fail, ENOTEMPTY)."""
+    from mixedstack.record.agent import publish
+
+    made = []
+    for n in range(2):
+        work = tmp_path / ("work%d" % n)
+        work.mkdir()
+        (work / "build.json").write_text(str(n))
+        made.append(work)
+    target = tmp_path / "agent"
+    publish(str(made[0]), str(target), "build.json")
+    publish(str(made[1]), str(target), "build.json")  # lost the race: theirs is whole
+    assert (target / "build.json").read_text() == "0"
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "partial").write_text("")
+    other = tmp_path / "work2"
+    other.mkdir()
+    (other / "build.json").write_text("2")
+    with pytest.raises(OSError):  # what is there is not whole: the failure is real
+        publish(str(other), str(half), "build.json")

@@ -1,6 +1,6 @@
 """Frame-pointer mode end to end, on a CPython 3.13 built with frame pointers.
 
-`make fp-python` builds one (tests/tools/build-fp-python.sh) into
+`make fp-python` builds one (tests/tools/build-python.sh fp) into
 ~/.cache/mixedstack/fp-python; MIXEDSTACK_FP_PYTHON may name another. A local
 `make test` skips these tests without it; CI builds it and requires them.
 """

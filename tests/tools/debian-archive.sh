@@ -1,4 +1,4 @@
-# Sourced by the scripts that fetch Debian packages (build-fp-python.sh, current-python.sh):
+# Sourced by the scripts that fetch Debian packages (build-python.sh, current-python.sh):
 # `debian_archive` prints the Debian archive this machine's apt is set up with (the URI
 # of its main archive, not the security one), read from /etc/apt/sources.list.d/*.sources
 # (deb822) or /etc/apt/sources.list, so that no registry's address is written into the

@@ -11,6 +11,10 @@ Each off-CPU stack gets a marker frame as its leaf saying how the thread was
 blocked, decided from the stack and the task state perf saw at switch-out:
 
     [off-cpu: GIL]        waiting to take (or hand over) CPython's GIL
+    [off-cpu: mutex]      free-threaded CPython: a PyMutex (threading.Lock, RLock, internal
+                          locks), spinning in sched_yield or parked
+    [off-cpu: critical section]  free-threaded: a per-object lock (a dict, a list...)
+    [off-cpu: stop-the-world]    free-threaded: paused for (or waiting on) a stop-the-world (GC)
     [off-cpu: sleep]      time.sleep, nanosleep
     [off-cpu: lock]       a futex (threading.Lock, Condition, queue...) other than the GIL
     [off-cpu: io]         a read, write, poll, accept... or uninterruptible (disk) wait
@@ -54,6 +58,18 @@ SLEEP_FUNCTIONS = frozenset(["time_sleep", "pysleep", "do_nanosleep", "hrtimer_n
 LOCK_FUNCTIONS = frozenset(["futex_wait", "futex_wait_queue", "futex_do_wait", "__futex_wait",
                             "futex_wait_queue_me", "do_futex"])
 CHILD_FUNCTIONS = frozenset(["do_wait", "kernel_wait4", "kernel_waitid"])
+# Free-threaded CPython's own waits (Python/lock.c, parking_lot.c, critical_section.c,
+# pystate.c), by what a thread waits for; the first kind found in a stack names it (a
+# critical section and a stop-the-world wait go through a PyMutex too).
+FREE_THREADED_WAITS = (
+    ("stop-the-world", frozenset(["_PyEval_StopTheWorld", "_PyEval_StopTheWorldAll", "stop_the_world",
+                                  "_PyThreadState_Suspend", "tstate_wait_attach", "park_detached_threads"])),
+    ("critical section", frozenset(["_PyCriticalSection_BeginSlow", "_PyCriticalSection2_BeginSlow"])),
+    ("mutex", frozenset(["_PyMutex_LockTimed", "_PyMutex_LockSlow", "PyMutex_Lock", "_PyParkingLot_Park",
+                         "_PySemaphore_Wait", "_PyRWMutex_RLock", "_PyRWMutex_Lock", "PyEvent_WaitTimed",
+                         "_PyOnceFlag_CallOnceSlow", "_PyRecursiveMutex_LockTimed"])),
+)
+FREE_THREADED_REASONS = tuple(reason for reason, _ in FREE_THREADED_WAITS)
 # The syscall's own function, just under do_syscall_64: __x64_sys_read, ksys_read, __do_sys_newstat...
 SYSCALL_FUNCTION = re.compile(r"^(?:__x64_sys_|__ia32_sys_|__se_sys_|__do_sys_|__sys_|ksys_|do_sys_)(\w+)$",
                               re.ASCII)
@@ -179,6 +195,9 @@ def blocked_reason(frames: Sequence[Frame], state: str) -> str:
     names = base_names(frames)
     if waits_for_gil(frames):
         return "GIL"
+    for reason, functions in FREE_THREADED_WAITS:  # (a PyMutex spins in sched_yield: runnable)
+        if names & functions:
+            return reason
     if state.startswith("R"):
         return "preempted"
     if names & SLEEP_FUNCTIONS:

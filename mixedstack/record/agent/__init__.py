@@ -187,14 +187,21 @@ def fork_guard_path() -> str:
             with open(os.path.join(work, "sitecustomize.py"), "w") as f:
                 f.write(_FORK_GUARD)
             os.chmod(work, 0o755)
-            try:
-                os.rename(work, folder)
-            except OSError:
-                if not os.path.isfile(os.path.join(folder, "sitecustomize.py")):
-                    raise
+            publish(work, folder, "sitecustomize.py")
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return folder
+
+
+def publish(work: str, folder: str, done: str) -> None:
+    """Rename a folder made in `work` to `folder`, which another process or thread (the
+    processes of a tree are activated 8 at a time) may have made meanwhile: losing that
+    race is fine once theirs holds `done`."""
+    try:
+        os.rename(work, folder)
+    except OSError:
+        if not os.path.isfile(os.path.join(folder, done)):
+            raise
 
 
 def remove_tmp_files(pids_file: str) -> int:
@@ -352,11 +359,7 @@ def agent_path(interp) -> str:
         with open(os.path.join(work, "build.json"), "w") as f:
             json.dump(dict(built_for, command=command), f, indent=1)
         os.chmod(work, 0o755)
-        try:
-            os.rename(work, folder)
-        except OSError:
-            if not os.path.isfile(os.path.join(folder, "build.json")):  # lost a race? fine
-                raise
+        publish(work, folder, "build.json")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return folder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from typing import Dict, Optional
 
@@ -81,7 +82,7 @@ def perf_jit_code(pid: int, interp: Interpreter) -> str:
 
 
 def agent_code(interp: Interpreter, pid: int) -> str:
-    from mixedstack.record.agent import agent_path, readable_copy  # builds it for the target on first use
+    from mixedstack.record.agent import agent_path, publish, readable_copy  # builds it for the target on first use
 
     folder = agent_path(interp)
     place = place_of(pid)
@@ -89,10 +90,12 @@ def agent_code(interp: Interpreter, pid: int) -> str:
         copy = place.host("/tmp/mixedstack-agent-%s" % os.path.basename(folder))
         if not os.path.isdir(copy):
             work = tempfile.mkdtemp(prefix=".mixedstack-agent-", dir=place.host("/tmp"))
-            readable_copy(folder, os.path.join(work, "agent"))
-            os.chmod(work, 0o755)
-            os.rename(os.path.join(work, "agent"), copy)
-            os.rmdir(work)
+            try:
+                readable_copy(folder, os.path.join(work, "agent"))
+                os.chmod(work, 0o755)
+                publish(os.path.join(work, "agent"), copy, "build.json")
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
         folder = copy[len(place.root):]
     return (
         "import sys\n"
