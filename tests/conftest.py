@@ -249,3 +249,12 @@ def one_line_error(done: subprocess.CompletedProcess, status: int, *words: str) 
 # A CPython 3.13 with frame pointers (`make fp-python`), for the frame-pointer mode tests
 FP_PYTHON = os.environ.get("MIXEDSTACK_FP_PYTHON", str(
     Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mixedstack" / "fp-python" / "bin" / "python3.13"))
+FT_PYTHON = os.environ.get("MIXEDSTACK_FT_PYTHON", str(
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mixedstack" / "ft-python" / "bin" / "python3.13t"))
+
+
+def ft_python() -> str:
+    """The free-threaded 3.13 `make ft-python` builds (skip, or fail under CI, without it)."""
+    if not os.access(FT_PYTHON, os.X_OK):
+        skip_or_fail("no free-threaded CPython at %s: build it with `make ft-python`" % FT_PYTHON)
+    return FT_PYTHON
