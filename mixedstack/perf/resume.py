@@ -54,11 +54,11 @@ PERF_CONTEXT_USER = (1 << 64) - 512
 SCAN_BYTES = 1 << 16
 GRANULE = 20  # code addresses are first sieved by their 1 MB granule
 BP_REGISTER = 6  # PERF_REG_X86_BP
-# A candidate return address is believed when the frames above it unwind: to the
-# stack's end, or for MIN_LEVELS frames and then to code whose tables this cannot read
-# (JIT trampolines) or the end of the copy. Never fewer: a deep recursion that has
-# returned (CPython's PEG parser, at start-up) leaves a dead chain of frames below the
-# live ones that holds for hundreds of levels, until it meets the live frames.
+# A candidate return address is believed when the frames above it unwind to the stack's
+# end, or for MIN_LEVELS frames at least to the end of the copy. A deep recursion that
+# has returned (CPython's PEG parser, at start-up) leaves a dead chain of frames below
+# the live ones that holds for hundreds of levels, until it meets the live frames: the
+# walk goes on until then.
 MIN_LEVELS = 3
 DOUBT_LEVELS = 8  # a candidate that walked this far before failing: none above it is believed
 HINTS = 4  # slots remembered a thread
