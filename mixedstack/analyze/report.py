@@ -105,8 +105,10 @@ class ReportBuilder:
         self.syscalls: Dict[str, List] = {}  # name -> [on-CPU, blocked, Counter of Python callers]
         self.threads: Dict[Tuple[str, str], ThreadFigures] = {}
         self.gil_waiters: Counter[PyFrame] = collections.Counter()
-        # free-threaded builds' lock waits: (kind, pid, tid, Python function) -> blocked ns
+        # free-threaded builds' lock waits: (kind, pid, tid, Python function) -> blocked ns,
+        # and who woke them (released the lock): the same key -> waker's tid -> ns
         self.lock_waits: Counter[Tuple[str, str, str, str]] = collections.Counter()
+        self.lock_wakers: Dict[Tuple[str, str, str, str], Counter[str]] = {}
         self.self_time: Counter[PyFrame] = collections.Counter()
         self.total_time: Counter[PyFrame] = collections.Counter()
         self.off_self: Counter[PyFrame] = collections.Counter()
@@ -152,8 +154,11 @@ class ReportBuilder:
             self.switch_samples += 1
             thread.blocked += sample.period
             if reason in offcpu.FREE_THREADED_REASONS:
-                self.lock_waits[(reason, sample.pid, sample.tid,
-                                 innermost.text() if innermost else "(no Python frame)")] += sample.period
+                key = (reason, sample.pid, sample.tid, innermost.text() if innermost else "(no Python frame)")
+                self.lock_waits[key] += sample.period
+                waker = self.switches.waker(sample.tid, sample.time) if self.switches else None
+                if waker is not None:
+                    self.lock_wakers.setdefault(key, collections.Counter())[str(waker)] += sample.period
             if innermost:
                 self.off_self[innermost] += sample.period
             return
@@ -218,6 +223,18 @@ class ReportBuilder:
                          "share": round(ns / waited[(pid, tid)], 4)})
         return rows
 
+    def released_by(self, key: Tuple[str, str, str, str], ns: int) -> dict:
+        """The thread that woke a lock's waiter most (it released the lock), its share of
+        the waits something woke, and what share of the waits that was (a PyMutex spins in
+        sched_yield before it parks: nothing wakes a spin)."""
+        wakers = self.lock_wakers.get(key)
+        if not wakers:
+            return {"released_by_tid": None, "released_by": None, "released_share": None, "woken_share": 0.0}
+        waker, woke = wakers.most_common(1)[0]
+        woken = sum(wakers.values())
+        return {"released_by_tid": int(waker), "released_by": self.thread_name(key[1], waker),
+                "released_share": round(woke / woken, 4), "woken_share": round(woken / ns, 4)}
+
     def thread_name(self, pid: str, tid: str) -> Optional[str]:
         figures = self.threads.get((pid, tid))
         if figures is not None and figures.names:
@@ -272,9 +289,9 @@ class ReportBuilder:
                 "holders": self.gil_holders(top),
             },
             # free-threaded builds' lock waits, the longest first (None: there were none)
-            "locks": [{"kind": kind, "tid": int(tid) if tid.isdigit() else tid, "thread": self.thread_name(pid, tid),
-                       "function": function, "blocked_s": seconds(ns)}
-                      for (kind, pid, tid, function), ns in self.lock_waits.most_common(top)] or None,
+            "locks": [dict({"kind": key[0], "tid": int(key[2]) if key[2].isdigit() else key[2],
+                            "thread": self.thread_name(key[1], key[2]), "function": key[3], "blocked_s": seconds(ns)},
+                           **self.released_by(key, ns)) for key, ns in self.lock_waits.most_common(top)] or None,
             "threads": threads[:top],
             "threads_total": len(threads),
             "functions": {

@@ -72,6 +72,9 @@ def perf_command(subcommand: str, buildid_dir: Optional[str] = None) -> List[str
 
 CPU_EVENT = "cpu-clock"  # software: this machine has no hardware PMU, and VMs often lack one
 SWITCH_EVENT = "sched:sched_switch"  # every switch of a thread off a CPU, with its stack
+# every wake-up a thread of the target makes, without a stack: whoever releases a lock
+# wakes its waiter (report's "released by"; offcpu.Switches)
+WAKING_EVENT = "sched:sched_waking"
 BIG_BUFFER = "16M"  # perf's ring buffer a CPU in DWARF mode, where the memory may be locked
 PIECE = "8M"  # perf's file is closed and taken into the recording every PIECE (raw, before tidy)
 
@@ -80,7 +83,7 @@ def off_cpu_events(frequency: int) -> List[str]:
     """perf record's events for on- and off-CPU: the cpu-clock rate is set on the event
     (a global -F would also turn the switch tracepoint into a sampled one)."""
     return ["-e", "%s/freq=%d,name=%s/" % (CPU_EVENT, frequency, CPU_EVENT),
-            "-e", SWITCH_EVENT, "--switch-events"]
+            "-e", SWITCH_EVENT, "-e", WAKING_EVENT + "/call-graph=no/", "--switch-events"]
 
 
 def record_command(output: str, buildid_dir: str, frequency: int, call_graph: str, stack_size: int,

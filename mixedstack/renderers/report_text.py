@@ -76,8 +76,10 @@ def render(figures: dict, out: IO[str], source: str = "") -> None:
 
     if figures.get("locks"):
         out.write("\nLock waits (free-threaded CPython: blocked on a PyMutex, a critical section, a stop-the-world)\n")
-        table(out, ("blocked", "kind", "thread", "Python function"),
-              [(seconds(row["blocked_s"]), row["kind"], "%s %s" % (row["tid"], row["thread"] or ""), row["function"])
+        table(out, ("blocked", "kind", "thread", "Python function", "released by (share of the woken waits)"),
+              [(seconds(row["blocked_s"]), row["kind"], "%s %s" % (row["tid"], row["thread"] or ""), row["function"],
+                "%s %s (%s)" % (row["released_by_tid"], row["released_by"] or "", percent(row["released_share"]))
+                if row["released_by_tid"] is not None else "-")
                for row in figures["locks"]])
 
     out.write("\nThreads\n")

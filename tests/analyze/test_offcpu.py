@@ -82,6 +82,7 @@ SWITCH_LINES = """\
   101   10.002000500: sched:sched_switch: prev_comm=python3.13 prev_pid=101 prev_prio=120 prev_state=S ==> next_comm=swapper/0 next_pid=0 next_prio=120
   101   10.002000900: PERF_RECORD_SWITCH OUT
   100   10.002500000: cpu-clock:
+  100   10.050000000: sched:sched_waking: comm=python3.13 pid=101 prio=120 target_cpu=000
   101   10.052000700: PERF_RECORD_SWITCH IN
   101   10.060000000: sched:sched_switch: prev_comm=python3.13 prev_pid=101 prev_prio=120 prev_state=R ==> next_comm=x next_pid=7 next_prio=120
   101   10.060000100: PERF_RECORD_SWITCH OUT preempt
@@ -95,11 +96,11 @@ SWITCH_LINES = """\
 
 def test_switches_pair_each_switch_out_with_the_next_switch_in():
     switches = offcpu.Switches.parse(SWITCH_LINES)
-    assert switches.blocked[(101, 10002000)] == (50000200, "S")  # to the nanosecond
-    assert switches.blocked[(101, 10060000)] == (1000000, "R")
+    assert switches.blocked[(101, 10002000)] == (50000200, "S", 100)  # to the nanosecond; 100 woke it
+    assert switches.blocked[(101, 10060000)] == (1000000, "R", None)  # preempted: nobody woke it
     assert (101, 10070000) not in switches.blocked  # the thread died there
     # still switched out at the end of the recording: blocked until its last timestamp
-    assert switches.blocked[(100, 10080000)] == (20000000, "S")
+    assert switches.blocked[(100, 10080000)] == (20000000, "S", None)
     assert switches.threads[101].start == 10001000000 and switches.threads[101].end == 10070000100
 
 

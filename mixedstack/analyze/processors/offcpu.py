@@ -32,7 +32,7 @@ from typing import Dict, Iterable, Iterator, NamedTuple, Optional, Sequence, Tup
 
 from mixedstack.analyze import markers
 from mixedstack.perf import command as perf
-from mixedstack.perf.command import SWITCH_EVENT
+from mixedstack.perf.command import SWITCH_EVENT, WAKING_EVENT
 from mixedstack.analyze.processors.layers import is_kernel
 from mixedstack.model import Frame, Sample
 from mixedstack.analyze.processors.python import is_entry
@@ -99,12 +99,18 @@ class Thread(NamedTuple):
 
 
 class Switches:
-    """Every switch-out of the recording: {(tid, µs): (blocked ns, task state)}, and threads' lifetimes."""
+    """Every switch-out of the recording: {(tid, µs): (blocked ns, task state, the tid that
+    woke it or None)}, and threads' lifetimes."""
 
     def __init__(self) -> None:
-        self.blocked: Dict[Tuple[int, int], Tuple[int, str]] = {}
+        self.blocked: Dict[Tuple[int, int], Tuple[int, str, Optional[int]]] = {}
         self.threads: Dict[int, Thread] = {}
         self.end = 0  # the recording's last timestamp (ns)
+
+    def waker(self, tid: str, stamp: str) -> Optional[int]:
+        """Who woke the thread from the switch-out at `stamp` (perf's time text), if known."""
+        blocked = self.blocked.get((int(tid), microseconds(stamp))) if tid.isdigit() and stamp else None
+        return blocked[2] if blocked else None
 
     @classmethod
     def read(cls, data: str) -> "Switches":
@@ -121,6 +127,7 @@ class Switches:
         """Lines of `perf script -F tid,time,event,trace --ns --show-switch-events --show-task-events`."""
         switches = cls()
         pending: Dict[int, Tuple[str, int, str]] = {}  # tid -> (stamp, ns, state) of its last switch-out
+        woken: Dict[int, Tuple[int, int]] = {}  # tid -> (ns, waker's tid) of its last wake-up
         first: Dict[int, int] = {}
         last: Dict[int, int] = {}
         for line in lines:
@@ -137,10 +144,16 @@ class Switches:
             if event == SWITCH_EVENT + ":":
                 state = re.search(r"prev_state=(\S+)", line)
                 pending[tid] = (stamp, now, state.group(1) if state else "?")
+            elif event == WAKING_EVENT + ":":
+                target = re.search(r" pid=(\d+)", line)
+                if target:
+                    woken[int(target.group(1))] = (now, tid)
             elif event == "PERF_RECORD_SWITCH" and line.rstrip().endswith("IN"):
                 out = pending.pop(tid, None)
                 if out is not None:
-                    switches.blocked[(tid, microseconds(out[0]))] = (now - out[1], out[2])
+                    wake = woken.get(tid)
+                    switches.blocked[(tid, microseconds(out[0]))] = (
+                        now - out[1], out[2], wake[1] if wake and out[1] <= wake[0] <= now and wake[1] != tid else None)
             elif event.startswith("PERF_RECORD_FORK("):
                 child = re.match(r"PERF_RECORD_FORK\(\d+:(\d+)\)", event)
                 if child:
@@ -150,7 +163,7 @@ class Switches:
         # still switched out when the recording stopped (an attach): blocked until then
         for tid, (stamp, then, state) in pending.items():
             if not state.startswith(("X", "Z")):  # a dying task is not blocked
-                switches.blocked[(tid, microseconds(stamp))] = (switches.end - then, state)
+                switches.blocked[(tid, microseconds(stamp))] = (switches.end - then, state, None)
         switches.threads = {tid: Thread(tid, first[tid], last[tid]) for tid in first}
         return switches
 
@@ -232,5 +245,5 @@ def weigh(samples: Iterable[Sample], what: str, switches: Optional[Switches]) ->
         blocked = switches.blocked.get((int(sample.tid), microseconds(sample.time)))
         if blocked is None or blocked[0] <= 0:
             continue
-        ns, state = blocked
+        ns, state, _ = blocked
         yield sample._replace(period=ns, frames=[marker(blocked_reason(sample.frames, state))] + sample.frames)
