@@ -31,13 +31,12 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from mixedstack.analyze import markers
 from mixedstack.analyze.processors import offcpu
 from mixedstack.analyze.processors.layers import is_kernel
-from mixedstack.analyze.processors.python import (INTERPRETER_DSO, LIBC_DSO, TRAMPOLINE_DSO, is_python,
+from mixedstack.analyze.processors.python import (INTERPRETER_DSO, LIBC, TRAMPOLINE_DSO, is_python,
                                                   is_unnamed_interpreter, symbol_name)
 from mixedstack.model import Frame, Sample
 
 # Code that runs for whoever calls it, GIL held or not: the C library, the loader, the vDSO.
-SYSTEM_DSO = re.compile(r"(?:^|/)(?:libc[.-][^/]*|ld-linux[^/]*|libpthread[^/]*|libm[.-][^/]*)$|^\[vdso\]$",
-                        re.ASCII)
+SYSTEM_DSO = re.compile(r"(?:^|/)(?:%s|ld-linux[^/]*|libpthread[^/]*|libm[.-][^/]*)$|^\[vdso\]$" % LIBC, re.ASCII)
 # CPython's extension modules: lib-dynload's and site-packages' (`_json.cpython-313-x86_64-linux-gnu.so`,
 # `_foo.abi3.so`), Cython's and mypyc's among them.
 EXTENSION_DSO = re.compile(r"\.(?:cpython-[^/]*|abi3)\.so$", re.ASCII)
@@ -53,7 +52,7 @@ def holds_gil(frames: Sequence[Frame]) -> bool:
     if offcpu.syscall(frames) is not None or offcpu.waits_for_gil(frames):
         return False
     for frame in frames:
-        if is_kernel(frame.dso) or SYSTEM_DSO.search(frame.dso) or LIBC_DSO.search(frame.dso):
+        if is_kernel(frame.dso) or SYSTEM_DSO.search(frame.dso):
             continue
         return (is_python(frame) or TRAMPOLINE_DSO.search(frame.dso) is not None
                 or INTERPRETER_DSO.search(frame.dso) is not None or is_unnamed_interpreter(frame)
