@@ -62,12 +62,16 @@ def test_lock_waits_of_contending_threads_are_named_and_tabled(perf_ok, tmp_path
     kinds = {(row["function"].split(" (")[0], row["kind"]) for row in rows}
     assert ("locked_work", "mutex") in kinds and ("dict_writer", "critical section") in kinds, rows
     # who held it: the thread that released the lock woke its waiter, another of the same
-    # workers (most waits are spins in sched_yield, which nothing wakes: woken_share)
-    for row in rows:
+    # workers. Most waits are spins in sched_yield, which nothing wakes (woken_share): a
+    # row may have no woken wait at all (a dict writer's, in one CI run), but over 3 s of
+    # three threads on one lock some wait parks and is woken.
+    woken = [row for row in rows if (row["function"].split(" (")[0], row["kind"]) in
+             {("locked_work", "mutex"), ("dict_writer", "critical section")} and row["woken_share"] > 0]
+    assert woken, rows
+    for row in woken:
         worker = row["function"].split(" (")[0]
-        if worker in ("locked_work", "dict_writer") and row["blocked_s"] > 0.1:
-            assert row["released_by"] == "Thread (%s)" % worker and row["released_by_tid"] != row["tid"], row
-            assert 0 < row["woken_share"] <= 1, row
+        assert row["released_by"] == "Thread (%s)" % worker and row["released_by_tid"] != row["tid"], row
+        assert 0 < row["released_share"] <= 1 and row["woken_share"] <= 1, row
     tabled = sum(row["blocked_s"] for row in rows if row["function"].startswith("locked_work ("))
     assert tabled == pytest.approx(blocked("locked_work", {"mutex"}) / 1e9, rel=0.01), rows
     svg = tmp_path / "off.svg"

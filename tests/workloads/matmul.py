@@ -1,5 +1,6 @@
 """numpy matmuls (OpenBLAS's kernels: no unwind information) between Python glue, for
-SECONDS (default 3): `matmuls` calls them, `glue` is pure Python.
+SECONDS (default 3): `matmuls` calls them, `glue` is pure Python. Its last line says it
+finished (py-spy exits 0 when the program it runs crashes).
 
     python matmul.py [SECONDS]
 """
@@ -29,6 +30,7 @@ def main():
     while time.monotonic() < end:
         matmuls(a, b, 3)
         glue(20000)
+    print("matmul.py: finished")  # its end, for a profiler that does not pass exit statuses on
 
 
 main()
