@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := demo-output
 
-.PHONY: install demo test test-agent bench fp-python ft-python current-python programs numeric browser clean
+.PHONY: install demo test test-agent bench fp-python ft-python current-python programs numeric browser terminal clean
 
 install: $(STAMP)
 
@@ -92,6 +92,14 @@ browser:
 	@if command -v chromium >/dev/null; then chromium --version; else \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get install -y -q chromium chromium-driver || { apt-get update -q && apt-get install -y -q chromium chromium-driver; }; \
+	fi
+
+# tmux, the terminal tests/cli/test_top.py runs `mixedstack top` in (it skips without it
+# outside CI). Needs root.
+terminal:
+	@if command -v tmux >/dev/null; then tmux -V; else \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q tmux || { apt-get update -q && apt-get install -y -q tmux; }; \
 	fi
 
 clean:

@@ -1,4 +1,5 @@
-"""A long recording, measured while it is made: `python bench/long.py MINUTES [--off-cpu] [-o FILE]`.
+"""A long recording, measured while it is made:
+`python bench/long.py MINUTES [--off-cpu] [--drop-stacks] [-o FILE]`.
 
 Records tests/workloads/phases.py (CPU-bound: Python, C and system calls; with --off-cpu,
 tests/workloads/offcpu.py's thread-heavy `gil` mix instead) for MINUTES with
@@ -10,8 +11,13 @@ tests/workloads/offcpu.py's thread-heavy `gil` mix instead) for MINUTES with
     over_final       peak_disk - final_disk
     samples, bytes_a_sample
     record_returned  seconds from the target's end (its last write) to record's return
+    unwound          what unwinding while recording took (meta.json's unwound_while_recording:
+                     batches, perf script's CPU seconds, seconds at the end)
+    kept_bytes_a_sample  perf.data and the samples kept unwound (samples.bin, switches.txt)
+                     a sample: what the recording keeps, with --drop-stacks the figure to watch
 
-make bench builds one 10-minute recording with it, once (cached), for fold's figures.
+make bench builds two 10-minute recordings with it, once (cached), for fold's figures:
+one as record makes it by default, one with --drop-stacks.
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ from mixedstack.record.collect import disk_used  # noqa: E402  (what the status 
 MIXEDSTACK = [sys.executable, "-m", "mixedstack"]
 
 
-def measure(minutes: float, data: Path, off_cpu: bool = False) -> dict:
+def measure(minutes: float, data: Path, off_cpu: bool = False, drop_stacks: bool = False) -> dict:
     found = pyenv_interpreters()
     python = found[max(v for v in found if v >= (3, 13))]
     seconds = 60 * minutes
@@ -56,7 +62,8 @@ def measure(minutes: float, data: Path, off_cpu: bool = False) -> dict:
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    command = MIXEDSTACK + ["record", "-f", "-o", str(data)] + (["--off-cpu"] if off_cpu else []) + ["--", python] + workload
+    command = MIXEDSTACK + ["record", "-f", "-o", str(data)] + (["--off-cpu"] if off_cpu else []) + (
+        ["--drop-stacks"] if drop_stacks else []) + ["--", python] + workload
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     returned = time.time()
     stop.set()
@@ -65,7 +72,11 @@ def measure(minutes: float, data: Path, off_cpu: bool = False) -> dict:
         raise SystemExit("bench: record failed: %s" % done.stderr[-2000:])
     meta = json.loads((folder / "meta.json").read_text())
     final = disk_used([str(data), str(folder)])
+    kept = data.stat().st_size + sum(path.stat().st_size for path in folder.glob("*")
+                                     if path.name.startswith(("samples.bin", "switches.txt")))
     return {
+        "drop_stacks": drop_stacks, "unwound": meta.get("unwound_while_recording"),
+        "kept_bytes_a_sample": round(kept / max(1, meta["samples"])),
         "minutes": minutes, "off_cpu": off_cpu,
         "peak_disk": peak[0], "final_disk": final, "over_final": peak[0] - final,
         "samples": meta["samples"], "lost": meta["lost"], "bytes": data.stat().st_size,
@@ -78,9 +89,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("minutes", type=float)
     parser.add_argument("--off-cpu", action="store_true")
+    parser.add_argument("--drop-stacks", action="store_true")
     parser.add_argument("-o", "--output", default="long.data")
     arguments = parser.parse_args()
-    print(json.dumps(measure(arguments.minutes, Path(arguments.output), arguments.off_cpu), indent=2))
+    print(json.dumps(measure(arguments.minutes, Path(arguments.output), arguments.off_cpu, arguments.drop_stacks),
+                     indent=2))
 
 
 if __name__ == "__main__":

@@ -179,37 +179,68 @@ LONG_MINUTES = 10
 
 
 def long_figures(python: str) -> List[Row]:
-    """A 10-minute recording (~300,000 samples at 499 Hz), made once with bench/long.py
-    (which measures the disk it used while recording) and cached: fold's figures on it."""
+    """Two 10-minute recordings (~300,000 samples at 499 Hz each), made once with
+    bench/long.py (which measures the disk it used while recording) and cached: one as
+    record makes them, one with --drop-stacks. Every command on them reads the samples
+    record kept unwound; the first fold of a recording without them (what an older
+    recording, or one of plain perf record, takes) runs perf script, as perf script alone."""
     from long import measure  # bench/long.py
 
     version = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
                              stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mixedstack" / "bench" / (
-        "long-%dmin-%s" % (LONG_MINUTES, version))
-    data, figures_file = cache / "perf.data", cache / "figures.json"
-    if not figures_file.exists():
-        print("bench: recording %d minutes once (cached in %s)" % (LONG_MINUTES, cache), file=sys.stderr)
-        cache.mkdir(parents=True, exist_ok=True)
-        figures_file.write_text(json.dumps(measure(LONG_MINUTES, data)))
-    made = json.loads(figures_file.read_text())
+    made = {}
+    for drop in (False, True):
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mixedstack" / "bench" / (
+            "long-%dmin-%s-kept%s" % (LONG_MINUTES, version, "-dropped" if drop else ""))
+        figures_file = cache / "figures.json"
+        if not figures_file.exists():
+            print("bench: recording %d minutes once (cached in %s)" % (LONG_MINUTES, cache), file=sys.stderr)
+            cache.mkdir(parents=True, exist_ok=True)
+            figures_file.write_text(json.dumps(measure(LONG_MINUTES, cache / "perf.data", drop_stacks=drop)))
+        made[drop] = (cache / "perf.data", json.loads(figures_file.read_text()))
+    data, figures = made[False]
+    unwound = figures["unwound"] or {}
     rows = [("long recording: %d min of phases.py at 499 Hz, %s samples, %d MB (made once, cached)" % (
-        LONG_MINUTES, format(made["samples"], ","), made["bytes"] >> 20), "", ""),
+        LONG_MINUTES, format(figures["samples"], ","), figures["bytes"] >> 20), "", ""),
         ("  disk used while recording, at most (sampled every 0.2 s) vs the final size",
-         "%d MB vs %d MB" % (made["peak_disk"] >> 20, made["final_disk"] >> 20),
-         "+%d MB" % (made["over_final"] >> 20)),
-        ("  recording bytes a sample", "%d" % made["bytes_a_sample"], ""),
-        ("  record returned after the target ended", "%.2f s" % made["record_returned"], "")]
+         "%d MB vs %d MB" % (figures["peak_disk"] >> 20, figures["final_disk"] >> 20),
+         "+%d MB" % (figures["over_final"] >> 20)),
+        ("  recording bytes a sample", "%d" % figures["bytes_a_sample"], ""),
+        ("  record returned after the target ended", "%.2f s" % figures["record_returned"], ""),
+        ("  unwinding while recording: perf script's CPU (niced) over the run, in %d batches" % unwound.get("batches", 0),
+         "%.1f s of %d s" % (unwound.get("cpu_s", 0), 60 * LONG_MINUTES),
+         "%.1f%% of a core" % (100 * unwound.get("cpu_s", 0) / (60 * LONG_MINUTES)))]
+    folder = str(data) + ".d"
+    svg = os.path.join(tempfile.gettempdir(), "mixedstack-bench-%d.svg" % os.getpid())
+    from mixedstack import store
+
+    def first_read() -> float:
+        store.clear(folder)  # as a recording without its samples kept: perf script
+        return run(MIXEDSTACK + ["fold", str(data)])[0]
     m = medians({
         "perf": lambda: run(script_alone(data))[0],
         "fold": lambda: run(MIXEDSTACK + ["fold", str(data)])[0],
+        "report": lambda: run(MIXEDSTACK + ["report", str(data)])[0],
+        "flamegraph": lambda: run(MIXEDSTACK + ["flamegraph", "-o", svg, str(data)])[0],
+        "first": first_read,
     }, rounds=3)
-    rows.append(("  fold end-to-end vs perf script alone (--no-inline)", "%.1f s vs %.1f s" % (m["fold"], m["perf"]),
-                 ratio(m["fold"], m["perf"])))
+    first_read()  # leave it kept
+    os.remove(svg)
+    for command in ("fold", "report", "flamegraph"):
+        rows.append(("  %s, the samples kept, vs perf script alone" % command,
+                     "%.2f s vs %.1f s" % (m[command], m["perf"]), ratio(m[command], m["perf"])))
+    rows.append(("  fold's first read without them (perf script, keeping them) vs perf script alone",
+                 "%.1f s vs %.1f s" % (m["first"], m["perf"]), ratio(m["first"], m["perf"])))
     own = tree_memory(MIXEDSTACK + ["fold", str(data)], str(data), alone=True)[0]
-    tree = tree_memory(MIXEDSTACK + ["fold", str(data)], str(data))[0]
-    rows.append(("  fold peak memory: its own process (PSS, without the recording's pages)",
-                 "%d MB (with its perf script processes: %d MB)" % (own >> 10, tree >> 10), ""))
+    rows.append(("  fold peak memory, the samples kept (PSS)", "%d MB" % (own >> 10), ""))
+    dropped, small = made[True]
+    m = medians({"fold": lambda: run(MIXEDSTACK + ["fold", str(dropped)])[0]}, rounds=3)
+    rows.append(("long recording with --drop-stacks: %s samples, bytes kept a sample (perf.data, samples "
+                 "kept) vs the default's" % format(small["samples"], ","),
+                 "%d vs %d" % (small["kept_bytes_a_sample"], figures["kept_bytes_a_sample"]),
+                 ratio(small["kept_bytes_a_sample"], figures["kept_bytes_a_sample"])))
+    rows.append(("  its fold; record returned after the target ended", "%.2f s; %.2f s" % (
+        m["fold"], small["record_returned"]), ""))
     return rows
 
 

@@ -8,9 +8,9 @@ from typing import Iterable, List, Optional, Union
 from mixedstack.analyze.fold import Folder
 from mixedstack.analyze.fold import FoldOptions
 from mixedstack.renderers.folded import render
-from mixedstack.analyze.parse import EventFilter
-from mixedstack.analyze.parse import ProcessLabel
-from mixedstack.analyze.parse import parse
+from mixedstack.perf.parse import EventFilter
+from mixedstack.perf.parse import ProcessLabel
+from mixedstack.perf.parse import parse
 
 # stackcollapse-perf.pl's options that the corpus exercises ("" = no option).
 OPTIONS = ("pid", "tid", "kernel", "jit", "all", "addrs")

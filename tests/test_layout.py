@@ -1,9 +1,11 @@
 """The package's shape, as the README's "How it is built" draws it:
 
     record/ -> perf/ <- analyze/ -> renderers/, and cli/ on top of all of them
+    (model.py, markers.py and store.py below them all)
 
 - no import cycle between mixedstack's modules;
 - perf/ imports neither side; analyze/ and renderers/ never import record/ or cli/;
+  record/ never imports analyze/;
 - nothing the analysis path imports needs click or pyelftools (perf's embedded
   Python runs it through perf_scripts/mixedstack-fold.py): checked statically and
   by folding a perf script text with both made unimportable.
@@ -20,7 +22,7 @@ from conftest import ROOT, TESTS
 
 PACKAGE = ROOT / "mixedstack"
 ANALYSIS = ("mixedstack.analyze", "mixedstack.perf", "mixedstack.renderers", "mixedstack.model",
-            "mixedstack.errors")
+            "mixedstack.errors", "mixedstack.store", "mixedstack.markers")
 
 
 def module_name(path: Path) -> str:
@@ -82,7 +84,9 @@ def test_each_side_imports_only_what_is_below_it():
         "mixedstack.perf": ("mixedstack.analyze", "mixedstack.record", "mixedstack.cli", "mixedstack.renderers"),
         "mixedstack.analyze": ("mixedstack.record", "mixedstack.cli", "mixedstack.renderers"),
         "mixedstack.renderers": ("mixedstack.record", "mixedstack.cli", "mixedstack.perf"),
-        "mixedstack.record": ("mixedstack.cli", "mixedstack.renderers"),
+        # the recording side unwinds what it records (store.py, perf/parse.py), and never
+        # needs the analysis side for it
+        "mixedstack.record": ("mixedstack.cli", "mixedstack.renderers", "mixedstack.analyze"),
     }
     wrong = []
     for name, path in modules().items():

@@ -4,7 +4,7 @@ Used by perf_scripts/mixedstack-fold.py inside perf's embedded Python, so standa
 library only. perf's Python API does not say which recording it reads, so what
 `fold` takes from the recording's meta.json is not known here: in a recording made
 with the agent (3.8-3.12), start-up code that ran before its trampolines stays as
-the eval loop's frames instead of `[python frames before activation]`. Builds the same Sample objects as the text parser (samples.py) and
+the eval loop's frames instead of `[python frames before activation]`. Builds the same Sample objects as the text parser (perf/parse.py) and
 runs them through the same Folder, and writes the same folded text.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ from mixedstack.analyze.fold import Folder
 from mixedstack.analyze.fold import FoldOptions
 from mixedstack.model import Frame, Sample
 from mixedstack.perf.command import SWITCH_EVENT
-from mixedstack.analyze.parse import EventFilter
-from mixedstack.analyze.parse import ProcessLabel
+from mixedstack.perf.parse import EventFilter
+from mixedstack.perf.parse import ProcessLabel
 
 
 def parse_arguments(argv: List[str]) -> argparse.Namespace:

@@ -11,7 +11,7 @@ from mixedstack.analyze.processors import layers
 from mixedstack.model import PyFrame, Sample, Stack, StackFrame, Stacks, frame_text
 from mixedstack.analyze.processors.names import NativeNames
 from mixedstack.analyze.processors import apply, stack_processors
-from mixedstack.analyze.parse import Frames
+from mixedstack.perf.parse import Frames
 
 CACHE_LIMIT = 200_000  # distinct raw stacks remembered; identical stacks are the norm
 
@@ -60,9 +60,12 @@ class Folder:
         # keeps (a tuple's it computes again at every sample); result() hands on the frames
         self._frames: Dict[str, Stack] = {}
         self.layers: Optional[Dict[str, Tuple[str, ...]]] = {} if detail else None
+        self.last = ""  # the folded text of the last sample added
 
-    def add(self, sample: Sample) -> None:
+    def add(self, sample: Sample) -> str:
+        """One sample; its stack's folded text (the key of `stacks`)."""
         self.add_all((sample,))
+        return self.last
 
     def add_all(self, samples: Iterable[Sample]) -> "Folder":
         cache, stacks, counts = self._cache, self.stacks, self.counts
@@ -75,6 +78,7 @@ class Folder:
             if cached is None:
                 cached = self._miss(key, sample)
             stack = cached[0]
+            self.last = stack
             stacks[stack] = stacks.get(stack, 0) + sample.period
             if counts is not None:
                 counts[stack] = counts.get(stack, 0) + 1
@@ -85,6 +89,10 @@ class Folder:
         self.python_samples += python
         self.stackless_samples += stackless
         return self
+
+    def frames(self, stack: str) -> Stack:
+        """A folded text's frames as data (the process label first)."""
+        return self._frames[stack]
 
     def result(self, unit: str = "nanoseconds") -> Stacks:
         """The stacks, their frames as data (Python frames as PyFrame), for renderers."""

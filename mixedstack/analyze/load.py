@@ -19,8 +19,9 @@ import re
 from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from mixedstack.analyze.fold import Folder, FoldOptions
-from mixedstack.analyze.markers import is_off_cpu
-from mixedstack.analyze.parse import EventFilter, ProcessLabel, parse
+from mixedstack.markers import is_off_cpu
+from mixedstack import store
+from mixedstack.perf.parse import EventFilter, ProcessLabel, parse, perl_true
 from mixedstack.analyze.processors import gil, offcpu
 from mixedstack.analyze.processors.python import TRAMPOLINE_FILE
 from mixedstack.analyze.sources import FOLDED, RECORDING, Source, folded_unit, open_input, parse_folded
@@ -121,7 +122,8 @@ def select_events(source: Source, what: Optional[str], wanted: Optional[str], wa
     if not switched:
         return Selection(EventFilter(wanted, warn=warn), None, what, tuple(processes))
     also = () if what == "cpu" else (perf.SWITCH_EVENT,)
-    switches = None if what == "cpu" else offcpu.Switches.read(source.name)
+    switches = None if what == "cpu" else offcpu.Switches.read(
+        source.name, source.recording.folder if source.keep or source.kept is not None else None)
     return Selection(EventFilter(wanted or perf.CPU_EVENT, warn=warn, also=also), switches, what, tuple(processes))
 
 
@@ -135,7 +137,7 @@ def samples_of(source: Source, selection: Selection, label: Optional[ProcessLabe
     No cyclic garbage collection meanwhile: parsing makes a great many small
     objects, none of them in cycles, and the collector's passes over them are pure
     cost (docs/speed.md)."""
-    samples = parse(source.text, label or ProcessLabel(), selection.events, on_unrecognized=on_unrecognized)
+    samples = unwound(source, label or ProcessLabel(), selection.events, on_unrecognized)
     if selection.processes:
         wanted = set(selection.processes)
         samples = (sample for sample in samples if sample.pid in wanted or sample.comm in wanted)
@@ -150,6 +152,50 @@ def samples_of(source: Source, selection: Selection, label: Optional[ProcessLabe
     finally:
         if enabled:
             gc.enable()
+
+
+def unwound(source: Source, label: ProcessLabel, events: EventFilter,
+            on_unrecognized: Optional[Callable[[str], None]] = None) -> Iterator[Sample]:
+    """A recording's samples (or perf script text's): from what was kept of them when
+    there is (store.py), else parsed from perf script, and kept as they pass when the
+    recording is to keep them. Either way the same samples: kept ones are labelled and
+    filtered by event here, in order, as parse labels and filters them."""
+    if source.kept is not None:
+        return store.read(source.recording.folder, source.kept, label, events.accepts)
+    if not source.keep:
+        return parse(source.text, label, events, on_unrecognized=on_unrecognized)
+    return _kept_as_parsed(source, label, events, on_unrecognized)
+
+
+def _kept_as_parsed(source: Source, label: ProcessLabel, events: EventFilter,
+                    on_unrecognized: Optional[Callable[[str], None]]) -> Iterator[Sample]:
+    try:
+        os.makedirs(source.recording.folder, mode=0o700, exist_ok=True)
+        writer = store.Writer(source.recording.folder)
+    except OSError:  # a folder we may not write: read as before, keep nothing
+        yield from parse(source.text, label, events, on_unrecognized=on_unrecognized)
+        return
+    labels: Dict[Tuple[str, str, str], str] = {}
+    finished = False
+    try:
+        for sample in writer.parsed(source.text, on_unrecognized):
+            if sample.event is not None and not events.accepts(sample.event):
+                continue
+            key = (sample.comm, sample.pid, sample.tid)
+            name = labels.get(key)
+            if name is None:
+                name = labels[key] = label(*key)
+            if perl_true(name):
+                yield sample._replace(label=name)
+        finished = True
+    finally:
+        try:
+            if finished:
+                writer.finish(source.name)
+        except OSError:
+            pass
+        if not finished or writer.broken:
+            writer.abandon()
 
 
 def counted(samples: Iterable[Sample], progress: Progress, every: int = 1000) -> Iterator[Sample]:

@@ -1,5 +1,8 @@
 """Where fold's text comes from: a recording (through `perf script`) or text.
 
+A recording whose samples were unwound before (store.py) is read from what was kept,
+without perf script (Source.kept).
+
 INPUT is told apart by content, not by name: perf.data files start with PERFILE2;
 text whose first lines all read `frame;frame;... COUNT` is folded text (a
 flame graph of a folded file); anything else is read as `perf script` output, so
@@ -21,6 +24,7 @@ import re
 import sys
 from typing import IO, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
+from mixedstack import store
 from mixedstack.errors import InputError
 from mixedstack.perf import command as perf
 from mixedstack.perf import data as perfdata
@@ -50,13 +54,16 @@ class Source(NamedTuple):
     kind: str  # RECORDING, PERF_SCRIPT or FOLDED
     text: Text  # perf script's text (a recording's, read lazily) or the file's own
     recording: Optional[Recording]  # the recording's files, for RECORDING
+    kept: Optional[dict] = None  # a RECORDING's samples kept unwound (store.py): its index; text then unused
+    keep: bool = False  # a RECORDING whose samples, once read through perf script, are to be kept
 
 
 @contextlib.contextmanager
-def open_input(path: str, inline: bool = False, slices: Optional[int] = None) -> Iterator[Source]:
+def open_input(path: str, inline: bool = False, slices: Optional[int] = None, reuse: bool = True) -> Iterator[Source]:
     """Yield INPUT ("-" is standard input) as a classified Source. A recording's text
     comes from perf script, started only when the text is read, in `slices` time
-    slices at once (None: as many as pay off on this machine)."""
+    slices at once (None: as many as pay off on this machine); `reuse`: or from its
+    samples kept unwound (store.py) where there are."""
     if path == "-":
         stream = sys.stdin.buffer
         head = stream.peek(8)[:8] if hasattr(stream, "peek") else b""
@@ -87,6 +94,15 @@ def open_input(path: str, inline: bool = False, slices: Optional[int] = None) ->
             raise InputError("%s was recorded without call graphs: record with `mixedstack record` "
                              "(or perf record -g / --call-graph dwarf)" % path)
         recording = Recording(path)
+        kept = None if inline or not reuse else store.kept(recording.folder, path)
+        if kept is not None:  # unwound before: perf script need not run
+            yield Source(path, RECORDING, Text(lambda ready: iter(())), recording, kept)
+            return
+        if recording.meta().get("stacks_dropped"):
+            raise InputError("%s was recorded with --drop-stacks: only its unwound samples in %s%s%s can be read%s" % (
+                path, recording.folder, os.sep, store.SAMPLES_FILE,
+                ", which --inline cannot use (fold without it)" if inline else
+                ", and they are missing or of another perf.data: copy the recording with its folder"))
         spans = script_spans(recording, inline, slices)
         # perf script reads /tmp/perf-PID.map for every process with anonymous code:
         # it is to see the recording's own maps there, not whatever /tmp holds now
@@ -96,7 +112,7 @@ def open_input(path: str, inline: bool = False, slices: Optional[int] = None) ->
                                                 inline=inline, spans=spans, kallsyms=recording.kallsyms(),
                                                 view=view),
                               len(spans)),
-                         recording)
+                         recording, keep=not inline and recording.finished())
     else:
         if not head:
             raise InputError("%s is empty: nothing to fold" % path)

@@ -14,7 +14,7 @@ or when record itself was stopped by signal N: SIGINT, SIGTERM, SIGHUP);
 1 when mixedstack could not do its job (perf failed, unreadable input); 2 for bad
 usage (click's convention); 130 after Ctrl-C during fold.
 """
-from mixedstack.cli import analyze, record  # noqa: F401  (their commands join main)
+from mixedstack.cli import analyze, record, top  # noqa: F401  (their commands join main)
 from mixedstack.cli.group import main, run
 
 __all__ = ["main", "run"]

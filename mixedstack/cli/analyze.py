@@ -15,7 +15,7 @@ from mixedstack.cli import group as cli
 from mixedstack.analyze.compare import same_program
 from mixedstack.analyze.fold import FoldOptions
 from mixedstack.analyze.load import Loaded, read
-from mixedstack.analyze.parse import ProcessLabel
+from mixedstack.perf.parse import ProcessLabel
 from mixedstack.analyze.processors import offcpu
 from mixedstack.perf.data import is_recording
 from mixedstack.renderers import render, renderer, write_output

@@ -144,6 +144,18 @@ class StderrCollector:
         return self.lines
 
 
+def switch_events_text(data: str) -> bytes:
+    """perf script's text of a recording's context switches and task events, without
+    call chains (offcpu.Switches reads it)."""
+    command = perf_command("script") + [
+        "-i", data, "-F", "tid,time,event,trace", "--ns", "--show-switch-events", "--show-task-events"]
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if done.returncode != 0:
+        reason = (done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
+        raise PerfError("perf script failed on %s: %s" % (data, reason))
+    return done.stdout
+
+
 def script_command(data: str, buildid_dir: Optional[str] = None, inline: bool = False,
                    fields: str = SCRIPT_FIELDS, extra: Sequence[str] = (),
                    kallsyms: Optional[str] = None) -> List[str]:
@@ -163,11 +175,21 @@ def script_chunks(
     extra: Sequence[str] = (),
     kallsyms: Optional[str] = None,
     view: Optional[PerfView] = None,
+    nice: bool = False,
+    cwd: Optional[str] = None,
 ) -> Iterator[Tuple[int, bytes]]:
     """Run one `perf script` per time span (perf's --time START,END; None: all) at
     once and yield (span index, bytes) as their output arrives, (index, b"") when
     one ends; a span's output is read only while `ready(index)` says so. `view`: the
-    perf maps perf is to see (tmpview.perf_view)."""
+    perf maps perf is to see (tmpview.perf_view). `nice`: perf script runs at the lowest
+    priority (beside the program being recorded: on the cores it leaves idle). `cwd`:
+    where the recording's relative names are (perf inject's ./jitted-PID-N.so)."""
+    def preexec() -> None:
+        if view is not None and view.preexec is not None:
+            view.preexec()
+        if nice:
+            os.nice(19)
+
     runs: List[Tuple[subprocess.Popen, StderrCollector]] = []
     reading: Dict[int, int] = {}  # pipe -> span index
     try:
@@ -175,7 +197,7 @@ def script_chunks(
             command = script_command(data, buildid_dir, inline, fields, extra, kallsyms)
             process = subprocess.Popen(command + (["--time", span] if span else []),
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       preexec_fn=view.preexec if view else None)
+                                       preexec_fn=preexec if (view and view.preexec) or nice else None, cwd=cwd)
             runs.append((process, StderrCollector(process.stderr)))
             _widen(process.stdout.fileno())
             reading[process.stdout.fileno()] = index

@@ -111,6 +111,52 @@ def sample_layouts(buf) -> Optional[Callable[[int], Optional[Layout]]]:
     return lambda position: by_id.get(struct.unpack_from("<Q", buf, position + 8)[0])
 
 
+def strip_stacks(head: bytes, body: bytes) -> bytes:
+    """`body`'s records (of the recording whose header is `head`) with every sample's copy
+    of the user stack and registers left out: what perf needs to show them, not to
+    unwind them again (record --drop-stacks, once they are unwound)."""
+    layout_of = sample_layouts(head)
+    if layout_of is None:
+        return body
+    identified = sample_layouts_by_id(head)
+    out = bytearray()
+    for position, kind, misc, size in records(body, 0, len(body)):
+        layout = None
+        if kind == PERF_RECORD_SAMPLE:
+            layout = identified(body, position) if identified else layout_of(0)
+        stack = user_stack(body, position, *layout) if layout else None
+        if stack is None:
+            out += body[position:position + size]
+            continue
+        regs_abi = stack.regs_at - 8
+        after = stack.size_at + 8 + stack.size + 8  # past the copy and its dyn_size
+        kept = body[position:regs_abi] + struct.pack("<QQ", 0, 0) + body[after:position + size]
+        out += struct.pack("<IHH", kind, misc, len(kept)) + kept[8:]
+    return bytes(out)
+
+
+def sample_layouts_by_id(head: bytes) -> Optional[Callable[[bytes, int], Optional[Layout]]]:
+    """sample_layouts for samples kept apart from their header: a function from (records,
+    position) to the layout, or None when every sample has the same one."""
+    offset, size = struct.unpack_from("<QQ", head, ATTRS_SECTION)
+    attr_size = struct.unpack_from("<Q", head, ATTR_SIZE)[0]
+    by_id: Dict[int, Optional[Layout]] = {}
+    layouts = set()
+    for position in range(offset, offset + size, attr_size):
+        sample_type = struct.unpack_from("<Q", head, position + 24)[0]
+        regs = struct.unpack_from("<Q", head, position + 80)[0]
+        usable = (not sample_type & (SAMPLE["READ"] | SAMPLE["BRANCH_STACK"])
+                  and sample_type & SAMPLE["STACK_USER"] and regs >> SP_REGISTER & 1)
+        layout = (sample_type, regs) if usable else None
+        layouts.add(layout)
+        ids_at, ids_size = struct.unpack_from("<QQ", head, position + attr_size - 16)
+        for at in range(ids_at, ids_at + ids_size, 8):
+            by_id[struct.unpack_from("<Q", head, at)[0]] = layout
+    if len(layouts) == 1:
+        return None
+    return lambda buf, position: by_id.get(struct.unpack_from("<Q", buf, position + 8)[0])
+
+
 class UserStack(NamedTuple):
     pid: int
     sp: int  # the stack pointer when the sample was taken
@@ -378,6 +424,16 @@ KERNEL_NOT_SAMPLED = (
     "nothing; `sudo sysctl kernel.perf_event_paranoid=1` (or recording as root) samples it")
 
 
+HEADER_CMDLINE = 11
+
+
+def made_by_record(path: str) -> bool:
+    """Whether `mixedstack record` made this perf.data (its perf wrote the pieces to
+    RECORDING.d/raw.data, as perf's command line in the header says)."""
+    cmdline = _feature(path, HEADER_CMDLINE)
+    return bool(cmdline) and b".d/raw.data\0" in cmdline
+
+
 def _feature(path: str, bit: int) -> Optional[bytes]:
     """The content of one feature section of a recording (None when absent or unreadable)."""
     try:
@@ -461,6 +517,20 @@ def _time_offset(sample_types: Iterable[int]) -> Optional[int]:
     if not sample_type & SAMPLE["TIME"]:
         return None
     return 8 + 8 * bin(sample_type & ~SAMPLE["TIME"]).count("1")  # IDENTIFIER, IP, TID come first
+
+
+def pid_and_time(head) -> Optional[Callable[[bytes, int], Tuple[int, int]]]:
+    """A function from (records, a sample's position) to its (pid, time), for a recording
+    whose header is `head`; None when its events do not all put them at the same place."""
+    offset, size = struct.unpack_from("<QQ", head, ATTRS_SECTION)
+    attr_size = struct.unpack_from("<Q", head, ATTR_SIZE)[0]
+    sample_types = [struct.unpack_from("<Q", head, at + 24)[0] for at in range(offset, offset + size, attr_size)]
+    time_at = _time_offset(sample_types)
+    if time_at is None or not all(sample_type & SAMPLE["TID"] for sample_type in sample_types):
+        return None
+    pid_at = 8 + 8 * bin(sample_types[0] & (SAMPLE["IDENTIFIER"] | SAMPLE["IP"])).count("1")
+    return lambda buf, position: (struct.unpack_from("<I", buf, position + pid_at)[0],
+                                  struct.unpack_from("<Q", buf, position + time_at)[0])
 
 
 def sample_times(path: str) -> Optional[List[int]]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 from mixedstack.perf.data import (
     DATA_SECTION, FEATURE_BITS, FEATURES, HEADER_BUILD_ID, PERF_MAGIC, records,
@@ -56,6 +56,9 @@ class Assembly:
         self.build_ids: Dict[bytes, None] = {}  # every piece's build-id records, in order
         self.features: Dict[int, bytes] = {}  # the last piece's feature sections
         self.bits = 0  # the feature sections written (finish)
+        # told of each patch to records already written, at its position from where the
+        # pieces' records begin (record/unwind.py keeps copies of some)
+        self.on_patch: Optional[Callable[[int, bytes], None]] = None
 
     def add(self, piece: str) -> None:
         """Tidy one closed piece and append its records; the piece itself is left as it is
@@ -149,6 +152,8 @@ class Assembly:
 
     def _patch(self, position: int, data: bytes) -> None:
         os.pwrite(self.fd, data, position)
+        if self.on_patch is not None:
+            self.on_patch(position - self.start, data)
 
     def _close_room(self) -> None:
         """Move the data down to the events: a short recording then has no hole (which

@@ -7,6 +7,8 @@
     perf.data.d/tmp/       the perf maps and jitdumps the run wrote to /tmp
     perf.data.d/agent/     with record --user: the agent the target loaded
     perf.data.d/meta.json  how it was recorded (mode, interpreter, command, status)
+    perf.data.d/samples.*  its samples unwound, kept by the first fold (store.py); also
+                           for a recording of plain `perf record`, whose folder that makes
 
 Both are their owner's only (0700, files 0600): in DWARF mode perf.data holds
 copies of the target's stack memory, as a core dump would.
@@ -23,6 +25,8 @@ import json
 import os
 import shutil
 from typing import Optional
+
+from mixedstack.perf.data import made_by_record
 
 
 KERNEL_SYMBOLS = "[kernel.kallsyms]"  # perf's build-id cache folders for them...
@@ -87,6 +91,14 @@ class Recording:
             shutil.rmtree(self.folder)
         if os.path.exists(self.data):
             os.remove(self.data)
+
+    def finished(self) -> bool:
+        """perf.data is whole and nothing writes it any more: record's, once it wrote its
+        meta.json (of this perf.data), or one of plain `perf record` (no folder beside it;
+        not one of record's moved away from its folder, which it needs)."""
+        if not os.path.exists(self.meta_path):
+            return not os.path.exists(self.folder) and not made_by_record(self.data)
+        return self.meta().get("bytes") == os.path.getsize(self.data)
 
     def buildid_dir_if_any(self) -> Optional[str]:
         return self.buildid_dir if os.path.isdir(self.buildid_dir) else None

@@ -1,5 +1,5 @@
 """perf script's text as byte chunks: what perf/command.py reads from perf script and
-analyze/parse.py reads fastest. Standard library only.
+perf/parse.py reads fastest. Standard library only.
 """
 from __future__ import annotations
 

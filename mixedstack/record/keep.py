@@ -95,7 +95,8 @@ class RecordingFolder(Recording):
                 "(a fork worker) loses what it had not flushed: its Python frames may be [unknown]"
                 % ", ".join(lost))
 
-    def inject_jit(self, head: bytes, features: dict, jitdumps: List[bytes]) -> Tuple[bytes, bytes, str]:
+    def inject_jit(self, head: bytes, features: dict, jitdumps: List[bytes],
+                   scratch: bool = False) -> Tuple[bytes, bytes, str]:
         """`perf inject --jit` for the jitdumps' maps (their MMAP records, named ./jit-PID.dump
         by tidy): the jitted code's maps it writes (the recording's first records), the
         build-id records of the files it wrote (each kept in the recording's build-id cache,
@@ -103,7 +104,12 @@ class RecordingFolder(Recording):
 
         inject is given a file of those maps only, not the samples: it writes each jitted
         function's ELF file (and its copy in the build-id cache) when it meets its
-        jitdump's map, whatever follows, and a recording of an hour is read once less."""
+        jitdump's map, whatever follows, and a recording of an hour is read once less.
+
+        `scratch`: for a batch unwound while recording (unwind.py), whose perf script
+        reads the jitted-*.so files where inject writes them: nothing goes into the
+        recording's build-id cache (perf names each such file anew: a cache of every
+        batch's would grow by every function at each batch)."""
         side, out = (os.path.abspath(os.path.join(self.tmp_dir, name)) for name in ("maps.data", "maps.out"))
         named = [jitdump_named_by_pid(head, record) for record in jitdumps]
         with open(side, "wb") as f:
@@ -114,16 +120,24 @@ class RecordingFolder(Recording):
         # find ours there): inject then runs where it cannot see that process (a pid
         # namespace and /proc of its own), and takes the dumps as any other's.
         private = named != list(jitdumps) and os.geteuid() == 0 and shutil.which("unshare")
+        cache = self.scratch_buildid_dir if scratch else self.buildid_dir
         done = subprocess.run((["unshare", "--pid", "--fork", "--mount-proc"] if private else []) +
-                              perf_command("inject", self.buildid_dir) + ["--jit", "-i", side, "-o", out],
+                              perf_command("inject", cache) + ["--jit", "-i", side, "-o", out],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.tmp_dir)
+        if scratch:  # the libraries' copies stay (inject makes them once), the jitted files go
+            shutil.rmtree(os.path.join(cache, os.path.abspath(self.tmp_dir).lstrip("/")), ignore_errors=True)
         found = side_records(out, PERF_RECORD_MMAP2) if done.returncode == 0 and os.path.exists(out) else None
         for path in (side, out):
             with contextlib.suppress(OSError):
                 os.remove(path)
         if found is None:
             return b"", b"", (done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
-        return found, self._cache_jitted_code(), ""
+        return found, b"" if scratch else self._cache_jitted_code(), ""
+
+    @property
+    def scratch_buildid_dir(self) -> str:
+        """perf inject's build-id cache for the batches unwound while recording (removed after)."""
+        return os.path.abspath(os.path.join(self.folder, "scratch-buildid"))
 
     def _cache_jitted_code(self) -> bytes:
         """Each jitted-*.so inject wrote, into the build-id cache as perf would put it

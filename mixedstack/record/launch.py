@@ -68,14 +68,20 @@ class Account(NamedTuple):
 
 
 def _hold_then_exec(go: int, path: str, command: List[str], env: dict, umask: int,
-                    account: Optional[Account]) -> None:
-    """In the forked child: wait for the go byte, then exec; never returns.
+                    account: Optional[Account], output: Optional[str] = None) -> None:
+    """In the forked child: wait for the go byte, then exec; never returns. `output`:
+    the file its stdout and stderr go to (its stdin is then /dev/null).
 
     Everything is prepared before the fork, so that perf sees (almost) no samples
     of this child before it becomes the target."""
     try:
         if os.read(go, 1) != b"g":
             os._exit(127)  # mixedstack gave up (perf failed to attach)
+        if output is not None:
+            written = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+            nothing = os.open(os.devnull, os.O_RDONLY)
+            for fd, to in ((nothing, 0), (written, 1), (written, 2)):
+                os.dup2(fd, to)
         os.umask(umask)  # record's own files are owner-only; the target's are as usual
         if account is not None:
             account.become()
@@ -211,9 +217,11 @@ class Ended(NamedTuple):
 
 def run_attached(perf_command: List[str], command: List[str], env: dict, umask: int = 0o022,
                  account: Optional[Account] = None, duration: Optional[float] = None,
-                 stop_target: bool = True, started: Callable[[subprocess.Popen], None] = lambda perf: None) -> Ended:
+                 stop_target: bool = True, started: Callable[[subprocess.Popen], None] = lambda perf: None,
+                 output: Optional[str] = None) -> Ended:
     """Run CMD under `perf_command` (a `perf record` line without -p/--), with `umask`,
-    as `account` (None: as we run).
+    as `account` (None: as we run). `output`: CMD's stdout and stderr go to that file,
+    and the terminal stays ours (a live view: cli/top.py).
 
     CMD runs in a process group of its own, which is the terminal's foreground group
     while it runs: Ctrl-C and the terminal's other signals reach CMD (and its
@@ -227,13 +235,13 @@ def run_attached(perf_command: List[str], command: List[str], env: dict, umask: 
     go_read, go_write = os.pipe()
     ctl_read, ctl_write = os.pipe()
     ack_read, ack_write = os.pipe()
-    terminal = _foreground_terminal()
+    terminal = _foreground_terminal() if output is None else None
     target = os.fork()
     if target == 0:  # pragma: no cover - the child execs or exits
         os.setpgid(0, 0)
         for fd in (go_write, ctl_read, ctl_write, ack_read, ack_write):
             os.close(fd)
-        _hold_then_exec(go_read, path, command, env, umask, account)
+        _hold_then_exec(go_read, path, command, env, umask, account, output)
     os.close(go_read)
     try:
         os.setpgid(target, target)  # as the child does: whichever runs first

@@ -27,12 +27,14 @@ from mixedstack.record.agent import readable_copy
 from mixedstack.record.launch import Account
 from mixedstack.record.launch import attach_to
 from mixedstack.record.launch import run_attached
+from mixedstack import store
 from mixedstack.record.collect import Collector
+from mixedstack.record.unwind import Unwinder
 from mixedstack.perf.data import KERNEL_NOT_SAMPLED
 from mixedstack.perf.data import inherited_maps
 from mixedstack.perf.data import kernel_excluded
 from mixedstack.perf.data import time_quantiles
-from mixedstack.analyze.markers import TRUNCATED
+from mixedstack.markers import TRUNCATED
 from mixedstack.record.keep import RecordingFolder
 from mixedstack.record.target import TargetError
 from mixedstack.record.target import find_interpreter
@@ -55,6 +57,11 @@ class RecordOptions:
     off_cpu: bool = False  # also record every context switch, with its stack (offcpu.py)
     activate: Optional[bool] = None  # with pid: may gdb run code in it (None: ask, if `ask`)
     user: Optional[str] = None  # run the command as this user (perf keeps our privileges)
+    drop_stacks: bool = False  # perf.data without the stack copies once unwound (unwind.py)
+    # a live view (cli/top.py): told of the samples of each batch unwound, every `unwind_every` s
+    on_samples: Optional[Callable] = None
+    unwind_every: Optional[float] = None
+    target_output: Optional[str] = None  # the command's stdout and stderr to this file; the terminal stays ours
     progress: Optional[Callable] = None  # called with collect.Status every 0.2 s, then with None
 
     @property
@@ -155,6 +162,34 @@ def with_agent(mode, folder: str):
         p for p in (folder, os.environ.get("PYTHONPATH")) if p)))
 
 
+def unwinding(options: RecordOptions, recording: RecordingFolder, collector: Collector, mode,
+              uid: int) -> Optional[Unwinder]:
+    """record unwinds while it records (unwind.py) a command it runs: the recording then
+    keeps its samples unwound, and no later command runs perf script over them. (Attached
+    to running processes, the first fold does: their perf maps and dumps are taken from
+    their /tmp, a container's maybe, only once record ends.)"""
+    if options.attaching:
+        return None
+    lent = set()
+
+    def lend_debug_files() -> None:
+        """perf script finds a stripped file's debug symbols where record lends them."""
+        mapped = [(build, path) for path, build in list(collector.assembly.tidier.build_ids.items())
+                  if path.startswith("/") and (build, path) not in lent]
+        lent.update(mapped)
+        for found in debuginfo.lendable(mapped):
+            recording.lend_debug_file(found.path, found.build, found.debug)
+    try:
+        writer = store.Writer(recording.folder)
+    except OSError:
+        return None
+    return Unwinder(collector.assembly, recording, writer, jitdumps_buffered=mode.name == "perf-jit",
+                    inject=recording.inject_jit if mode.needs_inject else None, uid=uid, prepare=lend_debug_files,
+                    stripped=options.off_cpu or options.drop_stacks, listener=options.on_samples,
+                    # a live view's batches come often, on a core of their own if need be
+                    **({"every": options.unwind_every, "share": 1.0} if options.unwind_every else {}))
+
+
 def shell_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
@@ -233,6 +268,7 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
     command = perf_record_command(options, mode, recording)
     system_files = recording.cache_system_files()
     collector = Collector(recording.raw, recording.data, recording.folder, options.progress)
+    unwinder = unwinding(options, recording, collector, mode, account.uid if account else os.getuid())
     started = time.time()
 
     def perf_started(perf_process) -> None:
@@ -241,15 +277,21 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         collector.on_failure = lambda: perf_process.poll() is None and perf_process.send_signal(signal.SIGINT)
     try:
         collector.start()
+        if unwinder is not None:
+            unwinder.start()
         if not options.attaching:
             env = target_environment(mode)
             ended = run_attached(command, options.command, account.environment(env) if account else env, umask,
-                                 account, options.duration, options.stop_target, perf_started)
+                                 account, options.duration, options.stop_target, perf_started,
+                                 output=options.target_output)
         else:
             ended = attach_to(command, None if options.everything else attached.pids, options.children,
                               options.duration, perf_started)
     except BaseException:
         system_files.join()
+        if unwinder is not None:
+            unwinder.stop()
+            unwinder.writer.abandon()
         collector.stop()
         collector.assembly.close()
         if collector.assembly.head is None:
@@ -264,11 +306,17 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
     seconds = time.time() - started
     collector.stop()
     assembly = collector.assembly
+    if unwinder is not None:
+        unwinder.stop()
+        unwinder.forget_copies()  # before the real dumps are taken in
+        recording.remove_jitted_code()
     system_files.join()
     if options.attaching:
         attached.before_inject(say)
 
     if assembly.head is None:
+        if unwinder is not None:
+            unwinder.writer.abandon()
         assembly.close()
         recording.remove()
         raise perf.PerfError(
@@ -318,6 +366,17 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         recording.keep_contained_files(mapped, attached.places.values())
     for found in debuginfo.lendable(mapped):
         recording.lend_debug_file(found.path, found.build, found.debug)
+    unwound = None
+    if unwinder is not None:  # what is left: perf.data will not change again
+        began = time.monotonic()
+        kept = unwinder.finish(len(first), switches=options.off_cpu, drop=options.drop_stacks)
+        if options.drop_stacks and not kept:
+            say("mixedstack: warning: the samples could not all be unwound while recording (%s): perf.data "
+                "keeps its stack copies" % (unwinder.failed or "see above"))
+        # for bench/ and whoever wonders what unwinding beside the target cost
+        unwound = {"kept": kept, "batches": unwinder.batches, "cpu_s": round(unwinder.cpu, 3),
+                   "at_end_s": round(time.monotonic() - began, 3), "failed": unwinder.failed}
+        tmpfiles.remove_flush_marks(pids, lambda pid: target_uid)
     if kernel_excluded(recording.data):  # report says it again, from perf.data itself
         say("mixedstack: warning: " + KERNEL_NOT_SAMPLED)
     cut_note = deep_stacks_note(tidied, options.stack_size) if mode.call_graph == "dwarf" else None
@@ -349,6 +408,9 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         "stack_size": options.stack_size if mode.call_graph == "dwarf" else None,
         "deeper_than_copied": tidied.full,
         "resumed": tidied.resumed,
+        "unwound_while_recording": unwound,
+        # perf.data's samples without their stack copies: only what was kept of them unwinds
+        "stacks_dropped": bool(options.drop_stacks and unwound and unwound["kept"]),
         "not_resumed": tidied.stuck,
         # what report says again about this recording
         "notes": [note for note in (stopped_note, cut_note, gaps_note, symbols_note, packages_note) if note],

@@ -58,13 +58,36 @@ def copy_owned(path: str, destination: str, uid: int) -> None:
 
 def owned_mtime(path: str, uid: int) -> Optional[float]:
     """`path`'s modification time if it is a regular file of `uid` (lstat: no link followed)."""
+    info = _owned(path, uid)
+    return info.st_mtime if info else None
+
+
+def owned(path: str, uid: int) -> bool:
+    """Whether `path` is a regular file of `uid` (lstat: no link followed)."""
+    return _owned(path, uid) is not None
+
+
+def _owned(path: str, uid: int) -> Optional[os.stat_result]:
     try:
         info = os.lstat(path)
     except OSError:
         return None
-    if not stat.S_ISREG(info.st_mode) or info.st_uid != uid:
-        return None
-    return info.st_mtime
+    return info if stat.S_ISREG(info.st_mode) and info.st_uid == uid else None
+
+
+# record's fork guard makes it in a process that flushes its jitdump as each function first runs
+FLUSH_MARK = "/tmp/jit-%d.flushed"
+
+
+def remove_flush_marks(pids, uid_of) -> None:
+    """The fork guard's marks of `pids` (each owned by `uid_of(pid)`), once record is done with them."""
+    for pid in pids:
+        path = FLUSH_MARK % pid
+        if owned(path, uid_of(pid)):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
 
 
 def owner_of(pid: int) -> Optional[int]:

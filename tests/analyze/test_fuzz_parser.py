@@ -75,7 +75,7 @@ HEADER_PARTS = st.fixed_dictionaries({
 def test_the_fast_header_reads_what_stackcollapses_regexes_read(parts):
     """samples._header's one-regex path for perf script's usual header gives the
     fields the three regexes (stackcollapse-perf.pl's) give, on lines near that form."""
-    from mixedstack.analyze import parse as samples
+    from mixedstack.perf import parse as samples
 
     g = parts["gaps"]
     line = "%s%s%s/%s%s%s:%s%s%s%s:%s" % (parts["comm"], g[0] or " ", parts["pid"], parts["tid"], g[1],

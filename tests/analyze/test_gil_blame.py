@@ -10,7 +10,7 @@ from typing import List, Tuple
 import pytest
 
 from conftest import WORKLOADS, Folded, current_python, interpreter, mixedstack
-from mixedstack.analyze import markers
+from mixedstack import markers
 from mixedstack.analyze.processors import gil, offcpu
 from mixedstack.model import Frame, Sample
 from mixedstack.perf import command as perf

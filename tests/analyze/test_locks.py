@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import WORKLOADS, Folded, ft_python, mixedstack
-from mixedstack.analyze import markers
+from mixedstack import markers
 from mixedstack.analyze.processors import offcpu
 from mixedstack.model import Frame
 

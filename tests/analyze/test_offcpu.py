@@ -276,7 +276,7 @@ def test_the_merges_marks_are_no_python_functions_in_the_report():
 
 @pytest.mark.parametrize("reason", ["GIL", "sleep", "lock", "io", "wait", "preempted", "blocked"])
 def test_an_off_cpu_marker_names_its_reason(reason):
-    from mixedstack.analyze import markers
+    from mixedstack import markers
 
     name = markers.off_cpu(reason)
     assert markers.is_off_cpu(name) and markers.off_cpu_reason(name) == reason

@@ -16,7 +16,7 @@ from folding import fold, fold_text, read_text, split_lines
 from mixedstack.analyze.fold import Folder
 from mixedstack.analyze.fold import FoldOptions
 from mixedstack.analyze.processors.python import shorten_path
-from mixedstack.analyze.parse import parse
+from mixedstack.perf.parse import parse
 
 from conftest import TESTS
 
@@ -275,7 +275,7 @@ def test_python_code_that_ran_before_the_trampolines_were_on_is_marked():
     """3.8-3.12 with the agent: start-up imports run before its sitecustomize turns the
     trampolines on, as the plain eval loop. In a recording made with trampolines that
     is Python code without names, marked once; the C it called stays."""
-    from mixedstack.analyze.markers import BEFORE_ACTIVATION
+    from mixedstack.markers import BEFORE_ACTIVATION
     from mixedstack.analyze.processors.python import PythonMerge
     from mixedstack.model import Frame
 

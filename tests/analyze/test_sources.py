@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from conftest import Folded, mixedstack
-from mixedstack.analyze.parse import parse
+from mixedstack.perf.parse import parse
 from mixedstack.analyze.sources import open_input
 from mixedstack.analyze.sources import time_spans
 
 
 def samples_of(data: Path, slices):
-    with open_input(str(data), slices=slices) as source:
+    with open_input(str(data), slices=slices, reuse=False) as source:
         text = source.text
         assert text.streams == (slices or text.streams)
         return [tuple(s[:3]) + (list(map(tuple, s.frames)),) + tuple(s[4:]) for s in parse(text)]

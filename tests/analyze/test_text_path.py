@@ -16,15 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from folding import OPTIONS, read_text
-from mixedstack.analyze import parse as samples
+from mixedstack.perf import parse as samples
 from mixedstack.analyze.fold import Folder
 from mixedstack.analyze.fold import FoldOptions
 from mixedstack.model import Frame, Sample
 from mixedstack.renderers.folded import render
-from mixedstack.analyze.parse import EventFilter
-from mixedstack.analyze.parse import ProcessLabel
+from mixedstack.perf.parse import EventFilter
+from mixedstack.perf.parse import ProcessLabel
 from mixedstack.perf.text import Text
-from mixedstack.analyze.parse import parse
+from mixedstack.perf.parse import parse
 
 from conftest import ROOT, TESTS
 

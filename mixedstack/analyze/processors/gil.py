@@ -28,7 +28,7 @@ import bisect
 import re
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from mixedstack.analyze import markers
+from mixedstack import markers
 from mixedstack.analyze.processors import offcpu
 from mixedstack.analyze.processors.layers import is_kernel
 from mixedstack.analyze.processors.python import (INTERPRETER_DSO, LIBC, TRAMPOLINE_DSO, is_python,

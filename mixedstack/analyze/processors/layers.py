@@ -16,7 +16,7 @@ import re
 from typing import Dict, Sequence, Tuple
 
 from mixedstack.model import Frame, PyFrame, StackFrame
-from mixedstack.analyze.markers import BEFORE_ACTIVATION, NO_GIL_HOLDER, is_off_cpu
+from mixedstack.markers import BEFORE_ACTIVATION, NO_GIL_HOLDER, is_off_cpu
 from mixedstack.analyze.processors.python import INTERPRETER_DSO, TRAMPOLINE_DSO
 
 PROCESS = "process"  # the root frame: the process (or thread) label

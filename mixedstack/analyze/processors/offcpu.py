@@ -26,11 +26,12 @@ Standard library only.
 """
 from __future__ import annotations
 
+import contextlib
 import re
-import subprocess
 from typing import Dict, Iterable, Iterator, NamedTuple, Optional, Sequence, Tuple
 
-from mixedstack.analyze import markers
+from mixedstack import store
+from mixedstack import markers
 from mixedstack.perf import command as perf
 from mixedstack.perf.command import SWITCH_EVENT, WAKING_EVENT
 from mixedstack.analyze.processors.layers import is_kernel
@@ -113,14 +114,16 @@ class Switches:
         return blocked[2] if blocked else None
 
     @classmethod
-    def read(cls, data: str) -> "Switches":
-        command = perf.perf_command("script") + [
-            "-i", data, "-F", "tid,time,event,trace", "--ns", "--show-switch-events", "--show-task-events"]
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        if done.returncode != 0:
-            reason = (done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
-            raise perf.PerfError("perf script failed on %s: %s" % (data, reason))
-        return cls.parse(done.stdout.decode("latin-1").splitlines())
+    def read(cls, data: str, folder: Optional[str] = None) -> "Switches":
+        """The switches of `data`, from perf script; `folder`: where its text is kept
+        (store.py) once read, and read from after."""
+        text = store.kept_text(folder, data, store.SWITCHES_FILE) if folder else None
+        if text is None:
+            text = perf.switch_events_text(data)
+            if folder:
+                with contextlib.suppress(OSError):
+                    store.keep_text(folder, data, store.SWITCHES_FILE, text)
+        return cls.parse(text.decode("latin-1").splitlines())
 
     @classmethod
     def parse(cls, lines: Iterable[str]) -> "Switches":

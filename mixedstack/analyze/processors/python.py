@@ -37,7 +37,7 @@ import os
 import re
 from typing import Dict, List, Optional, Sequence
 
-from mixedstack.analyze.markers import BEFORE_ACTIVATION, TRUNCATED
+from mixedstack.markers import BEFORE_ACTIVATION, TRUNCATED
 from mixedstack.analyze.processors.names import OFFSET
 from mixedstack.analyze.processors import Item
 from mixedstack.model import Frame, PyFrame

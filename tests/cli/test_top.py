@@ -1,0 +1,111 @@
+"""`mixedstack top` in a real terminal (tmux: its own server, send-keys, capture-pane):
+the hottest Python, C and kernel functions of a program whose hot spot moves, on the
+three ways record names Python frames; q ends it and keeps the recording.
+
+How soon a function shows is measured in `make bench`, not asserted here: each phase
+lasts 6 s, and a function must show while its phase runs."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, WORKLOADS, current_python, interpreter, mixedstack, skip_or_fail
+
+pytestmark = pytest.mark.perf
+
+PYTHONS = [
+    ("3.11-agent", lambda: interpreter((3, 11))),
+    ("3.13-perf-jit", lambda: interpreter((3, 13))),
+    ("3.15-debian", lambda: current_python((3, 15), "root")),
+]
+PHASE = 6.0
+
+
+class Terminal:
+    """A tmux server of our own, one window of 200x50 running `command`."""
+
+    def __init__(self, folder: Path, command: str):
+        if shutil.which("tmux") is None:
+            skip_or_fail("no tmux: install it with `make terminal`")
+        self.socket = str(folder / "tmux.sock")
+        # the terminal's own size, not one a parent exported (curses reads COLUMNS and LINES first)
+        self.tmux(["new-session", "-d", "-s", "top", "-x", "200", "-y", "50", "env -u COLUMNS -u LINES " + command])
+
+    def tmux(self, arguments) -> str:
+        return subprocess.run(["tmux", "-S", self.socket] + arguments, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, check=True).stdout
+
+    def screen(self) -> str:
+        return self.tmux(["capture-pane", "-p", "-t", "top"])
+
+    def keys(self, keys: str) -> None:
+        self.tmux(["send-keys", "-t", "top", keys])
+
+    def wait_for(self, pattern: str, seconds: float, rows: int = 8) -> str:
+        """The first screen whose table (its first `rows` rows) matches `pattern`."""
+        deadline = time.monotonic() + seconds
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            table = "\n".join(screen.splitlines()[2:2 + rows])
+            if re.search(pattern, table):
+                return screen
+            time.sleep(0.2)
+        raise AssertionError("no %r in %.0f s; the screen:\n%s" % (pattern, seconds, screen))
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("label,python", PYTHONS, ids=[label for label, _ in PYTHONS])
+def test_top_shows_what_is_hot_as_it_moves_and_keeps_the_recording(perf_ok, tmp_path, label, python):
+    data = tmp_path / "top.data"
+    status = tmp_path / "status"
+    command = "sh -c 'cd %s && PYTHONPATH=%s %s -m mixedstack top --view a -o %s -- %s %s %s --then-wait; " \
+              "echo $? > %s; sleep 60'" % (tmp_path, ROOT, sys.executable, data, python(), WORKLOADS / "moving.py",
+                                          PHASE, status)
+    terminal = Terminal(tmp_path, command)
+    try:
+        # each phase's function, at the top of its layer's view while the phase runs
+        terminal.wait_for(r"alpha_python \(moving\.py\)", PHASE + 4, rows=3)
+        terminal.keys("k")
+        terminal.wait_for(r"  k  (__x64_sys_newfstatat|__x64_sys_statx|vfs_statx|do_syscall_64|entry_SYSCALL)", PHASE + 4,
+                          rows=3)
+        terminal.keys("p")
+        terminal.wait_for(r"beta_syscalls \(moving\.py\)", PHASE, rows=2)
+        terminal.keys("l")
+        terminal.wait_for(r"  l  (deflate|longest_match|compress|\[libz)", PHASE + 4, rows=3)
+        terminal.keys("c")
+        terminal.wait_for(r"  c  \w", 4, rows=3)
+        terminal.keys("p")
+        screen = terminal.wait_for(r"gamma_zlib \(moving\.py\)", PHASE, rows=2)
+        assert "view: Python (p)" in screen, screen
+        terminal.keys("q")
+        deadline = time.monotonic() + 30
+        while not status.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert status.exists() and status.read_text().strip() == "0", terminal.screen()
+        after = terminal.screen()
+        assert "next: mixedstack fold" in after and "Traceback" not in after, after
+    finally:
+        terminal.close()
+    output = (Path(str(data) + ".d") / "output.txt").read_text()
+    assert "gamma_zlib starts" in output, output  # the program's own output, kept aside
+    folded = mixedstack("fold", str(data))
+    assert folded.returncode == 0 and "gamma_zlib (moving.py)" in folded.stdout, folded.stderr
+    meta = json.loads((Path(str(data) + ".d") / "meta.json").read_text())
+    assert meta["unwound_while_recording"]["kept"], meta
+
+
+def test_top_wants_a_terminal(tmp_path):
+    done = mixedstack("top", "-o", str(tmp_path / "t.data"), "--", "true", stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and "needs a terminal" in done.stderr and "Traceback" not in done.stderr
+    assert not os.path.exists(str(tmp_path / "t.data"))
