@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from conftest import pyenv_interpreters  # noqa: E402  (interpreter discovery, shared with the tests)
+from conftest import CURRENT_PYTHON, pyenv_interpreters  # noqa: E402  (interpreter discovery, shared with the tests)
 from mixedstack.perf import command as perf  # noqa: E402  (perf script's command line, as fold runs it)
 
 REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
@@ -319,6 +319,55 @@ def agent_figures(found: dict) -> List[Row]:
     return rows
 
 
+def top_figures(pythons: Dict[str, str]) -> List[Row]:
+    """`mixedstack top` in tmux on tests/workloads/moving.py (4 s a phase): for each
+    phase, seconds from its start (the program's own clock) to the first screen that
+    shows its function among the 5 hottest Python rows (and to its top row)."""
+    from conftest import Terminal  # tests/conftest.py
+
+    if shutil.which("tmux") is None:
+        return [("top: seconds from a function's start to its row (no tmux: make terminal)", "n/a", "")]
+    rows = []
+    for label, python in pythons.items():
+        with tempfile.TemporaryDirectory(prefix="mixedstack-bench-top-") as name:
+            folder = Path(name)
+            data = folder / "top.data"
+            terminal = Terminal(folder, "sh -c 'cd %s && PYTHONPATH=%s %s -m mixedstack top --view p -o %s -- %s %s 4 "
+                                        "--then-wait; sleep 60'" % (folder, ROOT, sys.executable, data, python,
+                                                                     ROOT / "tests" / "workloads" / "moving.py"))
+            seen: Dict[str, float] = {}
+            first: Dict[str, float] = {}
+            try:
+                deadline = time.monotonic() + 40
+                while len(first) < 3 and time.monotonic() < deadline:
+                    table = terminal.screen().splitlines()[2:7]
+                    now = time.monotonic()
+                    for phase in ("alpha_python", "beta_syscalls", "gamma_zlib"):
+                        name = " %s (moving.py)" % phase
+                        if phase not in seen and any(name in row for row in table):
+                            seen[phase] = now
+                        if phase not in first and table and name in table[0]:
+                            first[phase] = now
+                    time.sleep(0.05)
+                terminal.keys("q")
+                time.sleep(3)
+            finally:
+                terminal.close()
+            started = {}
+            output = Path(str(data) + ".d", "output.txt")
+            for line in output.read_text().splitlines() if output.exists() else ():
+                words = line.split()
+                if len(words) == 4 and words[1] == "starts":
+                    started[words[0]] = float(words[3])
+        for what, when in (("among its 5 hottest", seen), ("at its top", first)):
+            delays = [when[phase] - started[phase] for phase in when if phase in started]
+            rows.append(("top on %s: seconds from a function's start to its row %s (each phase of moving.py)"
+                         % (label, what), ", ".join("%.1f" % delay for delay in delays) +
+                         (" (%d of 3 phases seen)" % len(delays) if len(delays) < 3 else ""),
+                         "median %.1f s" % statistics.median(delays) if delays else "n/a"))
+    return rows
+
+
 NOTES = "\n## "  # the first heading under the table starts the notes kept from run to run
 
 
@@ -351,6 +400,11 @@ def main() -> None:
         rows += record_figures(tmp, pythons)
         rows += stack_size_figures(tmp, found[newest])
         rows += agent_figures(found)
+        tops = {"CPython %d.%d" % version: found[version] for version in sorted({newest, older} - {None})}
+        debian = CURRENT_PYTHON / "3.15" / "root" / "usr" / "bin" / "python3.15"
+        if os.access(str(debian), os.X_OK):
+            tops["Debian's CPython 3.15"] = str(debian)
+        rows += top_figures(tops)
     table = ["| measure | figures | ratio |", "| --- | --- | --- |"]
     table += ["| %s | %s | %s |" % row for row in rows]
     load = os.getloadavg()

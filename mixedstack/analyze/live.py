@@ -7,7 +7,7 @@ processors, names and layers as fold) and are counted per function:
     self   the sample's innermost frame of the layer shown (for "all": its leaf)
     total  every frame of that layer on the stack, once
 
-both over the last WINDOW seconds of samples (what is hot now) and since the start.
+both over the last WINDOW_NS of samples (what is hot now) and since the start.
 Standard library only.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mixedstack.analyze.processors import layers
 from mixedstack.model import Sample, frame_text
 from mixedstack.perf import command as perf
 
-WINDOW_NS = 2_000_000_000  # "now": the last two seconds of samples
+WINDOW_NS = 1_000_000_000  # "now": the last second of samples
 BUCKET_NS = 250_000_000
 # what a view shows: its name, and the layers whose frames it counts
 VIEWS: Dict[str, Tuple[str, Tuple[str, ...]]] = {

@@ -11,7 +11,7 @@ own: record's signal handling needs the main thread) shows its table:
       ...
     L, and views: a all  p Python  c C in the interpreter  l library C  k kernel   q quit
 
-L is the layer (the key of its view). now%: the share of the last 2 s of samples;
+L is the layer (the key of its view). now%: the share of the last second of samples;
 self s and total s: since the start.
 
 q or Ctrl-C stops the command as Ctrl-C would and ends the recording; record's summary
@@ -36,7 +36,8 @@ from mixedstack.cli.record import make_room_for
 from mixedstack.errors import MixedstackError
 from mixedstack.perf import command as perf
 
-REFRESH = 1.0  # seconds between screens
+REFRESH = 1.0  # seconds between screens at most
+KEYS_EVERY = 0.2  # seconds between looks at the keyboard (and at new samples)
 UNWIND_EVERY = 0.5  # seconds between record's batches, at least
 
 
@@ -113,9 +114,13 @@ class Screen(threading.Thread):
 
     def _loop(self, window) -> None:
         curses.curs_set(0)
-        window.timeout(int(REFRESH * 1000))
+        window.timeout(int(KEYS_EVERY * 1000))
+        drawn, shown = (None, None), 0.0
         while not self._done.is_set():
-            self._draw(window, VIEWS)
+            # every second, and as soon as a batch of samples or a key changed what is shown
+            if (self.table.samples, self.view) != drawn or time.monotonic() - shown >= REFRESH:
+                self._draw(window, VIEWS)
+                drawn, shown = (self.table.samples, self.view), time.monotonic()
             key = window.getch()
             if key in (ord("q"), ord("Q")) and not self.quit:
                 self.quit = True

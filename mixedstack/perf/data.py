@@ -84,10 +84,8 @@ STACK_REACH = 1 << 23  # how far above a pointer array its strings can be (the s
 Layout = Tuple[int, int]  # (sample_type, sample_regs_user) of one event
 
 
-def sample_layouts(buf) -> Optional[Callable[[int], Optional[Layout]]]:
-    """A function from a sample record's position to its event's layout, or None
-    when no event copies user stacks. With several events (on-CPU samples and
-    context switches), each sample names its event by its leading IDENTIFIER."""
+def _event_layouts(buf) -> Tuple[List[Optional[Layout]], Dict[int, Optional[Layout]]]:
+    """Each event's layout (None: it copies no usable user stack), and by sample id."""
     offset, size = struct.unpack_from("<QQ", buf, ATTRS_SECTION)
     attr_size = struct.unpack_from("<Q", buf, ATTR_SIZE)[0]
     by_id: Dict[int, Optional[Layout]] = {}
@@ -102,6 +100,14 @@ def sample_layouts(buf) -> Optional[Callable[[int], Optional[Layout]]]:
         ids_at, ids_size = struct.unpack_from("<QQ", buf, position + attr_size - 16)
         for at in range(ids_at, ids_at + ids_size, 8):
             by_id[struct.unpack_from("<Q", buf, at)[0]] = layout
+    return layouts, by_id
+
+
+def sample_layouts(buf) -> Optional[Callable[[int], Optional[Layout]]]:
+    """A function from a sample record's position to its event's layout, or None
+    when no event copies user stacks. With several events (on-CPU samples and
+    context switches), each sample names its event by its leading IDENTIFIER."""
+    layouts, by_id = _event_layouts(buf)
     if not any(layouts):
         return None
     if len(set(layouts)) == 1:  # one event, or several alike (perf's dummy tracking event)
@@ -138,21 +144,8 @@ def strip_stacks(head: bytes, body: bytes) -> bytes:
 def sample_layouts_by_id(head: bytes) -> Optional[Callable[[bytes, int], Optional[Layout]]]:
     """sample_layouts for samples kept apart from their header: a function from (records,
     position) to the layout, or None when every sample has the same one."""
-    offset, size = struct.unpack_from("<QQ", head, ATTRS_SECTION)
-    attr_size = struct.unpack_from("<Q", head, ATTR_SIZE)[0]
-    by_id: Dict[int, Optional[Layout]] = {}
-    layouts = set()
-    for position in range(offset, offset + size, attr_size):
-        sample_type = struct.unpack_from("<Q", head, position + 24)[0]
-        regs = struct.unpack_from("<Q", head, position + 80)[0]
-        usable = (not sample_type & (SAMPLE["READ"] | SAMPLE["BRANCH_STACK"])
-                  and sample_type & SAMPLE["STACK_USER"] and regs >> SP_REGISTER & 1)
-        layout = (sample_type, regs) if usable else None
-        layouts.add(layout)
-        ids_at, ids_size = struct.unpack_from("<QQ", head, position + attr_size - 16)
-        for at in range(ids_at, ids_at + ids_size, 8):
-            by_id[struct.unpack_from("<Q", head, at)[0]] = layout
-    if len(layouts) == 1:
+    layouts, by_id = _event_layouts(head)
+    if len(set(layouts)) == 1:
         return None
     return lambda buf, position: by_id.get(struct.unpack_from("<Q", buf, position + 8)[0])
 

@@ -187,7 +187,7 @@ def unwinding(options: RecordOptions, recording: RecordingFolder, collector: Col
                     inject=recording.inject_jit if mode.needs_inject else None, uid=uid, prepare=lend_debug_files,
                     stripped=options.off_cpu or options.drop_stacks, listener=options.on_samples,
                     # a live view's batches come often, on a core of their own if need be
-                    **({"every": options.unwind_every, "share": 1.0} if options.unwind_every else {}))
+                    **({"every": options.unwind_every, "share": 1.0, "nice": False} if options.unwind_every else {}))
 
 
 def shell_status(returncode: int) -> int:

@@ -67,7 +67,7 @@ class Unwinder(threading.Thread):
 
     def __init__(self, assembly: Assembly, recording: Recording, writer: store.Writer,
                  jitdumps_buffered: bool, inject, uid: int, prepare=lambda: None, stripped: bool = False,
-                 listener=None, every: float = BATCH_SECONDS, share: float = CPU_SHARE):
+                 listener=None, every: float = BATCH_SECONDS, share: float = CPU_SHARE, nice: bool = True):
         super().__init__(daemon=True)
         self.assembly, self.recording, self.writer = assembly, recording, writer
         self.jitdumps_buffered = jitdumps_buffered  # CPython's own dumps: flushed now and then
@@ -76,6 +76,7 @@ class Unwinder(threading.Thread):
         self.uid = uid  # the target's user: its files in /tmp are taken only if theirs (tmpfiles.py)
         self.listener = listener  # told of each batch's samples (a live view: cli/top.py)
         self.every, self.share = every, share  # seconds between batches at least; CPU share at most
+        self.nice = nice  # perf script on idle cores only (a live view's does not wait for them)
         self.done = 0  # bytes of the pieces' records unwound (from where they begin)
         self.context = bytearray()  # every record but the samples of the batches unwound
         # each record in the context: (position in the pieces, in the context, in the
@@ -94,6 +95,9 @@ class Unwinder(threading.Thread):
     # -- while recording
 
     def run(self) -> None:
+        if self.nice:  # this thread's own work (copies, parsing) too: nice is a thread's on Linux
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         wait = self.every
         while not self._stop_event.wait(wait):
             began = time.monotonic()
@@ -207,7 +211,7 @@ class Unwinder(threading.Thread):
             # (./jitted-PID-N.so, from the recording's tmp folder); at the end, in the
             # build-id cache, which the recording's build-id table leads perf to
             chunks = perf.script_chunks(os.path.abspath(side), buildid_dir=self.recording.buildid_dir_if_any(),
-                                        view=view, kallsyms=self.recording.kallsyms(), nice=True,
+                                        view=view, kallsyms=self.recording.kallsyms(), nice=self.nice,
                                         cwd=self.recording.tmp_dir if maps and view is None else None)
             samples = list(self.writer.parsed(Text(lambda ready: chunks)))
             after = os.times()

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, WORKLOADS, current_python, interpreter, mixedstack, skip_or_fail
+from conftest import ROOT, WORKLOADS, Terminal, current_python, interpreter, mixedstack
 
 pytestmark = pytest.mark.perf
 
@@ -27,42 +25,6 @@ PYTHONS = [
     ("3.15-debian", lambda: current_python((3, 15), "root")),
 ]
 PHASE = 6.0
-
-
-class Terminal:
-    """A tmux server of our own, one window of 200x50 running `command`."""
-
-    def __init__(self, folder: Path, command: str):
-        if shutil.which("tmux") is None:
-            skip_or_fail("no tmux: install it with `make terminal`")
-        self.socket = str(folder / "tmux.sock")
-        # the terminal's own size, not one a parent exported (curses reads COLUMNS and LINES first)
-        self.tmux(["new-session", "-d", "-s", "top", "-x", "200", "-y", "50", "env -u COLUMNS -u LINES " + command])
-
-    def tmux(self, arguments) -> str:
-        return subprocess.run(["tmux", "-S", self.socket] + arguments, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, check=True).stdout
-
-    def screen(self) -> str:
-        return self.tmux(["capture-pane", "-p", "-t", "top"])
-
-    def keys(self, keys: str) -> None:
-        self.tmux(["send-keys", "-t", "top", keys])
-
-    def wait_for(self, pattern: str, seconds: float, rows: int = 8) -> str:
-        """The first screen whose table (its first `rows` rows) matches `pattern`."""
-        deadline = time.monotonic() + seconds
-        screen = ""
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            table = "\n".join(screen.splitlines()[2:2 + rows])
-            if re.search(pattern, table):
-                return screen
-            time.sleep(0.2)
-        raise AssertionError("no %r in %.0f s; the screen:\n%s" % (pattern, seconds, screen))
-
-    def close(self) -> None:
-        subprocess.run(["tmux", "-S", self.socket, "kill-server"], stderr=subprocess.DEVNULL)
 
 
 @pytest.mark.parametrize("label,python", PYTHONS, ids=[label for label, _ in PYTHONS])
