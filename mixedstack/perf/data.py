@@ -25,6 +25,9 @@ PERF_RECORD_FORK = 7
 PERF_RECORD_MMAP2 = 10
 JITDUMP_FOLDER = b"/tmp/"  # where CPython and the agent write jit-PID.dump
 PERF_RECORD_LOST_SAMPLES = 13
+PERF_RECORD_THROTTLE, PERF_RECORD_UNTHROTTLE = 5, 6
+PERF_RECORD_SWITCH, PERF_RECORD_SWITCH_CPU_WIDE = 14, 15
+PERF_RECORD_FINISHED_ROUND = 68
 USER_RECORDS = 64  # types from here on are perf's own (no sample_id trailer)
 PERF_RECORD_AUXTRACE = 71  # its payload follows the record: never moved
 MISC_COMM_EXEC = MISC_MMAP_DATA = 1 << 13  # (the same bit means one or the other by record type)

@@ -36,7 +36,8 @@ from typing import Callable
 from mixedstack.perf.resume import IP_REGISTER, Code, Resumer
 from mixedstack.perf.data import (
     USER_RECORDS, time_reader, PERF_RECORD_MMAP2, PROT_EXEC, AT_PAGESZ, DATA_SECTION, ENTRY_TRIES, FEATURE_BITS, FEATURES, JITDUMP_FOLDER, KERNEL_START, NO_SUCH_PID,
-    PERF_CONTEXT_MAX, PERF_MAGIC, PERF_RECORD_EXIT, PERF_RECORD_SAMPLE, SP_REGISTER, STACK_REACH, Tidied,
+    PERF_CONTEXT_MAX, PERF_MAGIC, PERF_RECORD_EXIT, PERF_RECORD_FINISHED_ROUND, PERF_RECORD_SAMPLE, SP_REGISTER,
+    STACK_REACH, Tidied,
     UserStack, _mmap_name_at, _Scan, _scan, records, register_at, sample_layouts, user_stack,
 )
 
@@ -349,7 +350,6 @@ def _forget_memory_before_exec(buf, scan: _Scan, last_exec: Dict[int, int]) -> i
 # Without these records, perf script orders every record of the file by time before it
 # delivers any (on 64-bit it maps the whole file: the queue holds pointers into it,
 # ~50 bytes a record).
-PERF_RECORD_FINISHED_ROUND = 68
 
 
 def complete_records_end(buf, offset: int, end: int) -> int:

@@ -5,9 +5,9 @@ samples kept (store.py) and no later command runs perf script over them again.
            --perf script (niced)--> samples --store.Writer--> perf.data.d/samples.bin
 
 A batch is the records the recording gained since the last one. perf script reads it
-from a side file: the recording's header, every record but the samples of the batches
-before (the maps, processes and threads a sample's addresses need), and the batch's own
-records; it unwinds those samples only, whatever the recording's length. An exec that
+from a side file: the recording's header, the maps, processes and threads of the batches
+before (what a sample's addresses need: not their samples, context switches or lost
+events, NOT_CONTEXT), and the batch's own records; it unwinds those samples only, whatever the recording's length. An exec that
 comes later and makes earlier maps stale (rewrite.Tidier patches them in the
 recording) patches the copies here too.
 
@@ -39,7 +39,9 @@ from typing import Dict, List, Optional, Tuple
 
 from mixedstack import store
 from mixedstack.perf import command as perf
-from mixedstack.perf.data import DATA_SECTION, FEATURE_BITS, FEATURES, PERF_RECORD_SAMPLE, pid_and_time, records
+from mixedstack.perf import data as perfdata
+from mixedstack.perf.data import DATA_SECTION, FEATURE_BITS, FEATURES
+from mixedstack.perf.data import PERF_RECORD_SAMPLE, pid_and_time, records
 from mixedstack.perf.data import strip_stacks
 from mixedstack.perf.pieces import Assembly, side_file
 from mixedstack.perf.recording import Recording
@@ -53,6 +55,12 @@ SIDE_FILE = "unwind.data"
 STRIPPED_FILE = "stripped.part"
 JITDUMP = re.compile(rb"\./jit-(\d+)\.dump\0")
 LIVE_DUMP = "/tmp/jit-%d.dump"
+# records a later batch's samples do not need (what perf needs of earlier ones: the
+# maps, the processes and threads): samples, and the many per-event ones of perf's own
+# bookkeeping (context switches: two a switch with --off-cpu; lost and throttled events)
+NOT_CONTEXT = frozenset([perfdata.PERF_RECORD_SAMPLE, perfdata.PERF_RECORD_LOST, perfdata.PERF_RECORD_THROTTLE,
+                         perfdata.PERF_RECORD_UNTHROTTLE, perfdata.PERF_RECORD_LOST_SAMPLES, perfdata.PERF_RECORD_SWITCH,
+                         perfdata.PERF_RECORD_SWITCH_CPU_WIDE, perfdata.PERF_RECORD_FINISHED_ROUND])
 MARGIN_NS = 10_000_000  # a function's code load is written just before it first runs
 
 
@@ -224,7 +232,7 @@ class Unwinder(threading.Thread):
         if self.listener is not None:
             self.listener(samples)
         others = [(position, size) for position, kind, _, size in records(body, 0, len(body))
-                  if kind != PERF_RECORD_SAMPLE]
+                  if kind not in NOT_CONTEXT]
         copies = [-1] * len(others)  # where each is in the stripped file
         if self.stripped:
             small = strip_stacks(head, body)
@@ -232,7 +240,7 @@ class Unwinder(threading.Thread):
                 base = f.tell()
                 f.write(small)
             copies = [base + position for position, kind, _, _ in records(small, 0, len(small))
-                      if kind != PERF_RECORD_SAMPLE]
+                      if kind not in NOT_CONTEXT]
         for (position, size), copy in zip(others, copies):
             self.placed.append((self.done + position, len(self.context), copy, size))
             self.context += body[position:position + size]
