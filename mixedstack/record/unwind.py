@@ -86,7 +86,7 @@ class Unwinder(threading.Thread):
         self.every, self.share = every, share  # seconds between batches at least; CPU share at most
         self.nice = nice  # perf script on idle cores only (a live view's does not wait for them)
         self.done = 0  # bytes of the pieces' records unwound (from where they begin)
-        self.context = bytearray()  # every record but the samples of the batches unwound
+        self.context = bytearray()  # the records of the batches unwound that later ones need
         # each record in the context: (position in the pieces, in the context, in the
         # stripped file or -1, size)
         self.placed: List[Tuple[int, int, int, int]] = []
@@ -95,7 +95,7 @@ class Unwinder(threading.Thread):
         # text at the end (--off-cpu) and for a recording that drops its copies
         self.stripped = os.path.join(recording.folder, STRIPPED_FILE) if stripped else None
         self.batches = 0
-        self.cpu = 0.0  # seconds of perf script's CPU
+        self.cpu = 0.0  # CPU seconds of the batches' perf script and perf inject
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         assembly.on_patch = self.patched
@@ -118,7 +118,6 @@ class Unwinder(threading.Thread):
                     self.failed = "%s: %s" % (type(error).__name__, error)
                     return
             wait = max(self.every, (time.monotonic() - began) / self.share)
-
 
     def stop(self) -> None:
         self._stop_event.set()
