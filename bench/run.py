@@ -214,9 +214,13 @@ def long_figures(python: str) -> List[Row]:
     svg = os.path.join(tempfile.gettempdir(), "mixedstack-bench-%d.svg" % os.getpid())
     from mixedstack import store
 
+    # what record kept, before the first reads below replace it with what they keep
+    outputs = {"kept": run(MIXEDSTACK + ["fold", str(data)], stdout=None)[1]}
+
     def first_read() -> float:
         store.clear(folder)  # as a recording without its samples kept: perf script
-        return run(MIXEDSTACK + ["fold", str(data)])[0]
+        seconds, outputs["perf script"] = run(MIXEDSTACK + ["fold", str(data)], stdout=None)
+        return seconds
     m = medians({
         "perf": lambda: run(script_alone(data))[0],
         "fold": lambda: run(MIXEDSTACK + ["fold", str(data)])[0],
@@ -226,6 +230,9 @@ def long_figures(python: str) -> List[Row]:
     }, rounds=3)
     first_read()  # leave it kept
     os.remove(svg)
+    rows.append(("  fold's output from the samples record kept vs from perf script (the same bytes?)",
+                 "%s stacks, %s" % (format(outputs["kept"].count("\n"), ","),
+                                    "the same" if outputs["kept"] == outputs["perf script"] else "DIFFERENT"), ""))
     for command in ("fold", "report", "flamegraph"):
         rows.append(("  %s, the samples kept, vs perf script alone" % command,
                      "%.2f s vs %.1f s" % (m[command], m["perf"]), ratio(m[command], m["perf"])))

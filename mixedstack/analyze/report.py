@@ -140,7 +140,8 @@ class ReportBuilder:
         self.no_symbols: Counter[str] = collections.Counter()
         # who held the GIL while others waited: needs each switch's time (--off-cpu)
         self.blame = gil.Blame() if switches is not None else None
-        self._facts: Dict[object, StackFacts] = {}
+        self._facts: Dict[object, StackFacts] = {}  # by a stack's frames
+        self._named_facts: Dict[tuple, StackFacts] = {}  # by their (symbol, dso)
 
     def add(self, sample: Sample) -> None:
         facts = self.facts(sample.frames)
@@ -201,7 +202,13 @@ class ReportBuilder:
         if known is None:
             if len(self._facts) >= FACTS_LIMIT:
                 self._facts.clear()
-            known = self._facts[key] = self._work_out(frames)
+                self._named_facts.clear()
+            # the same functions at other addresses (a leaf's exact pc) say the same
+            named = tuple([frame[1:] for frame in frames])
+            known = self._named_facts.get(named)
+            if known is None:
+                known = self._named_facts[named] = self._work_out(frames)
+            self._facts[key] = known
         return known
 
     def _work_out(self, frames: List[Frame]) -> "StackFacts":
@@ -380,7 +387,10 @@ def report(path: str, top: int = 10, warn: Callable[[str], None] = lambda messag
         raise Interrupted()
     if builder.samples == 0:
         raise InputError("%s holds no samples: it is not a recording or `perf script` output" % path)
-    lost = perf.sample_stats(path)["lost"] if source.recording else None
+    lost = None
+    if source.recording:  # record counted them; a whole-file pass for any other recording
+        lost = meta["lost"] if "lost" in meta and meta.get("bytes") == os.path.getsize(path) else \
+            perf.sample_stats(path)["lost"]
     figures = builder.result(top=top, lost=lost, notes=meta.get("notes", []))
     # samples that stopped in code without unwind information, resumed at their return
     # address by record or not (None: a recording that predates it, or not mixedstack's)
