@@ -5,7 +5,7 @@ record unwinds what it records in batches (record/unwind.py), here every half se
 each batch's samples go to analyze/live.py's Top, and a curses screen (a thread of its
 own: record's signal handling needs the main thread) shows its table:
 
-    mixedstack top: python app.py   12.3 s, 6,012 samples      view: Python (p)
+    mixedstack top   view: Python (p)   12.3 s, 6,012 samples   python app.py
       now%  total%   self s  total s  L  function
       41.2    62.0     3.10     5.02  p  parse_rows (app.py)
       ...
@@ -134,9 +134,9 @@ class Screen(threading.Thread):
         height, width = window.getmaxyx()
         window.erase()
         rows = self.table.rows(self.view, top=max(1, height - 4))
-        head = "mixedstack top: %s   %.1f s, %s samples   view: %s (%s)%s" % (
-            self.title, time.monotonic() - self.began, format(self.table.samples, ","),
-            views[self.view][0], self.view, "   stopping..." if self.quit else "")
+        head = "mixedstack top   view: %s (%s)   %.1f s, %s samples%s   %s" % (
+            views[self.view][0], self.view, time.monotonic() - self.began, format(self.table.samples, ","),
+            "   stopping..." if self.quit else "", self.title)
         lines = [head, "%6s %7s %8s %8s  %s  %s" % ("now%", "total%", "self s", "total s", "L", "function")]
         lines += ["%6.1f %7.1f %8.2f %8.2f  %s  %s" % (100 * row.self_now, 100 * row.total_now, row.self_s,
                                                       row.total_s, row.layer, row.function) for row in rows]

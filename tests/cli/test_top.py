@@ -2,8 +2,8 @@
 the hottest Python, C and kernel functions of a program whose hot spot moves, on the
 three ways record names Python frames; q ends it and keeps the recording.
 
-How soon a function shows is measured in `make bench`, not asserted here: each phase
-lasts 6 s, and a function must show while its phase runs."""
+How soon a function shows is measured in `make bench`, not asserted here: the program
+moves on when the test has seen its phase."""
 from __future__ import annotations
 
 import json
@@ -24,31 +24,37 @@ PYTHONS = [
     ("3.13-perf-jit", lambda: interpreter((3, 13))),
     ("3.15-debian", lambda: current_python((3, 15), "root")),
 ]
-PHASE = 6.0
+WAIT = 90  # seconds a screen may take to show what is looked for (a few, on a free machine)
 
 
 @pytest.mark.parametrize("label,python", PYTHONS, ids=[label for label, _ in PYTHONS])
 def test_top_shows_what_is_hot_as_it_moves_and_keeps_the_recording(perf_ok, tmp_path, label, python):
+    """The program moves to its next phase when the test has seen what it looks for
+    (moving.py --step): no deadline but a generous one, whatever the machine's load."""
     data = tmp_path / "top.data"
     status = tmp_path / "status"
-    command = "sh -c 'cd %s && PYTHONPATH=%s %s -m mixedstack top --view a -o %s -- %s %s %s --then-wait; " \
+    step = tmp_path / "step"
+    step.mkdir()
+    command = "sh -c 'cd %s && PYTHONPATH=%s %s -m mixedstack top --view a -o %s -- %s %s --step %s; " \
               "echo $? > %s; sleep 60'" % (tmp_path, ROOT, sys.executable, data, python(), WORKLOADS / "moving.py",
-                                          PHASE, status)
+                                           step, status)
     terminal = Terminal(tmp_path, command)
     try:
         # each phase's function, at the top of its layer's view while the phase runs
-        terminal.wait_for(r"alpha_python \(moving\.py\)", PHASE + 4, rows=3)
+        terminal.wait_for(r"alpha_python \(moving\.py\)", WAIT, rows=3)
+        (step / "beta").touch()
         terminal.keys("k")
-        terminal.wait_for(r"  k  (__x64_sys_newfstatat|__x64_sys_statx|vfs_statx|do_syscall_64|entry_SYSCALL)", PHASE + 4,
+        terminal.wait_for(r"  k  (__x64_sys_newfstatat|__x64_sys_statx|vfs_statx|do_syscall_64|entry_SYSCALL)", WAIT,
                           rows=3)
         terminal.keys("p")
-        terminal.wait_for(r"beta_syscalls \(moving\.py\)", PHASE, rows=2)
+        terminal.wait_for(r"beta_syscalls \(moving\.py\)", WAIT, rows=2)
+        (step / "gamma").touch()
         terminal.keys("l")
-        terminal.wait_for(r"  l  (deflate|longest_match|compress|\[libz)", PHASE + 4, rows=3)
+        terminal.wait_for(r"  l  (deflate|longest_match|compress|\[libz)", WAIT, rows=3)
         terminal.keys("c")
-        terminal.wait_for(r"  c  \w", 4, rows=3)
+        terminal.wait_for(r"  c  \w", WAIT, rows=3)
         terminal.keys("p")
-        screen = terminal.wait_for(r"gamma_zlib \(moving\.py\)", PHASE, rows=2)
+        screen = terminal.wait_for(r"gamma_zlib \(moving\.py\)", WAIT, rows=2)
         assert "view: Python (p)" in screen, screen
         terminal.keys("q")
         deadline = time.monotonic() + 30
