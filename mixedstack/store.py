@@ -39,7 +39,7 @@ import tempfile
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from mixedstack.model import Frame, Sample
-from mixedstack.perf.parse import ProcessLabel, parse
+from mixedstack.perf.parse import ProcessLabel, parse, perl_true
 from mixedstack.perf.text import Text
 
 VERSION = 1
@@ -68,10 +68,6 @@ KEEP_LABEL = ProcessLabel(include_tid=True)
 
 class Unstorable(Exception):
     """A sample this format cannot give back exactly (an odd time text): no file is kept."""
-
-
-def _array(code: str) -> array.array:
-    return array.array(code)
 
 
 def _little(values: array.array) -> bytes:
@@ -105,10 +101,10 @@ class Writer:
     def _reset(self) -> None:
         self.new_frames: List[bytes] = []
         self.new_threads: List[bytes] = []
-        self.new_lengths = _array("I")
-        self.new_ids = _array("I")
-        self.times, self.periods = _array("q"), _array("q")
-        self.who, self.which = _array("I"), _array("I")
+        self.new_lengths = array.array("I")
+        self.new_ids = array.array("I")
+        self.times, self.periods = array.array("q"), array.array("q")
+        self.who, self.which = array.array("I"), array.array("I")
 
     def add(self, sample: Sample) -> None:
         frames = sample.frames
@@ -342,7 +338,7 @@ def _blocks(folder: str, label: Callable[[str, str, str], str]) -> list:
 
 def _label(label: Callable[[str, str, str], str], comm: str, pid: str, tid: str) -> Optional[str]:
     name = label(comm, pid, tid)
-    return name if name not in ("", "0") else None  # Perl's false: parse drops the sample
+    return name if perl_true(name) else None  # parse drops the sample
 
 
 def _strings(blob: bytes, at: int, count: int, size: int, fields: int) -> List[List[str]]:
@@ -356,7 +352,7 @@ def _strings(blob: bytes, at: int, count: int, size: int, fields: int) -> List[L
 
 
 def _take(blob: bytes, at: int, code: str, count: int) -> Tuple[array.array, int]:
-    values = _array(code)
+    values = array.array(code)
     end = at + count * values.itemsize
     if end > len(blob):
         raise ValueError("a damaged file of kept samples")

@@ -109,15 +109,9 @@ class Assembly:
     # -- the pieces' feature sections
 
     def _keep_features(self, buf, at: int) -> None:
-        bits = int.from_bytes(buf[FEATURES:FEATURES + FEATURE_BITS // 8], "little")
-        sections = {}
-        for index, bit in enumerate(bit for bit in range(FEATURE_BITS) if bits >> bit & 1):
-            if at + 16 * (index + 1) > len(buf):
-                return  # a piece cut short has none
-            offset, size = struct.unpack_from("<QQ", buf, at + 16 * index)
-            if offset + size > len(buf):
-                return
-            sections[bit] = bytes(buf[offset:offset + size])
+        sections = feature_sections(buf, buf, at)
+        if sections is None:
+            return  # a piece cut short has none
         self.features = sections
         self.add_build_ids(sections.get(HEADER_BUILD_ID, b""))
 
@@ -179,6 +173,21 @@ class Assembly:
 
 def _round_up(value: int) -> int:
     return (value + BLOCK - 1) // BLOCK * BLOCK
+
+
+def feature_sections(header, tail, at: int, base: int = 0) -> Optional[Dict[int, bytes]]:
+    """The feature sections (by bit) that `header` names, their table at file position
+    `at`; `tail` holds the file's bytes from position `base` on. None: cut short."""
+    bits = int.from_bytes(header[FEATURES:FEATURES + FEATURE_BITS // 8], "little")
+    sections = {}
+    for index, bit in enumerate(bit for bit in range(FEATURE_BITS) if bits >> bit & 1):
+        if at + 16 * (index + 1) > base + len(tail):
+            return None
+        offset, size = struct.unpack_from("<QQ", tail, at - base + 16 * index)
+        if offset < base or offset + size > base + len(tail):
+            return None
+        sections[bit] = bytes(tail[offset - base:offset - base + size])
+    return sections
 
 
 def side_file(head: bytes, body: bytes, features: Dict[int, bytes]) -> bytes:

@@ -40,10 +40,10 @@ from typing import Dict, List, Optional, Tuple
 from mixedstack import store
 from mixedstack.perf import command as perf
 from mixedstack.perf import data as perfdata
-from mixedstack.perf.data import DATA_SECTION, FEATURE_BITS, FEATURES
+from mixedstack.perf.data import DATA_SECTION
 from mixedstack.perf.data import PERF_RECORD_SAMPLE, pid_and_time, records
 from mixedstack.perf.data import strip_stacks
-from mixedstack.perf.pieces import Assembly, side_file
+from mixedstack.perf.pieces import Assembly, feature_sections, side_file
 from mixedstack.perf.recording import Recording
 from mixedstack.perf.text import Text
 from mixedstack.record import tmpfiles
@@ -279,7 +279,9 @@ class Unwinder(threading.Thread):
                 rest = offset + lead + self.done
                 body = os.pread(fd, offset + size - rest, rest)
                 tail = os.pread(fd, os.fstat(fd).st_size - (offset + size), offset + size)
-            features = _features(head, tail)
+            features = feature_sections(head, tail, offset + size, base=offset + size)
+            if features is None:
+                raise ValueError("perf.data's feature sections are cut short")
             if body:
                 with perf_view(self.recording.tmp_dir) as view:
                     self._unwind(head, features, maps, body, view)
@@ -326,19 +328,3 @@ def _replace(path: str, content: bytes) -> None:
     with open(new, "wb", opener=lambda name, flags: os.open(name, flags, 0o600)) as f:
         f.write(content)
     os.replace(new, path)
-
-
-def _features(head: bytes, tail: bytes) -> Dict[int, bytes]:
-    """A perf.data's feature sections, by bit: its header is `head`, and `tail` is all
-    that follows its data (the sections' table, then the sections)."""
-    offset, size = struct.unpack_from("<QQ", head, DATA_SECTION)
-    bits = int.from_bytes(head[FEATURES:FEATURES + FEATURE_BITS // 8], "little")
-    sections = {}
-    at = 0
-    for bit in range(FEATURE_BITS):
-        if bits >> bit & 1:
-            start, length = struct.unpack_from("<QQ", tail, at)
-            at += 16
-            start -= offset + size
-            sections[bit] = tail[start:start + length]
-    return sections
