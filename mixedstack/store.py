@@ -49,7 +49,8 @@ NONE = -1  # a sample without a time
 TIME = re.compile(r"^(\d+)\.(\d+)$", re.ASCII)
 SAMPLES_FILE = "samples.bin"  # its index: samples.bin.json
 SWITCHES_FILE = "switches.txt"  # the context switches' perf script text (offcpu.Switches)
-KEPT_PREFIXES = (SAMPLES_FILE, SWITCHES_FILE)
+SYSCALLS_FILE = "syscalls.bin"  # every system call of a recording made with --syscalls (perf/syscalls.Calls)
+KEPT_PREFIXES = (SAMPLES_FILE, SWITCHES_FILE, SYSCALLS_FILE)
 BLOCK_SAMPLES = 50_000  # samples a block holds: what one write adds to memory
 
 

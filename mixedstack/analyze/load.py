@@ -108,23 +108,25 @@ def read(path: str, what: Optional[str] = None, options: Optional[FoldOptions] =
 
 
 def select_events(source: Source, what: Optional[str], wanted: Optional[str], warn: Warn = _ignore,
-                  processes: Sequence[str] = ()) -> Selection:
+                  processes: Sequence[str] = (), also: Sequence[str] = ()) -> Selection:
     """Which samples to read: in a recording made with --off-cpu, the on-CPU event
     and, for --what off|wall, the context switches (with their blocked times);
-    `processes` (pids or command names): only theirs (`record -a` records them all).
+    `processes` (pids or command names): only theirs (`record -a` records them all);
+    `also`: other events besides (report: --syscalls' sampled stacks).
     `what` None: wall where the recording has switches, else cpu."""
-    switched = source.kind == RECORDING and perf.SWITCH_EVENT in perf.event_names(source.name)
+    names = perf.event_names(source.name) if source.kind == RECORDING else []
+    switched = perf.SWITCH_EVENT in names
     if what is None:
         what = "wall" if switched else "cpu"
     if what != "cpu" and not switched:
         raise InputError("%s holds no context switches, so no off-CPU time: record with "
                          "`mixedstack record --off-cpu -- CMD`, or fold with --what cpu" % source.name)
-    if not switched:
-        return Selection(EventFilter(wanted, warn=warn), None, what, tuple(processes))
-    also = () if what == "cpu" else (perf.SWITCH_EVENT,)
+    if wanted is None and len(names) > 1 and perf.CPU_EVENT in names:
+        wanted = perf.CPU_EVENT  # not the first event perf happened to write (a syscall's stack)
+    also = tuple(also) + (() if what == "cpu" else (perf.SWITCH_EVENT,))
     switches = None if what == "cpu" else offcpu.Switches.read(
         source.name, source.recording.folder if source.keep or source.kept is not None else None)
-    return Selection(EventFilter(wanted or perf.CPU_EVENT, warn=warn, also=also), switches, what, tuple(processes))
+    return Selection(EventFilter(wanted, warn=warn, also=also), switches, what, tuple(processes))
 
 
 @contextlib.contextmanager

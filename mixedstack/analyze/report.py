@@ -34,6 +34,10 @@ from mixedstack.perf import command as perf
 from mixedstack.perf.data import KERNEL_NOT_SAMPLED, kernel_excluded
 from mixedstack import markers
 from mixedstack.analyze.processors import gil, offcpu
+from mixedstack.analyze import syscalls as syscall_figures
+from mixedstack.perf.syscalls import BLOCK_EVENT, STACK_EVENT
+
+SYSCALL_STACKS = (STACK_EVENT, BLOCK_EVENT)
 from mixedstack.model import Frame, PyFrame, Sample
 from mixedstack.markers import off_cpu_reason
 from mixedstack.analyze.processors import apply, stack_processors
@@ -140,11 +144,17 @@ class ReportBuilder:
         self.no_symbols: Counter[str] = collections.Counter()
         # who held the GIL while others waited: needs each switch's time (--off-cpu)
         self.blame = gil.Blame() if switches is not None else None
+        # record --syscalls: the stacks of the sampled entries, for the calls' Python functions
+        self.sampled = syscall_figures.Sampled()
         self._facts: Dict[object, StackFacts] = {}  # by a stack's frames
         self._named_facts: Dict[tuple, StackFacts] = {}  # by their (symbol, dso)
 
     def add(self, sample: Sample) -> None:
         facts = self.facts(sample.frames)
+        if sample.event in SYSCALL_STACKS:  # a system call's entry, or a thread blocking: who made it
+            self.sampled.add(syscall_figures.BLOCKED if sample.event == BLOCK_EVENT else syscall_figures.ENTRY,
+                             sample.tid, offcpu.nanoseconds(sample.time) if sample.time else 0, facts.caller)
+            return
         period = sample.period
         thread = self.threads.get((sample.pid, sample.tid))
         if thread is None:
@@ -163,6 +173,8 @@ class ReportBuilder:
             figures[2][facts.caller] += period
 
         if facts.off:
+            if sample.time:  # (with --syscalls and --off-cpu, the switch out of a call is its stack)
+                self.sampled.add(syscall_figures.BLOCKED, sample.tid, offcpu.nanoseconds(sample.time), facts.caller)
             self.switch_samples += 1
             thread.blocked += period
             if facts.reason in offcpu.FREE_THREADED_REASONS:
@@ -174,6 +186,8 @@ class ReportBuilder:
             if innermost:
                 self.off_self[innermost] += period
             return
+        if sample.time:
+            self.sampled.add(syscall_figures.RUNNING, sample.tid, offcpu.nanoseconds(sample.time), facts.caller)
         self.samples += 1
         self.on_cpu_ns += period
         thread.on_cpu += period
@@ -284,6 +298,12 @@ class ReportBuilder:
         return {"released_by_tid": int(waker), "released_by": self.thread_name(key[1], waker),
                 "released_share": round(woke / woken, 4), "woken_share": round(woken / ns, 4)}
 
+    def pids_of(self, processes: Sequence[str]) -> set:
+        """The pids `processes` (pids or command names) stand for, among the samples'."""
+        wanted = set(processes)
+        return {int(pid) for (pid, _), figures in self.threads.items()
+                if pid.isdigit() and (pid in wanted or figures.comm in wanted)}
+
     def thread_name(self, pid: str, tid: str) -> Optional[str]:
         figures = self.threads.get((pid, tid))
         if figures is not None and figures.names:
@@ -377,7 +397,9 @@ def report(path: str, top: int = 10, warn: Callable[[str], None] = lambda messag
             if source.kind == FOLDED:
                 raise InputError("%s is folded text: report needs a recording or `perf script` text, "
                                  "which keep each sample's frames and times" % path)
-            selection = select_events(source, None, None, warn, processes)
+            calls = syscall_figures.calls_of(source.recording) if source.recording else None
+            selection = select_events(source, None, None, warn, processes,
+                                      also=SYSCALL_STACKS if calls is not None else ())
             meta = source.recording.meta() if source.recording else {}
             builder = ReportBuilder(selection.switches, activated=bool(meta.get("activated")),
                                     trampolined=meta.get("mode") in LATE_TRAMPOLINE_MODES)
@@ -392,6 +414,9 @@ def report(path: str, top: int = 10, warn: Callable[[str], None] = lambda messag
         lost = meta["lost"] if "lost" in meta and meta.get("bytes") == os.path.getsize(path) else \
             perf.sample_stats(path)["lost"]
     figures = builder.result(top=top, lost=lost, notes=meta.get("notes", []))
+    # every call, with record --syscalls (None: not recorded)
+    figures["syscall_calls"] = None if calls is None else syscall_figures.figures(
+        calls, builder.sampled, top, builder.pids_of(processes) if processes else None)
     # samples that stopped in code without unwind information, resumed at their return
     # address by record or not (None: a recording that predates it, or not mixedstack's)
     figures["health"]["resumed"] = meta.get("resumed")

@@ -55,9 +55,13 @@ from mixedstack.perf.recording import Recording
               help="Keep perf.data small: once its samples are unwound (while recording), leave out "
                    "perf's copies of their stacks (~300 bytes a sample kept instead of ~3.5 KB). "
                    "mixedstack reads it as before; perf script can no longer unwind it.")
+@click.option("--syscalls", is_flag=True,
+              help="Also record every system call of the target's threads, entry and exit, and a sample "
+                   "of them with stacks: report then gives each syscall's calls, errors and latency "
+                   "(p50, p99, max), and the Python functions that made them.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(output, frequency, call_graph, stack_size, force, agent, pids, everything, children, duration,
-           stop_target, off_cpu, activate, user, drop_stacks, command) -> None:
+           stop_target, off_cpu, activate, user, drop_stacks, syscalls, command) -> None:
     """Run COMMAND under perf record, with Python frames where the interpreter allows.
 
     Examples: mixedstack record -o app.data -- python app.py --its-args;
@@ -87,7 +91,7 @@ def record(output, frequency, call_graph, stack_size, force, agent, pids, everyt
     try:
         result = run_record(
             RecordOptions(list(command), output, frequency, call_graph, stack_size, agent, list(pids), children,
-                          everything, duration, stop_target, off_cpu, activate, user, drop_stacks=drop_stacks,
+                          everything, duration, stop_target, off_cpu, activate, user, drop_stacks=drop_stacks, syscalls=syscalls,
                           progress=cli.StatusLine(sys.stderr) if sys.stderr.isatty() else None),
             say=cli.say,
             ask=(lambda question: click.confirm(question, err=True)) if on_terminal else None,

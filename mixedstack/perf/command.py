@@ -87,10 +87,20 @@ def off_cpu_events(frequency: int) -> List[str]:
 
 
 def record_command(output: str, buildid_dir: str, frequency: int, call_graph: str, stack_size: int,
-                   off_cpu: bool = False, monotonic: bool = False, lock_memory: bool = False) -> List[str]:
+                   off_cpu: bool = False, monotonic: bool = False, lock_memory: bool = False,
+                   syscalls: bool = False) -> List[str]:
     """`perf record` for mixedstack: the target (-p PID, or `-- CMD`) comes after."""
+    from mixedstack.perf.syscalls import record_events
+
     command = perf_command("record", buildid_dir)
-    command += off_cpu_events(frequency) if off_cpu else ["-F", str(frequency)]
+    if off_cpu:
+        command += off_cpu_events(frequency)
+    elif syscalls:  # the rate on the event: a global -F would sample the syscalls' tracepoints too
+        command += ["-e", "%s/freq=%d,name=%s/" % (CPU_EVENT, frequency, CPU_EVENT)]
+    else:
+        command += ["-F", str(frequency)]
+    if syscalls:
+        command += record_events(frequency, off_cpu)
     command += ["-o", output, "-q"]
     # perf record waits ~1 s at exit for its BPF side-band thread; we need no BPF symbols.
     command.append("--no-bpf-event")
@@ -107,14 +117,15 @@ def record_command(output: str, buildid_dir: str, frequency: int, call_graph: st
     command.append("--switch-output=%s" % PIECE)
     if call_graph == "dwarf":
         command += ["--call-graph", "dwarf,%d" % stack_size]
-        if lock_memory:
-            # every sample (with --off-cpu, every context switch) carries a whole stack
-            # copy: perf's default buffer overflows at a few thousand a second, or while
-            # perf starts a new piece (11% of samples lost at 499 Hz), and the samples
-            # lost take their time with them (bench/results.md)
-            command += ["-m", BIG_BUFFER]
     else:
         command.append("-g")
+    if lock_memory and (call_graph == "dwarf" or syscalls):
+        # every sample (with --off-cpu, every context switch) carries a whole stack
+        # copy: perf's default buffer overflows at a few thousand a second, or while
+        # perf starts a new piece (11% of samples lost at 499 Hz), and the samples
+        # lost take their time with them (bench/results.md); --syscalls adds two
+        # records a call (at 500,000 calls a second, 28% were lost without it)
+        command += ["-m", BIG_BUFFER]
     if monotonic:
         command += ["-k", "1"]  # jitdump timestamps are CLOCK_MONOTONIC
     return command

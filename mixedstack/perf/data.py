@@ -464,9 +464,13 @@ def event_names(path: str) -> Optional[List[str]]:
     """The recording's event names as perf evlist prints them (from the EVENT_DESC
     feature section), or None when the file does not say."""
     desc = _feature(path, HEADER_EVENT_DESC)
-    if desc is None:
-        return None
-    names = []
+    described = None if desc is None else events_described(desc)
+    return None if described is None else [name for name, _ in described]
+
+
+def events_described(desc: bytes) -> Optional[List[Tuple[str, List[int]]]]:
+    """An EVENT_DESC feature section -> each event's (name, sample ids), in attr order."""
+    events = []
     try:
         count, attr_size = struct.unpack_from("<II", desc, 0)
         at = 8
@@ -474,11 +478,12 @@ def event_names(path: str) -> Optional[List[str]]:
             ids = struct.unpack_from("<I", desc, at + attr_size)[0]
             length = struct.unpack_from("<I", desc, at + attr_size + 4)[0]
             name_at = at + attr_size + 8
-            names.append(desc[name_at:name_at + length].split(b"\0", 1)[0].decode("latin-1"))
+            name = desc[name_at:name_at + length].split(b"\0", 1)[0].decode("latin-1")
+            events.append((name, list(struct.unpack_from("<%dQ" % ids, desc, name_at + length))))
             at = name_at + length + 8 * ids
     except struct.error:
         return None
-    return names
+    return events
 
 
 def time_quantiles(times: Optional[Iterable[int]], steps: int = 64) -> List[int]:

@@ -38,6 +38,7 @@ from mixedstack.markers import TRUNCATED
 from mixedstack.record.keep import RecordingFolder
 from mixedstack.record.target import TargetError
 from mixedstack.record.target import find_interpreter
+from mixedstack.perf import syscalls
 from mixedstack.record.target import perf_mode
 
 
@@ -58,6 +59,7 @@ class RecordOptions:
     activate: Optional[bool] = None  # with pid: may gdb run code in it (None: ask, if `ask`)
     user: Optional[str] = None  # run the command as this user (perf keeps our privileges)
     drop_stacks: bool = False  # perf.data without the stack copies once unwound (unwind.py)
+    syscalls: bool = False  # every system call's entry and exit, and a sample of them with stacks (perf/syscalls.py)
     # a live view (cli/top.py): told of the samples of each batch unwound, every `unwind_every` s
     on_samples: Optional[Callable] = None
     unwind_every: Optional[float] = None
@@ -152,7 +154,7 @@ def may_lock_memory() -> bool:
 def perf_record_command(options: RecordOptions, mode, recording: RecordingFolder) -> List[str]:
     return perf.record_command(recording.raw, recording.buildid_dir, options.frequency, mode.call_graph,
                                options.stack_size, off_cpu=options.off_cpu, monotonic=mode.needs_inject,
-                               lock_memory=may_lock_memory())  # launch adds the target
+                               lock_memory=may_lock_memory(), syscalls=options.syscalls)  # launch adds the target
 
 
 def with_agent(mode, folder: str):
@@ -377,6 +379,8 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         unwound = {"kept": kept, "batches": unwinder.batches, "cpu_s": round(unwinder.cpu, 3),
                    "at_end_s": round(time.monotonic() - began, 3), "failed": unwinder.failed}
         tmpfiles.remove_flush_marks(pids, lambda pid: target_uid)
+    calls = kept_syscalls(recording, unwinder, say) if options.syscalls else None
+    samples = tidied.samples - (calls.records() if calls is not None else 0)
     if kernel_excluded(recording.data):  # report says it again, from perf.data itself
         say("mixedstack: warning: " + KERNEL_NOT_SAMPLED)
     cut_note = deep_stacks_note(tidied, options.stack_size) if mode.call_graph == "dwarf" else None
@@ -405,6 +409,7 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         "call_graph": mode.call_graph,
         "frequency": options.frequency,
         "off_cpu": options.off_cpu,
+        "syscalls": len(calls) if calls is not None else None,
         "stack_size": options.stack_size if mode.call_graph == "dwarf" else None,
         "deeper_than_copied": tidied.full,
         "resumed": tidied.resumed,
@@ -416,15 +421,16 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         "notes": [note for note in (stopped_note, cut_note, gaps_note, symbols_note, packages_note) if note],
         "exit_status": exit_status,
         "seconds": round(seconds, 3),
-        "samples": tidied.samples,
+        "samples": samples,
         "lost": tidied.lost,
         # for fold's split of the recording into time slices (and to know it is this file)
         "sample_times": time_quantiles(tidied.times),
         "bytes": os.path.getsize(recording.data),
     })
-    summary = "mixedstack: %s samples%s in %.1f s, mode %s%s, exit status %d -> %s (+ %s%s); next: mixedstack fold %s" % (
-        format(tidied.samples, ","),
+    summary = "mixedstack: %s samples%s%s in %.1f s, mode %s%s, exit status %d -> %s (+ %s%s); next: mixedstack fold %s" % (
+        format(samples, ","),
         " (%s lost)" % format(tidied.lost, ",") if tidied.lost else "",
+        ", %s system calls" % format(len(calls), ",") if calls is not None else "",
         seconds,
         mode.name,
         " (%s)" % interp.describe() if interp else "",
@@ -433,4 +439,20 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         recording.folder, os.sep,
         shlex.quote(recording.data),
     )
-    return RecordResult(exit_status, tidied.samples, tidied.lost, seconds, mode.name, summary)
+    return RecordResult(exit_status, samples, tidied.lost, seconds, mode.name, summary)
+
+
+def kept_syscalls(recording: RecordingFolder, unwinder: Optional[Unwinder], say: Callable[[str], None]):
+    """The system calls of a recording made with --syscalls, kept beside it (store.py):
+    the unwinder took them out of its batches; else (attached) one pass over perf.data."""
+    if unwinder is not None and unwinder.syscalls is not None and unwinder.syscalls.recorded \
+            and unwinder.failed is None:
+        return unwinder.syscalls.calls
+    try:
+        calls = syscalls.read_calls(recording.data)
+        if calls is not None:
+            store.keep_text(recording.folder, recording.data, store.SYSCALLS_FILE, calls.to_bytes())
+        return calls
+    except (MixedstackError, OSError) as error:
+        say("mixedstack: warning: the system calls could not be kept (%s): report reads them from perf.data" % error)
+        return None

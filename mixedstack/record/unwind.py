@@ -44,6 +44,7 @@ from mixedstack.perf.data import DATA_SECTION
 from mixedstack.perf.data import PERF_RECORD_SAMPLE, pid_and_time, records
 from mixedstack.perf.data import strip_stacks
 from mixedstack.perf.pieces import Assembly, feature_sections, side_file
+from mixedstack.perf.syscalls import Decoder
 from mixedstack.perf.recording import Recording
 from mixedstack.perf.text import Text
 from mixedstack.record import tmpfiles
@@ -96,6 +97,9 @@ class Unwinder(threading.Thread):
         self.stripped = os.path.join(recording.folder, STRIPPED_FILE) if stripped else None
         self.batches = 0
         self.cpu = 0.0  # CPU seconds of the batches' perf script and perf inject
+        # record --syscalls: every call's entry and exit records are taken out of the
+        # batches (perf script would print two lines a call) into a table of calls
+        self.syscalls: Optional[Decoder] = None
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         assembly.on_patch = self.patched
@@ -209,6 +213,10 @@ class Unwinder(threading.Thread):
     def _unwind(self, head: bytes, features: dict, maps: bytes, body: bytes, view) -> None:
         """perf script over the side file of `body`; its samples into the writer, then the
         batch's other records into the context."""
+        if self.syscalls is None:
+            self.syscalls = Decoder(head, features.get(perfdata.HEADER_EVENT_DESC))
+        whole = body  # (the context's records keep their places in it)
+        body = self.syscalls.feed(body, keep_others=True)  # the same body when there are none
         side = os.path.join(self.recording.folder, SIDE_FILE)
         with open(side, "wb") as f:
             f.write(side_file(head, maps + bytes(self.context) + body, features))
@@ -230,7 +238,7 @@ class Unwinder(threading.Thread):
             raise store.Unstorable("a sample the store cannot keep")
         if self.listener is not None:
             self.listener(samples)
-        others = [(position, size) for position, kind, _, size in records(body, 0, len(body))
+        others = [(position, size) for position, kind, _, size in records(whole, 0, len(whole))
                   if kind not in NOT_CONTEXT]
         copies = [-1] * len(others)  # where each is in the stripped file
         if self.stripped:
@@ -242,8 +250,8 @@ class Unwinder(threading.Thread):
                       if kind not in NOT_CONTEXT]
         for (position, size), copy in zip(others, copies):
             self.placed.append((self.done + position, len(self.context), copy, size))
-            self.context += body[position:position + size]
-        self.done += len(body)
+            self.context += whole[position:position + size]
+        self.done += len(whole)
         self.batches += 1
 
     # -- at the end
@@ -292,6 +300,8 @@ class Unwinder(threading.Thread):
             if drop and small is not None:
                 _replace(data, small)
             self.writer.finish(data)
+            if self.syscalls is not None and self.syscalls.recorded:
+                store.keep_text(self.recording.folder, data, store.SYSCALLS_FILE, self.syscalls.calls.to_bytes())
             if switches and small is not None:
                 self._keep_switches(data, small if not drop else None)
             return True

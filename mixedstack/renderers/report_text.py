@@ -16,6 +16,18 @@ def percent(value: Optional[float]) -> str:
     return "-" if value is None else "%.1f%%" % (100 * value)
 
 
+def microseconds(value: Optional[float]) -> str:
+    return "-" if value is None else "%.1f us" % value if value < 10000 else "%.1f ms" % (value / 1000)
+
+
+def errors(row: dict) -> str:
+    """`10019 (ENOENT 10019)`: the failed calls, by errno."""
+    if not row["errors"]:
+        return "0"
+    return "%s (%s)" % (format(row["errors"], ","), ", ".join(
+        "%s %s" % (name, format(n, ",")) for name, n in list(row["errors_by_errno"].items())[:3]))
+
+
 def table(out: IO[str], header: Sequence[str], rows: List[Sequence[str]], indent: str = "  ") -> None:
     """Columns sized to their content; the first and last columns left-aligned, numbers right."""
     if not rows:
@@ -48,7 +60,7 @@ def render(figures: dict, out: IO[str], source: str = "") -> None:
           [(row["layer"], seconds(row["on_cpu_s"]), percent(row["share"])) if kernel_sampled or row["layer"] != "kernel"
            else (row["layer"], "not sampled", "-") for row in figures["layers"]])
 
-    out.write("\nSystem calls\n")
+    out.write("\nSystem calls, by sampled time\n")
     if not kernel_sampled and not figures["syscalls"]:
         out.write("  (not sampled: the kernel was left out of this recording; see the notes below)\n")
     else:
@@ -56,6 +68,21 @@ def render(figures: dict, out: IO[str], source: str = "") -> None:
               [(row["syscall"], seconds(row["on_cpu_s"]), seconds(row["blocked_s"]),
                 "%s (%s)" % (row["top_python_caller"], percent(row["top_caller_share"])))
                for row in figures["syscalls"]])
+
+    calls = figures.get("syscall_calls")
+    if calls is not None:
+        out.write("\nSystem calls, every call (record --syscalls): %s calls, %s failed%s\n" % (
+            format(calls["calls"], ","), format(calls["errors"], ","),
+            "; %s returns of calls made before the recording began" % format(calls["exits_without_entry"], ",")
+            if calls["exits_without_entry"] else ""))
+        table(out, ("syscall", "calls", "errors", "total", "mean", "p50", "p99", "max", "Python functions (calls, time)"),
+              [(row["syscall"], format(row["calls"], ","), errors(row), seconds(row["total_s"]),
+                microseconds(row["mean_us"]), microseconds(row["p50_us"]), microseconds(row["p99_us"]),
+                microseconds(row["max_us"]),
+                "; ".join("%s (%s, %s)" % (f["function"], format(f["calls"], ","), seconds(f["total_s"]))
+                          for f in row["functions"]))
+               for row in calls["rows"]])
+        more(out, calls["syscalls_total"], len(calls["rows"]), "syscalls")
 
     out.write("\nGIL: time waiting to take it (blocked, or on a CPU in take_gil/drop_gil)\n")
     table(out, ("tid", "GIL wait", "of wall", "thread"),
