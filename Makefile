@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := demo-output
 
-.PHONY: install demo test test-agent bench fp-python ft-python current-python programs numeric browser terminal clean
+.PHONY: install demo test test-agent bench fp-python ft-python current-python programs numeric browser terminal consumers clean
 
 install: $(STAMP)
 
@@ -101,6 +101,21 @@ terminal:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get install -y -q tmux || { apt-get update -q && apt-get install -y -q tmux; }; \
 	fi
+
+# The programs that read our outputs, for tests/renderers/test_consumers.py: Debian's golang-go
+# (go tool pprof), nodejs and npm; then, from the npm registry the machine is set up with,
+# the speedscope app and the Firefox Profiler's importer (tests/consumers/package.json) into
+# ~/.cache/mixedstack/consumers. Those tests skip without them outside CI. Needs root for apt.
+CONSUMERS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mixedstack/consumers
+consumers:
+	@missing=""; command -v go >/dev/null || missing="$$missing golang-go"; \
+	  command -v node >/dev/null || missing="$$missing nodejs"; command -v npm >/dev/null || missing="$$missing npm"; \
+	  if [ -n "$$missing" ]; then export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q $$missing || { apt-get update -q && apt-get install -y -q $$missing; }; fi
+	@if cmp -s tests/consumers/package.json "$(CONSUMERS)/package.json" && [ -d "$(CONSUMERS)/node_modules/speedscope" ]; then \
+	  echo "consumers already installed: $(CONSUMERS)"; else \
+	  rm -rf "$(CONSUMERS)" && mkdir -p "$(CONSUMERS)" && cp tests/consumers/package.json "$(CONSUMERS)/" && \
+	  cd "$(CONSUMERS)" && npm install --no-package-lock --no-audit --no-fund --loglevel=error; fi
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

@@ -71,13 +71,63 @@ def frame_text(frame: StackFrame) -> str:
     return frame if type(frame) is str else frame.text()
 
 
+NO_PYTHON = "(no Python frame)"
+
+
+def innermost_python(stack: Stack) -> str:
+    """The innermost Python function of a stack, as text (NO_PYTHON when it has none)."""
+    for frame in reversed(stack):
+        if type(frame) is PyFrame:
+            return frame.text()
+    return NO_PYTHON
+
+
+class Span(NamedTuple):
+    """A sample on a thread's timeline: an on-CPU sample covers the period before its
+    time, an off-CPU one the time blocked after its switch."""
+
+    start: int  # ns, perf's clock
+    length: int  # ns
+    stack: Stack  # root first, as in Stacks
+
+
+class Mark(NamedTuple):
+    """An interval on a thread's timeline that is not a sample: a wait, a system call."""
+
+    start: int  # ns, perf's clock
+    length: int  # ns
+    kind: str  # MARK_KINDS: "off-cpu" (name: why, the off-CPU marker's reason), "syscall" (name: the call)
+    name: str
+    function: str = ""  # the Python function it happened in, as text ("" when none)
+    error: str = ""  # a failed system call's errno name
+
+
+MARK_KINDS = ("off-cpu", "syscall")
+
+
+class Track(NamedTuple):
+    """One thread's samples and marks, in time order."""
+
+    pid: int
+    tid: int
+    comm: str
+    spans: List[Span]
+    marks: List[Mark]
+
+    @property
+    def name(self) -> str:
+        return "%s-%d/%d" % (self.comm, self.pid, self.tid)
+
+
 class Stacks(NamedTuple):
-    """What renderers draw: stacks of frames (root first) and their weights."""
+    """What renderers draw: stacks of frames (root first) and their weights; with
+    `timeline`, each thread's samples in time order too (speedscope, gecko)."""
 
     weights: Dict[Stack, int]  # stack -> total period (what folded output prints)
     unit: str = "nanoseconds"  # of the weights: "nanoseconds" (cpu-clock), "events" (other periods), "samples"
     counts: Optional[Dict[Stack, int]] = None  # stack -> samples, when known (recordings)
     layers: Optional[Dict[Stack, Tuple[str, ...]]] = None  # stack -> each frame's layer, from DSOs
+    timeline: Optional[List[Track]] = None  # per thread, in order of their first sample (recordings)
 
     @classmethod
     def from_folded(cls, weights: Dict[str, int], unit: str = "nanoseconds") -> "Stacks":

@@ -8,7 +8,10 @@ from __future__ import annotations
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from mixedstack.analyze.processors import layers
-from mixedstack.model import PyFrame, Sample, Stack, StackFrame, Stacks, frame_text
+from mixedstack.model import Mark, PyFrame, Sample, Span, Stack, StackFrame, Stacks, Track, frame_text
+from mixedstack.markers import off_cpu_reason
+from mixedstack.perf.command import SWITCH_EVENT
+from mixedstack.analyze.processors.offcpu import nanoseconds
 from mixedstack.analyze.processors.names import NativeNames
 from mixedstack.analyze.processors import apply, stack_processors
 from mixedstack.perf.parse import Frames
@@ -44,7 +47,7 @@ class Folder:
     from its DSO (for pictures); the folded text itself does not change.
     """
 
-    def __init__(self, options: Optional[FoldOptions] = None, detail: bool = False):
+    def __init__(self, options: Optional[FoldOptions] = None, detail: bool = False, timeline: bool = False):
         options = options or FoldOptions()
         self.native = NativeNames(kernel=options.kernel, jit=options.jit, addrs=options.addrs)
         self.processors = stack_processors(options.keep_interpreter, options.activated, options.trampolined)
@@ -61,6 +64,9 @@ class Folder:
         self._frames: Dict[str, Stack] = {}
         self.layers: Optional[Dict[str, Tuple[str, ...]]] = {} if detail else None
         self.last = ""  # the folded text of the last sample added
+        # timeline=True: each thread's samples in time order, (start ns, length ns, folded text)
+        self.spans: Optional[Dict[Tuple[int, int], List[Tuple[int, int, str]]]] = {} if timeline else None
+        self.comms: Dict[Tuple[int, int], str] = {}
 
     def add(self, sample: Sample) -> str:
         """One sample; its stack's folded text (the key of `stacks`)."""
@@ -79,6 +85,8 @@ class Folder:
                 cached = self._miss(key, sample)
             stack = cached[0]
             self.last = stack
+            if self.spans is not None and sample.time and sample.tid.isdigit():
+                self._span(sample, stack)
             stacks[stack] = stacks.get(stack, 0) + sample.period
             if counts is not None:
                 counts[stack] = counts.get(stack, 0) + 1
@@ -90,6 +98,34 @@ class Folder:
         self.stackless_samples += stackless
         return self
 
+    def _span(self, sample: Sample, stack: str) -> None:
+        when = nanoseconds(sample.time)
+        key = (int(sample.pid) if sample.pid.isdigit() else -1, int(sample.tid))
+        self.comms[key] = sample.comm
+        if sample.event == SWITCH_EVENT:  # blocked from its switch on (offcpu.weigh's period)
+            self.spans.setdefault(key, []).append((when, sample.period, stack))
+        else:  # on the CPU for the period up to its time
+            self.spans.setdefault(key, []).append((when - sample.period, sample.period, stack))
+
+    def timeline(self) -> Optional[List[Track]]:
+        """Each thread's samples in time order, and its off-CPU waits as marks."""
+        if self.spans is None:
+            return None
+        tracks = []
+        for (pid, tid), spans in self.spans.items():
+            spans.sort()
+            marks = []
+            for start, length, text in spans:
+                frames = self._frames[text]
+                why = off_cpu_reason(frames[-1]) if type(frames[-1]) is str else None
+                if why is not None:
+                    python = [frame for frame in frames if type(frame) is PyFrame]
+                    marks.append(Mark(start, length, "off-cpu", why, python[-1].text() if python else ""))
+            tracks.append(Track(pid, tid, self.comms[(pid, tid)],
+                                [Span(start, length, self._frames[text]) for start, length, text in spans], marks))
+        tracks.sort(key=lambda track: (track.spans[0].start if track.spans else 0, track.pid, track.tid))
+        return tracks
+
     def frames(self, stack: str) -> Stack:
         """A folded text's frames as data (the process label first)."""
         return self._frames[stack]
@@ -100,7 +136,7 @@ class Folder:
         weights = {frames[text]: weight for text, weight in self.stacks.items()}
         counts = None if self.counts is None else {frames[text]: n for text, n in self.counts.items()}
         kinds = None if self.layers is None else {frames[text]: k for text, k in self.layers.items()}
-        return Stacks(weights, unit, counts, kinds)
+        return Stacks(weights, unit, counts, kinds, self.timeline())
 
     def _miss(self, key: Tuple[str, object], sample: Sample) -> Tuple[str, bool]:
         if len(self._cache) >= CACHE_LIMIT:

@@ -26,7 +26,9 @@ from mixedstack.analyze.processors import gil, offcpu
 from mixedstack.analyze.processors.python import TRAMPOLINE_FILE
 from mixedstack.analyze.sources import FOLDED, RECORDING, Source, folded_unit, open_input, parse_folded
 from mixedstack.errors import InputError, Interrupted
-from mixedstack.model import Sample, Stacks
+from mixedstack.model import Mark, Sample, Stacks, Track, innermost_python
+from mixedstack.analyze import syscalls as syscall_figures
+from mixedstack.perf.syscalls import SYSCALL_STACKS
 from mixedstack.perf import command as perf
 from mixedstack.perf.recording import Recording
 
@@ -68,12 +70,13 @@ def load(path: str = "perf.data", what: Optional[str] = None, options: Optional[
 def read(path: str, what: Optional[str] = None, options: Optional[FoldOptions] = None,
          inline: bool = False, label: Optional[ProcessLabel] = None, event_filter: Optional[str] = None,
          detail: bool = False, warn: Warn = _ignore, progress: Optional[Progress] = None,
-         processes: Sequence[str] = ()) -> Loaded:
+         processes: Sequence[str] = (), timeline: bool = False) -> Loaded:
     """INPUT -> stacks, with the summary the CLI prints.
 
     `what` is cpu, off or wall; None means wall for a recording made with --off-cpu,
     else cpu, and the whole file for folded text. detail=True adds sample counts and
-    each frame's layer (from DSOs) for pictures.
+    each frame's layer (from DSOs) for pictures; timeline=True each thread's samples
+    in time order, with its waits and (record --syscalls) its system calls as marks.
     """
     options = options or FoldOptions()
     warnings: List[str] = []
@@ -85,9 +88,14 @@ def read(path: str, what: Optional[str] = None, options: Optional[FoldOptions] =
                 meta = source.recording.meta()
                 options.activated = bool(meta.get("activated"))
                 options.trampolined = meta.get("mode") in LATE_TRAMPOLINE_MODES
-            selection = select_events(source, what, event_filter, warn, processes)
-            folder = Folder(options, detail=detail)
+            calls = syscall_figures.calls_of(source.recording) if timeline and source.recording else None
+            selection = select_events(source, what, event_filter, warn, processes,
+                                      also=SYSCALL_STACKS if calls is not None else ())
+            folder = Folder(options, detail=detail, timeline=timeline)
+            entries: List[Tuple[str, str, int, str]] = []  # the syscalls' own stacks: not time
             with samples_of(source, selection, label, warnings.append, progress) as samples:
+                if calls is not None:
+                    samples = _syscall_stacks(samples, Folder(options), entries)
                 folder.add_all(samples)
     except KeyboardInterrupt:
         raise Interrupted()
@@ -104,7 +112,37 @@ def read(path: str, what: Optional[str] = None, options: Optional[FoldOptions] =
     summary = "%s samples -> %s stacks, %.1f%% with Python frames" % (
         format(folder.samples, ","), format(len(folder.stacks), ","),
         100.0 * folder.python_samples / folder.samples)
-    return Loaded(folder.result(unit), summary)
+    stacks = folder.result(unit)
+    if calls is not None and stacks.timeline is not None:
+        add_marks(stacks.timeline, syscall_figures.marks(calls, syscall_figures.sampled_from(stacks.timeline, entries)),
+                  set(selection.processes))
+    return Loaded(stacks, summary)
+
+
+def _syscall_stacks(samples: Iterable[Sample], folder: Folder, entries: List[Tuple[str, str, int, str]]) -> Iterator[Sample]:
+    """Pass the samples on but the syscalls' stacks, noted as (event, tid, ns, Python function)."""
+    for sample in samples:
+        if sample.event in SYSCALL_STACKS:
+            if sample.time:
+                stack = folder.frames(folder.add(sample))
+                entries.append((sample.event, sample.tid, offcpu.nanoseconds(sample.time), innermost_python(stack)))
+            continue
+        yield sample
+
+
+def add_marks(tracks: List[Track], marks: Dict[Tuple[int, int], List[Mark]], processes: set) -> None:
+    """Each thread's marks into its track (a thread with marks and no samples gets one)."""
+    by_thread = {(track.pid, track.tid): track for track in tracks}
+    comm_of = {track.pid: track.comm for track in tracks}
+    for (pid, tid), found in marks.items():
+        track = by_thread.get((pid, tid))
+        if track is None:
+            if processes and str(pid) not in processes and comm_of.get(pid) not in processes:
+                continue
+            track = Track(pid, tid, comm_of.get(pid, "?"), [], [])
+            tracks.append(track)
+        track.marks.extend(found)
+        track.marks.sort()
 
 
 def select_events(source: Source, what: Optional[str], wanted: Optional[str], warn: Warn = _ignore,

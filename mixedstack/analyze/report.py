@@ -35,10 +35,8 @@ from mixedstack.perf.data import KERNEL_NOT_SAMPLED, kernel_excluded
 from mixedstack import markers
 from mixedstack.analyze.processors import gil, offcpu
 from mixedstack.analyze import syscalls as syscall_figures
-from mixedstack.perf.syscalls import BLOCK_EVENT, STACK_EVENT
-
-SYSCALL_STACKS = (STACK_EVENT, BLOCK_EVENT)
-from mixedstack.model import Frame, PyFrame, Sample
+from mixedstack.perf.syscalls import BLOCK_EVENT, SYSCALL_STACKS
+from mixedstack.model import NO_PYTHON, Frame, PyFrame, Sample
 from mixedstack.markers import off_cpu_reason
 from mixedstack.analyze.processors import apply, stack_processors
 from mixedstack.analyze.processors.compiled import demangle
@@ -107,7 +105,7 @@ class StackFacts(NamedTuple):
     off: bool  # an off-CPU sample (its leaf is offcpu's marker)
     reason: Optional[str]  # why it was off the CPU
     innermost: Optional[PyFrame]  # the Python function running (or waiting)
-    caller: str  # its text, or "(no Python frame)"
+    caller: str  # its text, or NO_PYTHON
     python_set: Tuple[PyFrame, ...]  # every Python function on the stack, once, outermost first
     # (a set's order would change with the hash seed, and the order of ties with it)
     thread_name: Optional[str]  # what threading would call the thread
@@ -243,7 +241,7 @@ class ReportBuilder:
         unnamed = {frame.dso for frame in frames if frame.symbol.startswith("[unknown]")}
         no_symbols = tuple(dso for dso in unnamed - {"[unknown]"}
                            if not TRAMPOLINE_DSO.search(dso) and not is_unnamed_interpreter(Frame("0", "[unknown]", dso)))
-        return StackFacts(off, reason, innermost, innermost.text() if innermost else "(no Python frame)",
+        return StackFacts(off, reason, innermost, innermost.text() if innermost else NO_PYTHON,
                           tuple(dict.fromkeys(python)), thread_name(python), gil,
                           None if call is None else call + (" (GIL)" if gil else ""),
                           layer(frames[0]) if frames and not off else None, broken_in, bool(unnamed), no_symbols)
@@ -275,7 +273,7 @@ class ReportBuilder:
             key = tuple(holder.frames)
             if key not in functions:
                 innermost = self.innermost(holder)
-                functions[key] = innermost.text() if innermost else "(no Python frame)"
+                functions[key] = innermost.text() if innermost else NO_PYTHON
             blamed[(waiter.pid, waiter.tid, holder.tid, functions[key])] += ns
         rows = []
         for (pid, tid, holder, function), ns in blamed.most_common(top):

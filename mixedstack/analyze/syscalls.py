@@ -17,16 +17,17 @@ from __future__ import annotations
 import bisect
 import collections
 import contextlib
-import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mixedstack import store
-from mixedstack.errors import InputError
+from mixedstack.markers import is_off_cpu
+from mixedstack.model import Mark, Track, frame_text, innermost_python
 from mixedstack.perf import syscalls
 from mixedstack.perf.syscalls import UNFINISHED, Calls
 from mixedstack.perf.recording import Recording
 
 NO_STACK = "(no stack sampled in its thread)"
+MARKS_LIMIT = 200_000
 MATCH_NS = 1_000_000  # a sampled entry and its call's entry record are the same tracepoint hit
 SAME_WITHIN_NS = 20_000_000  # a thread's entries are sampled every few ms while it makes calls
 
@@ -183,7 +184,34 @@ def figures(calls: Calls, sampled: Sampled, top: int = 10, pids: Optional[set] =
     }
 
 
-def require(recording: Optional[Recording], path: str) -> Recording:
-    if recording is None or not os.path.exists(recording.data):
-        raise InputError("%s is not a recording: system calls need one made with `mixedstack record --syscalls`" % path)
-    return recording
+def marks(calls: Calls, sampled: Sampled, limit: int = MARKS_LIMIT) -> Dict[Tuple[int, int], List[Mark]]:
+    """Every call as a mark on its thread's timeline (the `limit` longest where there
+    are more: a timeline viewer slows to a crawl past a few hundred thousand)."""
+    names = callers(calls, sampled)
+    rows = range(len(calls))
+    if len(calls) > limit:
+        rows = sorted(sorted(rows, key=lambda row: -calls.duration[row])[:limit])
+    found: Dict[Tuple[int, int], List[Mark]] = collections.defaultdict(list)
+    for row in rows:
+        duration = calls.duration[row]
+        found[(calls.pid[row], calls.tid[row])].append(Mark(
+            calls.start[row], max(duration, 0), "syscall", syscalls.name(calls.number[row]),
+            "" if names[row] == NO_STACK else names[row], syscalls.error_name(calls.ret[row]) or ""))
+    return found
+
+
+def sampled_from(tracks: List[Track], entries: List[Tuple[str, str, int, str]]) -> Sampled:
+    """The stacks calls take their functions from, out of a timeline's tracks (on-CPU
+    samples, switches) and the syscall-stack samples `entries` (event, tid, ns, function)."""
+    sampled = Sampled()
+    for track in tracks:
+        tid = str(track.tid)
+        for span in track.spans:
+            function = innermost_python(span.stack)
+            if is_off_cpu(frame_text(span.stack[-1])):
+                sampled.add(BLOCKED, tid, span.start, function)
+            else:
+                sampled.add(RUNNING, tid, span.start + span.length, function)
+    for event, tid, when, function in entries:
+        sampled.add(BLOCKED if event == syscalls.BLOCK_EVENT else ENTRY, tid, when, function)
+    return sampled

@@ -20,7 +20,8 @@ from mixedstack.analyze.processors import offcpu
 from mixedstack.perf.data import is_recording
 from mixedstack.renderers import render, renderer, write_output
 
-STACK_FORMATS = ["folded", "speedscope", "pprof"]
+STACK_FORMATS = ["folded", "speedscope", "pprof", "gecko"]
+TIMELINES = ("speedscope", "gecko")  # formats that show each thread's samples in time order
 
 
 def only_processes(command):
@@ -34,8 +35,9 @@ def only_processes(command):
 @click.argument("input", default="perf.data", metavar="[INPUT]")
 @click.option("-o", "--output", default="-", metavar="FILE", help="Write to FILE instead of standard output.")
 @click.option("--format", "format_", type=click.Choice(STACK_FORMATS), default="folded",
-              show_default=True, help="Folded text, speedscope's JSON (one profile per thread), "
-                                      "or pprof's gzipped profile.proto.")
+              show_default=True, help="Folded text, speedscope's JSON (each thread's timeline), "
+                                      "pprof's gzipped profile.proto, or the Firefox Profiler's "
+                                      "gecko JSON (threads as tracks, waits and syscalls as markers).")
 @click.option("--pid", is_flag=True, help="Include the PID with process names.")
 @click.option("--tid", is_flag=True, help="Include the PID and TID with process names.")
 @click.option("--kernel", is_flag=True, help="Annotate kernel functions with _[k].")
@@ -70,8 +72,8 @@ def fold(input, output, format_, pid, tid, kernel, jit, all_, addrs, event_filte
     loaded = load(input, options=FoldOptions(kernel=kernel, jit=jit, all=all_, addrs=addrs,
                                              keep_interpreter=keep_interpreter),
                   inline=inline, label=ProcessLabel(pid, tid), event_filter=event_filter,
-                  detail=format_ == "pprof", what=what, processes=processes)
-    options = {"name": input} if format_ == "speedscope" else {}
+                  detail=format_ == "pprof", what=what, processes=processes, timeline=format_ in TIMELINES)
+    options = {"name": input} if format_ in TIMELINES else {}
     write(output, format_, loaded, **options)
     if output != "-" or sys.stderr.isatty():
         cli.say("mixedstack: %s%s" % (loaded.summary, "" if output == "-" else ", written to %s" % output))

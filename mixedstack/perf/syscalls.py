@@ -42,6 +42,7 @@ EXIT_EVENT = "raw_syscalls:sys_exit"
 STACK_EVENT = "syscall-stack"  # the sampled entries, with stacks
 BLOCK_EVENT = "syscall-block"  # a thread blocking (in a syscall, nearly always), with its stack
 SWITCH_TRACEPOINT = "sched:sched_switch"
+SYSCALL_STACKS = (STACK_EVENT, BLOCK_EVENT)  # the events whose samples are calls' stacks, not time
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 UNFINISHED = -1  # the duration of a call still under way when the recording stopped (exit_group)
 # a tracepoint's raw data: its common fields (type u16, flags u8, preempt u8, pid i32), then

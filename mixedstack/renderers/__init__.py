@@ -6,7 +6,8 @@ name ending) and `ENCODING` (text in that encoding; None: bytes).
 
 folded.py          Brendan Gregg's folded text
 flamegraph_svg.py  interactive flame graph and differential flame graph (SVG)
-speedscope.py      speedscope's JSON file format
+speedscope.py      speedscope's JSON file format (each thread's timeline, from a recording)
+gecko.py           the Firefox Profiler's gecko JSON (threads as tracks, waits and syscalls as markers)
 pprof.py           pprof's gzipped profile.proto
 report_text.py     `mixedstack report`'s figures as text (its input is those figures)
 
@@ -24,7 +25,8 @@ from typing import IO, Any, Callable, Optional
 from mixedstack.errors import Interrupted, MixedstackError
 from mixedstack.model import Stacks
 
-FORMATS = {"folded": "folded", "flamegraph": "flamegraph_svg", "speedscope": "speedscope", "pprof": "pprof"}
+FORMATS = {"folded": "folded", "flamegraph": "flamegraph_svg", "speedscope": "speedscope", "pprof": "pprof",
+           "gecko": "gecko"}
 
 
 def renderer(format: str) -> ModuleType:
