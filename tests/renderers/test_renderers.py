@@ -304,22 +304,45 @@ def speedscope_schema() -> dict:
     return json.loads(schema.read_text())
 
 
-def test_speedscope_validates_against_the_published_schema(speedscope_schema):
+def test_speedscope_validates_against_the_published_schema(speedscope_schema, tmp_path):
     import jsonschema
 
     done = mixedstack("fold", "--format", "speedscope", str(RECORDING_TEXT))
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     jsonschema.validate(document, speedscope_schema)
-    # one profile per thread, weights as folded per thread
-    per_thread = Folded(mixedstack("fold", "--tid", str(RECORDING_TEXT)).stdout)
+    # from samples with times: one evented profile per thread, its time as folded per thread
+    per_thread_text = mixedstack("fold", "--tid", str(RECORDING_TEXT)).stdout
+    per_thread = Folded(per_thread_text)
     assert sorted(p["name"] for p in document["profiles"]) == per_thread.processes() == \
         ["python3.13-4242/4242", "python3.13-4242/4244"]
-    for profile in document["profiles"]:
-        assert profile["unit"] == "nanoseconds"
-        assert sum(profile["weights"]) == profile["endValue"] == per_thread.for_process(profile["name"]).total()
     frames = document["shared"]["frames"]
     assert {"name": "main", "file": "app.py"} in frames
+    opened = []
+    for profile in document["profiles"]:
+        assert profile["type"] == "evented" and profile["unit"] == "nanoseconds"
+        depth, since, total = 0, 0, 0
+        for event in profile["events"]:
+            if event["type"] == "O":
+                opened.append(frames[event["frame"]]["name"])
+                since = event["at"] if depth == 0 else since
+                depth += 1
+            else:
+                depth -= 1
+                total += event["at"] - since if depth == 0 else 0
+        # samples a thread's timer put a little closer than their periods overlap: cut
+        assert 0.95 * per_thread.for_process(profile["name"]).total() <= total <= \
+            per_thread.for_process(profile["name"]).total()
+    assert "<module>" in opened and "spin" in opened
+    # from folded text (no times): one sampled profile per label, weights as folded
+    folded = tmp_path / "tid.folded"
+    folded.write_text(per_thread_text)
+    document = json.loads(mixedstack("fold", "--format", "speedscope", str(folded)).stdout)
+    jsonschema.validate(document, speedscope_schema)
+    for profile in document["profiles"]:
+        assert profile["type"] == "sampled" and profile["unit"] == "nanoseconds"
+        assert sum(profile["weights"]) == profile["endValue"] == per_thread.for_process(profile["name"]).total()
+    frames = document["shared"]["frames"]
     names = [[frames[i]["name"] for i in stack] for p in document["profiles"] for stack in p["samples"]]
     assert ["<module>", "main", "spin"] in names  # root first, the process is the profile
 
@@ -490,10 +513,10 @@ def test_fold_format_choices():
 
 
 def test_go_tool_pprof_reads_it(tmp_path):
-    """pprof's own reader, where Go happens to be installed (not a project dependency)."""
+    """pprof's own reader: Debian's golang-go (make consumers installs it; required under CI)."""
     go = shutil.which("go")
     if go is None:
-        pytest.skip("Go is not installed: go tool pprof is an optional extra check")
+        skip_or_fail("Go is not installed: make consumers installs Debian's golang-go, for go tool pprof")
     out = tmp_path / "profile.pb.gz"
     assert mixedstack("fold", "--format", "pprof", str(RECORDING_TEXT), "-o", str(out)).returncode == 0
     env = dict(os.environ, GOCACHE=str(tmp_path / "gocache"), PPROF_TMPDIR=str(tmp_path), HOME=str(tmp_path))
