@@ -273,6 +273,35 @@ def record_figures(tmp: Path, pythons: Dict[str, Tuple[str, List[str]]]) -> List
     return rows
 
 
+def syscalls_figures(tmp: Path, python: str, calls: int = 100_000) -> List[Row]:
+    """What recording every system call costs a program that makes ~100,000 a second
+    (bench/syscalls.py: the program's own clock), beside strace -c and perf trace -s."""
+    work = [python, str(ROOT / "bench" / "syscalls.py"), str(calls)]
+    data = tmp / "sys.data"
+
+    def seconds(*before: str) -> float:
+        return float(run([*before, *work], stdout=None)[1].split()[0])
+    m = medians({
+        "alone": lambda: seconds(),
+        "record": lambda: seconds(*MIXEDSTACK, "record", "-f", "-o", str(tmp / "plain.data"), "--"),
+        "syscalls": lambda: seconds(*MIXEDSTACK, "record", "-f", "--syscalls", "-o", str(data), "--"),
+        "strace": lambda: seconds("strace", "-f", "-c", "-o", str(tmp / "strace.txt")),
+        "perf trace": lambda: seconds("perf", "trace", "-s", "-o", str(tmp / "trace.txt")),
+    })
+    meta = json.loads((tmp / "sys.data.d" / "meta.json").read_text())
+    rate = calls / m["alone"]
+    rows = [("system calls: bench/syscalls.py, %s stat calls, %.0f,000 a second alone, %s" % (
+        format(calls, ","), rate / 1000, os.path.basename(python)), "%.2f s alone" % m["alone"], "")]
+    for name, label in (("record", "mixedstack record (no --syscalls)"), ("syscalls", "mixedstack record --syscalls"),
+                        ("strace", "strace -f -c"), ("perf trace", "perf trace -s")):
+        rows.append(("  program's time under %s vs alone" % label, "%.2f s vs %.2f s" % (m[name], m["alone"]),
+                     "%+.0f%%" % (100 * (m[name] / m["alone"] - 1))))
+    size = data.stat().st_size + sum(f.stat().st_size for f in (tmp / "sys.data.d").glob("*.bin"))
+    rows.append(("  --syscalls: calls recorded, bytes kept a call (perf.data and what record kept)",
+                 "%s, %.0f" % (format(meta["syscalls"], ","), size / meta["syscalls"]), ""))
+    return rows
+
+
 def stack_size_figures(tmp: Path, python: str) -> List[Row]:
     """What the default 65528-byte DWARF copy costs beside the former 32768: the
     target's time and the recording's size (after record's tidy), side by side."""
@@ -406,6 +435,7 @@ def main() -> None:
         rows += long_figures(found[newest])
         rows += record_figures(tmp, pythons)
         rows += stack_size_figures(tmp, found[newest])
+        rows += syscalls_figures(tmp, found[newest])
         rows += agent_figures(found)
         tops = {"CPython %d.%d" % version: found[version] for version in sorted({newest, older} - {None})}
         debian = CURRENT_PYTHON / "3.15" / "root" / "usr" / "bin" / "python3.15"
