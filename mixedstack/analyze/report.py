@@ -415,6 +415,8 @@ def report(path: str, top: int = 10, warn: Callable[[str], None] = lambda messag
     # every call, with record --syscalls (None: not recorded)
     figures["syscall_calls"] = None if calls is None else syscall_figures.figures(
         calls, builder.sampled, top, builder.pids_of(processes) if processes else None)
+    if calls is not None:  # records perf lost may be calls': the counts are then at least these
+        figures["syscall_calls"]["lost_records"] = lost
     # samples that stopped in code without unwind information, resumed at their return
     # address by record or not (None: a recording that predates it, or not mixedstack's)
     figures["health"]["resumed"] = meta.get("resumed")

@@ -83,6 +83,9 @@ def render(figures: dict, out: IO[str], source: str = "") -> None:
                           for f in row["functions"]))
                for row in calls["rows"]])
         more(out, calls["syscalls_total"], len(calls["rows"]), "syscalls")
+        if calls.get("lost_records"):
+            out.write("  perf lost %s records (its buffer overflowed): some calls may be missing; record as root "
+                      "(or with CAP_IPC_LOCK) for a larger buffer\n" % format(calls["lost_records"], ","))
 
     out.write("\nGIL: time waiting to take it (blocked, or on a CPU in take_gil/drop_gil)\n")
     table(out, ("tid", "GIL wait", "of wall", "thread"),
