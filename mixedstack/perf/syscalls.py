@@ -71,15 +71,17 @@ def error_name(ret: int) -> Optional[str]:
 def tracepoint_id(event: str = ENTER_EVENT) -> int:
     """The id the kernel gave a tracepoint (tracefs' events/SYSTEM/NAME/id)."""
     system, _, tracepoint = event.partition(":")
+    why = "tracefs is not mounted at %s" % " or ".join(TRACEFS)
     for root in TRACEFS:
         try:
             with open(os.path.join(root, "events", system, tracepoint, "id")) as f:
                 return int(f.read())
+        except PermissionError:
+            why = "tracefs may be read by root only"
         except (OSError, ValueError):
             continue
-    raise MixedstackError("cannot read the id of the %s tracepoint (tracefs is not mounted at %s): "
-                          "mount it (`mount -t tracefs nodev /sys/kernel/tracing`), or record without --syscalls"
-                          % (event, " or ".join(TRACEFS)))
+    raise MixedstackError("--syscalls needs the id of the %s tracepoint, and %s: record as root (or mount "
+                          "tracefs: `mount -t tracefs nodev /sys/kernel/tracing`), or without --syscalls" % (event, why))
 
 
 def record_events(frequency: int, off_cpu: bool = False) -> List[str]:
