@@ -302,6 +302,54 @@ def syscalls_figures(tmp: Path, python: str, calls: int = 100_000) -> List[Row]:
     return rows
 
 
+def lines_figures(tmp: Path, pythons: Dict[str, str]) -> List[Row]:
+    """The companion sampler (3.14+): the target's time with and without it (paired
+    rounds of bench/fixed_work.py), its CPU, and on tests/workloads/lines.py the share of
+    samples that got a line and of lines that were wrong (the loop the program was in
+    at the sample's time, by its own clock, has other lines)."""
+    from mixedstack.analyze.load import read
+    from mixedstack.model import PyFrame
+
+    rows: List[Row] = []
+    work = str(ROOT / "bench" / "fixed_work.py")
+    for label, python in pythons.items():
+        data = tmp / "lines.data"
+        m = medians({
+            "without": lambda: float(run(MIXEDSTACK + ["record", "-f", "--no-lines", "-o", str(tmp / "nl.data"), "--",
+                                                       python, work, "3"], stdout=None)[1]),
+            "with": lambda: float(run(MIXEDSTACK + ["record", "-f", "-o", str(data), "--", python, work, "3"],
+                                      stdout=None)[1]),
+        }, rounds=SLOWDOWN_REPEAT)
+        meta = json.loads((tmp / "lines.data.d" / "meta.json").read_text())
+        rows.append(("lines on %s: workload time under record with the companion vs without" % label,
+                     "%.2f s vs %.2f s" % (m["with"], m["without"]), "%+.1f%%" % (100 * (m["with"] / m["without"] - 1))))
+        rows.append(("  the companion's CPU over the recording (%d snapshots)" % meta["lines"]["snapshots"],
+                     "%.2f s of %.1f s" % (meta["lines"]["cpu_s"], meta["seconds"]),
+                     "%.1f%% of a core" % (100 * meta["lines"]["cpu_s"] / meta["seconds"])))
+        truth = json.loads(run(MIXEDSTACK + ["record", "-f", "-o", str(data), "--", python,
+                                             str(ROOT / "tests" / "workloads" / "lines.py"), "3"],
+                               stdout=None)[1].strip().splitlines()[-1])
+        loaded = read(str(data), timeline=True, lines=True)
+        given = wrong = samples = 0
+        for track in loaded.stacks.timeline:
+            for span in track.spans:
+                mine = [frame for frame in span.stack if type(frame) is PyFrame and frame.function == "long_function"]
+                if not mine:
+                    continue
+                samples += 1
+                when = span.start + span.length
+                loop = next((loop for loop in truth["loops"] if loop["between_ns"][0] <= when <= loop["between_ns"][1]),
+                            None)
+                if mine[-1].line:
+                    given += 1
+                    wrong += loop is not None and mine[-1].line not in loop["lines"]
+        rows.append(("  tests/workloads/lines.py: samples in long_function with a line; lines wrong (another loop's)",
+                     "%d of %d; %d" % (given, samples, wrong), "%.1f%%; %.2f%%" % (
+                         100.0 * given / max(1, samples), 100.0 * wrong / max(1, given))))
+        rows.append(("  every sample with Python frames: %s" % loaded.lines.text(), "", ""))
+    return rows
+
+
 def stack_size_figures(tmp: Path, python: str) -> List[Row]:
     """What the default 65528-byte DWARF copy costs beside the former 32768: the
     target's time and the recording's size (after record's tidy), side by side."""
@@ -436,6 +484,9 @@ def main() -> None:
         rows += record_figures(tmp, pythons)
         rows += stack_size_figures(tmp, found[newest])
         rows += syscalls_figures(tmp, found[newest])
+        lined = {"Debian's CPython %s" % version: str(CURRENT_PYTHON / version / "bare" / "usr" / "bin" / ("python" + version))
+                 for version in ("3.14", "3.15")}
+        rows += lines_figures(tmp, {label: path for label, path in lined.items() if os.access(path, os.X_OK)})
         rows += agent_figures(found)
         tops = {"CPython %d.%d" % version: found[version] for version in sorted({newest, older} - {None})}
         debian = CURRENT_PYTHON / "3.15" / "root" / "usr" / "bin" / "python3.15"

@@ -12,6 +12,7 @@ from mixedstack.model import Mark, PyFrame, Sample, Span, Stack, StackFrame, Sta
 from mixedstack.markers import off_cpu_reason
 from mixedstack.perf.command import SWITCH_EVENT
 from mixedstack.analyze.processors.offcpu import nanoseconds
+from mixedstack.analyze.lines import Snapshots
 from mixedstack.analyze.processors.names import NativeNames
 from mixedstack.analyze.processors import apply, stack_processors
 from mixedstack.perf.parse import Frames
@@ -47,7 +48,8 @@ class Folder:
     from its DSO (for pictures); the folded text itself does not change.
     """
 
-    def __init__(self, options: Optional[FoldOptions] = None, detail: bool = False, timeline: bool = False):
+    def __init__(self, options: Optional[FoldOptions] = None, detail: bool = False, timeline: bool = False,
+                 lines: Optional[Snapshots] = None):
         options = options or FoldOptions()
         self.native = NativeNames(kernel=options.kernel, jit=options.jit, addrs=options.addrs)
         self.processors = stack_processors(options.keep_interpreter, options.activated, options.trampolined)
@@ -67,6 +69,8 @@ class Folder:
         # timeline=True: each thread's samples in time order, (start ns, length ns, folded text)
         self.spans: Optional[Dict[Tuple[int, int], List[Tuple[int, int, str]]]] = {} if timeline else None
         self.comms: Dict[Tuple[int, int], str] = {}
+        # record's companion snapshots (3.14+): each sample's Python frames get their lines
+        self.lines = lines
 
     def add(self, sample: Sample) -> str:
         """One sample; its stack's folded text (the key of `stacks`)."""
@@ -84,6 +88,8 @@ class Folder:
             if cached is None:
                 cached = self._miss(key, sample)
             stack = cached[0]
+            if self.lines is not None and cached[1] and sample.time and sample.tid.isdigit():
+                stack = self._with_lines(stack, int(sample.tid), nanoseconds(sample.time))
             self.last = stack
             if self.spans is not None and sample.time and sample.tid.isdigit():
                 self._span(sample, stack)
@@ -97,6 +103,24 @@ class Folder:
         self.python_samples += python
         self.stackless_samples += stackless
         return self
+
+    def _with_lines(self, stack: str, tid: int, when: int) -> str:
+        """The folded text of `stack` with its Python frames' lines, where the companion's
+        snapshots give them (analyze/lines.py)."""
+        frames = self._frames[stack]
+        python = [frame for frame in frames if type(frame) is PyFrame]
+        lines = self.lines.place(tid, when, python)
+        if lines is None:
+            return stack
+        given = iter(lines)
+        parts = tuple(frame._replace(line=next(given) or frame.line) if type(frame) is PyFrame else frame
+                      for frame in frames)
+        text = ";".join([frame_text(part) for part in parts])
+        if text not in self._frames:
+            self._frames[text] = parts
+            if self.layers is not None:
+                self.layers[text] = self.layers[stack]
+        return text
 
     def _span(self, sample: Sample, stack: str) -> None:
         when = nanoseconds(sample.time)

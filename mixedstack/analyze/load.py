@@ -19,6 +19,7 @@ import re
 from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from mixedstack.analyze.fold import Folder, FoldOptions
+from mixedstack.analyze.lines import Placed, Snapshots
 from mixedstack.markers import is_off_cpu
 from mixedstack import store
 from mixedstack.perf.parse import EventFilter, ProcessLabel, parse, perl_true
@@ -33,10 +34,12 @@ from mixedstack.perf import command as perf
 from mixedstack.perf.recording import Recording
 
 Warn = Callable[[str], None]
-# record's mode whose trampolines start after Python code has run: the agent, turned
-# on by a sitecustomize, after the interpreter's own start-up imports (CPython's own
-# trampolines start with the interpreter)
-LATE_TRAMPOLINE_MODES = ("agent",)
+# record's modes whose trampolines start after Python code has run: the agent, turned
+# on by a sitecustomize, after the interpreter's own start-up imports; CPython's own
+# (-X perf, -X perf_jit), turned on in its initialisation after the codecs' imports
+# (`_PyEval_EvalFrameDefault` under `_PyUnicode_InitEncodings`, 0.1-0.25% of short
+# recordings on 3.13-3.15)
+LATE_TRAMPOLINE_MODES = ("agent", "perf-jit", "perf-map")
 Progress = Callable[[int], None]
 
 
@@ -58,6 +61,7 @@ class Loaded(NamedTuple):
 
     stacks: Stacks
     summary: str
+    lines: Optional[Placed] = None  # with lines=True: how many samples got their lines
 
 
 def load(path: str = "perf.data", what: Optional[str] = None, options: Optional[FoldOptions] = None,
@@ -70,13 +74,14 @@ def load(path: str = "perf.data", what: Optional[str] = None, options: Optional[
 def read(path: str, what: Optional[str] = None, options: Optional[FoldOptions] = None,
          inline: bool = False, label: Optional[ProcessLabel] = None, event_filter: Optional[str] = None,
          detail: bool = False, warn: Warn = _ignore, progress: Optional[Progress] = None,
-         processes: Sequence[str] = (), timeline: bool = False) -> Loaded:
+         processes: Sequence[str] = (), timeline: bool = False, lines: bool = False) -> Loaded:
     """INPUT -> stacks, with the summary the CLI prints.
 
     `what` is cpu, off or wall; None means wall for a recording made with --off-cpu,
     else cpu, and the whole file for folded text. detail=True adds sample counts and
     each frame's layer (from DSOs) for pictures; timeline=True each thread's samples
-    in time order, with its waits and (record --syscalls) its system calls as marks.
+    in time order, with its waits and (record --syscalls) its system calls as marks;
+    lines=True the line of each Python frame where record's companion noted it (3.14+).
     """
     options = options or FoldOptions()
     warnings: List[str] = []
@@ -91,7 +96,8 @@ def read(path: str, what: Optional[str] = None, options: Optional[FoldOptions] =
             calls = syscall_figures.calls_of(source.recording) if timeline and source.recording else None
             selection = select_events(source, what, event_filter, warn, processes,
                                       also=SYSCALL_STACKS if calls is not None else ())
-            folder = Folder(options, detail=detail, timeline=timeline)
+            snapshots = Snapshots.read(source.recording.folder) if lines and source.recording else None
+            folder = Folder(options, detail=detail, timeline=timeline, lines=snapshots)
             entries: List[Tuple[str, str, int, str]] = []  # the syscalls' own stacks: not time
             with samples_of(source, selection, label, warnings.append, progress) as samples:
                 if calls is not None:
@@ -112,11 +118,13 @@ def read(path: str, what: Optional[str] = None, options: Optional[FoldOptions] =
     summary = "%s samples -> %s stacks, %.1f%% with Python frames" % (
         format(folder.samples, ","), format(len(folder.stacks), ","),
         100.0 * folder.python_samples / folder.samples)
+    if snapshots is not None:
+        summary += "; " + snapshots.placed().text()
     stacks = folder.result(unit)
     if calls is not None and stacks.timeline is not None:
         add_marks(stacks.timeline, syscall_figures.marks(calls, syscall_figures.sampled_from(stacks.timeline, entries)),
                   set(selection.processes))
-    return Loaded(stacks, summary)
+    return Loaded(stacks, summary, snapshots.placed() if snapshots is not None else None)
 
 
 def _syscall_stacks(samples: Iterable[Sample], folder: Folder, entries: List[Tuple[str, str, int, str]]) -> Iterator[Sample]:

@@ -22,6 +22,7 @@ from mixedstack.renderers import render, renderer, write_output
 
 STACK_FORMATS = ["folded", "speedscope", "pprof", "gecko"]
 TIMELINES = ("speedscope", "gecko")  # formats that show each thread's samples in time order
+LINED = ("speedscope", "gecko", "pprof")  # formats that keep a line as a field of its own
 
 
 def only_processes(command):
@@ -54,9 +55,12 @@ def only_processes(command):
               help="On-CPU samples (cpu), time spent blocked (off), both on one time scale (wall), "
                    "or the threads that held the GIL while others waited, weighed by those waits "
                    "(gil-holders); all but cpu need a recording made with `record --off-cpu`.")
+@click.option("--lines", is_flag=True,
+              help="One frame per line of a Python function (`handler (app.py:42)`) where record's "
+                   "companion noted them (CPython 3.14+); speedscope, pprof and gecko carry lines anyway.")
 @only_processes
 def fold(input, output, format_, pid, tid, kernel, jit, all_, addrs, event_filter, keep_interpreter, inline,
-         what, processes):
+         what, lines, processes):
     """Fold INPUT into one `frame;frame;... count` line per distinct stack.
 
     INPUT is a recording (default ./perf.data) or `perf script` text in a file or on
@@ -72,7 +76,8 @@ def fold(input, output, format_, pid, tid, kernel, jit, all_, addrs, event_filte
     loaded = load(input, options=FoldOptions(kernel=kernel, jit=jit, all=all_, addrs=addrs,
                                              keep_interpreter=keep_interpreter),
                   inline=inline, label=ProcessLabel(pid, tid), event_filter=event_filter,
-                  detail=format_ == "pprof", what=what, processes=processes, timeline=format_ in TIMELINES)
+                  detail=format_ == "pprof", what=what, processes=processes, timeline=format_ in TIMELINES,
+                  lines=lines or format_ in LINED)
     options = {"name": input} if format_ in TIMELINES else {}
     write(output, format_, loaded, **options)
     if output != "-" or sys.stderr.isatty():

@@ -59,9 +59,12 @@ from mixedstack.perf.recording import Recording
               help="Also record every system call of the target's threads, entry and exit, and a sample "
                    "of them with stacks: report then gives each syscall's calls, errors and latency "
                    "(p50, p99, max), and the Python functions that made them.")
+@click.option("--lines/--no-lines", default=None,
+              help="On CPython 3.14+ (default there): a companion sampler notes the line each Python "
+                   "frame is on, for fold --lines and the timelines; elsewhere record says why not.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(output, frequency, call_graph, stack_size, force, agent, pids, everything, children, duration,
-           stop_target, off_cpu, activate, user, drop_stacks, syscalls, command) -> None:
+           stop_target, off_cpu, activate, user, drop_stacks, syscalls, lines, command) -> None:
     """Run COMMAND under perf record, with Python frames where the interpreter allows.
 
     Examples: mixedstack record -o app.data -- python app.py --its-args;
@@ -91,7 +94,7 @@ def record(output, frequency, call_graph, stack_size, force, agent, pids, everyt
     try:
         result = run_record(
             RecordOptions(list(command), output, frequency, call_graph, stack_size, agent, list(pids), children,
-                          everything, duration, stop_target, off_cpu, activate, user, drop_stacks=drop_stacks, syscalls=syscalls,
+                          everything, duration, stop_target, off_cpu, activate, user, drop_stacks=drop_stacks, syscalls=syscalls, lines=lines,
                           progress=cli.StatusLine(sys.stderr) if sys.stderr.isatty() else None),
             say=cli.say,
             ask=(lambda question: click.confirm(question, err=True)) if on_terminal else None,
@@ -101,7 +104,23 @@ def record(output, frequency, call_graph, stack_size, force, agent, pids, everyt
     except OSError as error:  # e.g. a file system that refuses new files (/proc, /sys)
         cli.fail("cannot record to %s: %s; choose another -o" % (output, error.strerror or error))
     cli.say(result.summary)
+    lines_placed(output)
     sys.exit(result.status)
+
+
+def lines_placed(output: str) -> None:
+    """Where the companion sampler ran (3.14+): how many samples its lines reached."""
+    if not (Recording(output).meta().get("lines") or {}).get("snapshots"):
+        return
+    from mixedstack.analyze.load import read
+
+    try:
+        placed = read(output, lines=True).lines
+    except MixedstackError:
+        return
+    if placed is not None:
+        cli.say("mixedstack: %s (fold --lines shows them)" % placed.text())
+
 
 
 def make_room_for(output: str, force: bool, on_terminal: bool) -> None:

@@ -218,7 +218,7 @@ class Ended(NamedTuple):
 def run_attached(perf_command: List[str], command: List[str], env: dict, umask: int = 0o022,
                  account: Optional[Account] = None, duration: Optional[float] = None,
                  stop_target: bool = True, started: Callable[[subprocess.Popen], None] = lambda perf: None,
-                 output: Optional[str] = None) -> Ended:
+                 output: Optional[str] = None, released: Callable[[int], None] = lambda pid: None) -> Ended:
     """Run CMD under `perf_command` (a `perf record` line without -p/--), with `umask`,
     as `account` (None: as we run). `output`: CMD's stdout and stderr go to that file,
     and the terminal stays ours (a live view: cli/top.py).
@@ -230,7 +230,8 @@ def run_attached(perf_command: List[str], command: List[str], env: dict, umask: 
 
     `duration`: stop recording after that many seconds, and CMD too (as Ctrl-C would)
     if `stop_target`; else CMD runs on to its end. perf ending first (killed, or a full
-    disk) stops the recording, not CMD. `started` is handed perf's process once it runs."""
+    disk) stops the recording, not CMD. `started` is handed perf's process once it runs,
+    `released` CMD's pid once it goes on to exec."""
     path = command[0] if "/" in command[0] else shutil.which(command[0], path=env.get("PATH")) or command[0]
     go_read, go_write = os.pipe()
     ctl_read, ctl_write = os.pipe()
@@ -268,6 +269,7 @@ def run_attached(perf_command: List[str], command: List[str], env: dict, umask: 
             begun = time.monotonic()
             os.write(go_write, b"g")
             os.close(go_write)
+            released(target)
             status, early, seconds = _watch(target, perf, stopper, begun, duration, stop_target, ctl_write)
             perf_status = _wait_at_most(perf, PERF_GRACE)
             if perf_status is None:  # children that outlive the target keep perf going

@@ -39,6 +39,7 @@ from mixedstack.record.keep import RecordingFolder
 from mixedstack.record.target import TargetError
 from mixedstack.record.target import find_interpreter
 from mixedstack.perf import syscalls
+from mixedstack.record import lines
 from mixedstack.record.target import perf_mode
 
 
@@ -60,6 +61,7 @@ class RecordOptions:
     user: Optional[str] = None  # run the command as this user (perf keeps our privileges)
     drop_stacks: bool = False  # perf.data without the stack copies once unwound (unwind.py)
     syscalls: bool = False  # every system call's entry and exit, and a sample of them with stacks (perf/syscalls.py)
+    lines: Optional[bool] = None  # the companion sampler for line numbers (lines.py); None: where it works
     # a live view (cli/top.py): told of the samples of each batch unwound, every `unwind_every` s
     on_samples: Optional[Callable] = None
     unwind_every: Optional[float] = None
@@ -154,7 +156,7 @@ def may_lock_memory() -> bool:
 def perf_record_command(options: RecordOptions, mode, recording: RecordingFolder) -> List[str]:
     return perf.record_command(recording.raw, recording.buildid_dir, options.frequency, mode.call_graph,
                                options.stack_size, off_cpu=options.off_cpu, monotonic=mode.needs_inject,
-                               lock_memory=may_lock_memory(), syscalls=options.syscalls)  # launch adds the target
+                               lock_memory=may_lock_memory(), syscalls=options.syscalls, realtime=os.geteuid() == 0)  # launch adds the target
 
 
 def with_agent(mode, folder: str):
@@ -271,6 +273,8 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
     system_files = recording.cache_system_files()
     collector = Collector(recording.raw, recording.data, recording.folder, options.progress)
     unwinder = unwinding(options, recording, collector, mode, account.uid if account else os.getuid())
+    no_lines = lines.why_not(options.lines, interp, options.command, mode.env)
+    companion = None if no_lines else lines.Companion(interp.executable, recording.folder, options.frequency)
     started = time.time()
 
     def perf_started(perf_process) -> None:
@@ -285,11 +289,15 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
             env = target_environment(mode)
             ended = run_attached(command, options.command, account.environment(env) if account else env, umask,
                                  account, options.duration, options.stop_target, perf_started,
-                                 output=options.target_output)
+                                 output=options.target_output, released=companion.start if companion else lambda pid: None)
         else:
+            if companion is not None and not options.everything:
+                companion.start(attached.pids[0])
             ended = attach_to(command, None if options.everything else attached.pids, options.children,
                               options.duration, perf_started)
     except BaseException:
+        if companion is not None:
+            companion.stop()
         system_files.join()
         if unwinder is not None:
             unwinder.stop()
@@ -306,6 +314,7 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         target_uid = account.uid if account else os.getuid()
         owners = {}
     seconds = time.time() - started
+    companion_did = companion.stop() if companion is not None else None
     collector.stop()
     assembly = collector.assembly
     if unwinder is not None:
@@ -389,6 +398,9 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
     gaps_note = resumed_note(tidied)
     if gaps_note:
         say("mixedstack: note: " + gaps_note)
+    lines_note = lines_note_of(companion_did, no_lines, interp)
+    if lines_note:
+        say("mixedstack: note: " + lines_note)
     symbols_note = interpreter_symbols_note(interp, mapped)
     if symbols_note:
         say("mixedstack: note: " + symbols_note)
@@ -410,6 +422,8 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         "frequency": options.frequency,
         "off_cpu": options.off_cpu,
         "syscalls": len(calls) if calls is not None else None,
+        # the companion sampler's line numbers (3.14+): what it did, or why it did not run
+        "lines": companion_did if companion_did is not None else {"why_not": no_lines},
         "stack_size": options.stack_size if mode.call_graph == "dwarf" else None,
         "deeper_than_copied": tidied.full,
         "resumed": tidied.resumed,
@@ -440,6 +454,15 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
         shlex.quote(recording.data),
     )
     return RecordResult(exit_status, samples, tidied.lost, seconds, mode.name, summary)
+
+
+def lines_note_of(did: Optional[dict], why_not: Optional[str], interp) -> Optional[str]:
+    """One line on the line numbers: why there are none, or the companion's trouble."""
+    if did is None:
+        return "no line numbers: %s" % why_not if interp is not None and why_not != "off (--no-lines)" else None
+    if "error" in did:
+        return "no line numbers: the companion sampler could not read the target (%s)" % did["error"]
+    return None
 
 
 def kept_syscalls(recording: RecordingFolder, unwinder: Optional[Unwinder], say: Callable[[str], None]):
