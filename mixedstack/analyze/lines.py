@@ -23,6 +23,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 from mixedstack.model import PyFrame
 
 LINES_FILE = "lines.jsonl"  # record/lines.py writes it in the recording's folder
+TIDS = "tids"  # (record/lines.py) [TIDS, {a container's thread id: ours}]
 WINDOW_NS = 20_000_000  # snapshots further from a sample than this are not its
 
 
@@ -58,18 +59,24 @@ class Snapshots:
             return None
         found = cls()
         rows: Dict[int, List[Tuple[int, tuple]]] = {}
+        ours: Dict[str, int] = {}  # a target in a container: its thread ids -> perf's
         with open(path, "rb") as f:
             for line in f:
                 try:
                     row = json.loads(line)
                 except ValueError:
                     continue  # a line cut short by a companion stopped mid-write
+                if len(row) == 2 and row[0] == TIDS and isinstance(row[1], dict):
+                    ours = row[1]
+                    continue
                 if len(row) != 3 or not isinstance(row[0], int):
                     continue  # its last line ("end", ...), or an error
                 rows.setdefault(row[1], []).append(
                     (row[0], tuple((function, path, line) for function, path, line in reversed(row[2]))))
         if not rows:
             return None
+        if ours:
+            rows = {ours.get(str(tid), tid): taken for tid, taken in rows.items()}
         for tid, taken in rows.items():
             taken.sort(key=lambda item: item[0])
             found.times[tid] = [when for when, _ in taken]

@@ -34,12 +34,10 @@ from mixedstack.perf import command as perf
 from mixedstack.perf.recording import Recording
 
 Warn = Callable[[str], None]
-# record's modes whose trampolines start after Python code has run: the agent, turned
-# on by a sitecustomize, after the interpreter's own start-up imports; CPython's own
-# (-X perf, -X perf_jit), turned on in its initialisation after the codecs' imports
-# (`_PyEval_EvalFrameDefault` under `_PyUnicode_InitEncodings`, 0.1-0.25% of short
-# recordings on 3.13-3.15)
-LATE_TRAMPOLINE_MODES = ("agent", "perf-jit", "perf-map")
+# record's mode whose trampolines start after Python code has run: the agent, turned
+# on by a sitecustomize, after the interpreter's own start-up imports (what runs in the
+# interpreter's initialisation is marked in any mode: processors/python.py)
+LATE_TRAMPOLINE_MODES = ("agent",)
 Progress = Callable[[int], None]
 
 

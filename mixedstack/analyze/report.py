@@ -142,16 +142,17 @@ class ReportBuilder:
         self.no_symbols: Counter[str] = collections.Counter()
         # who held the GIL while others waited: needs each switch's time (--off-cpu)
         self.blame = gil.Blame() if switches is not None else None
-        # record --syscalls: the stacks of the sampled entries, for the calls' Python functions
-        self.sampled = syscall_figures.Sampled()
+        # record --syscalls: the stacks the calls take their Python functions from (None: no calls)
+        self.sampled: Optional[syscall_figures.Sampled] = None
         self._facts: Dict[object, StackFacts] = {}  # by a stack's frames
         self._named_facts: Dict[tuple, StackFacts] = {}  # by their (symbol, dso)
 
     def add(self, sample: Sample) -> None:
         facts = self.facts(sample.frames)
         if sample.event in SYSCALL_STACKS:  # a system call's entry, or a thread blocking: who made it
-            self.sampled.add(syscall_figures.BLOCKED if sample.event == BLOCK_EVENT else syscall_figures.ENTRY,
-                             sample.tid, offcpu.nanoseconds(sample.time) if sample.time else 0, facts.caller)
+            if self.sampled is not None:
+                self.sampled.add(syscall_figures.BLOCKED if sample.event == BLOCK_EVENT else syscall_figures.ENTRY,
+                                 sample.tid, offcpu.nanoseconds(sample.time) if sample.time else 0, facts.caller)
             return
         period = sample.period
         thread = self.threads.get((sample.pid, sample.tid))
@@ -171,7 +172,7 @@ class ReportBuilder:
             figures[2][facts.caller] += period
 
         if facts.off:
-            if sample.time:  # (with --syscalls and --off-cpu, the switch out of a call is its stack)
+            if sample.time and self.sampled is not None:  # (with --off-cpu, the switch out of a call is its stack)
                 self.sampled.add(syscall_figures.BLOCKED, sample.tid, offcpu.nanoseconds(sample.time), facts.caller)
             self.switch_samples += 1
             thread.blocked += period
@@ -184,7 +185,7 @@ class ReportBuilder:
             if innermost:
                 self.off_self[innermost] += period
             return
-        if sample.time:
+        if sample.time and self.sampled is not None:
             self.sampled.add(syscall_figures.RUNNING, sample.tid, offcpu.nanoseconds(sample.time), facts.caller)
         self.samples += 1
         self.on_cpu_ns += period
@@ -401,6 +402,8 @@ def report(path: str, top: int = 10, warn: Callable[[str], None] = lambda messag
             meta = source.recording.meta() if source.recording else {}
             builder = ReportBuilder(selection.switches, activated=bool(meta.get("activated")),
                                     trampolined=meta.get("mode") in LATE_TRAMPOLINE_MODES)
+            if calls is not None:
+                builder.sampled = syscall_figures.Sampled()
             with samples_of(source, selection) as samples:
                 builder.add_all(samples)
     except KeyboardInterrupt:

@@ -103,8 +103,8 @@ def record(output, frequency, call_graph, stack_size, force, agent, pids, everyt
         cli.fail(str(error), error.status)
     except OSError as error:  # e.g. a file system that refuses new files (/proc, /sys)
         cli.fail("cannot record to %s: %s; choose another -o" % (output, error.strerror or error))
-    cli.say(result.summary)
     lines_placed(output)
+    cli.say(result.summary)  # last: it names the next command
     sys.exit(result.status)
 
 
@@ -120,7 +120,6 @@ def lines_placed(output: str) -> None:
         return
     if placed is not None:
         cli.say("mixedstack: %s (fold --lines shows them)" % placed.text())
-
 
 
 def make_room_for(output: str, force: bool, on_terminal: bool) -> None:

@@ -3,18 +3,22 @@ on, read from another process by CPython's own `_remote_debugging` (what its sam
 profiler uses: process_vm_readv, the target is not stopped).
 
 Run by the target's own interpreter (`_remote_debugging` reads only its own version's
-structures), as a script, standard library only:
+structures), as a script (or its text, with -c, in a target's container), standard
+library only:
 
-    python3.14 companion.py PID OUTPUT HZ
+    python3.14 companion.py PID[,PID...] HZ > OUTPUT
 
 OUTPUT gets one JSON line a thread a snapshot, `[ns, tid, [[function, file, line],
 ...]]` (innermost first; ns: time.monotonic_ns(), perf's clock under `-k 1`), HZ
-snapshots a second, until PID ends or SIGTERM/SIGINT. Its last line is `["end",
-snapshots, failed, cpu_seconds]`. Exit status 3: it could not read PID at all (the
-first line of OUTPUT then says why).
+snapshots a second, until every PID has ended, its stdin is closed (how record stops
+it, through nsenter too) or SIGTERM/SIGINT. Its last line is `["end",
+snapshots, failed, cpu_seconds]`. Exit status 3: it could read none of the PIDs (the
+first line of OUTPUT then says why). In a container, PID and the threads' ids are the
+container's own (record/lines.py maps them to ours).
 """
 import json
 import os
+import select
 import signal
 import sys
 import time
@@ -38,7 +42,8 @@ def snapshot(unwinder):
 
 
 def main():
-    pid, output, rate = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+    pids, rate = [int(pid) for pid in sys.argv[1].split(",")], float(sys.argv[2])
+    output = sys.stdout.fileno()
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
@@ -47,36 +52,57 @@ def main():
     except ImportError as error:
         _say(output, "no _remote_debugging in %s: %s" % (sys.version.split()[0], error))
         return 3
-    unwinder = None
+    unwinders = {}  # pid -> its RemoteUnwinder, once it could be read
+    pending = list(pids)
+    problem = None
     waited = time.monotonic() + STARTUP_SECONDS
-    while unwinder is None and not stop:
-        try:
-            unwinder = _remote_debugging.RemoteUnwinder(pid, all_threads=True)
-        except Exception as error:  # not a Python process yet, or not readable
-            if time.monotonic() > waited or not os.path.exists("/proc/%d" % pid):
-                _say(output, "cannot read process %d: %s: %s" % (pid, type(error).__name__, error))
-                return 3
-            time.sleep(0.005)
+
+    def reach():
+        nonlocal problem
+        for pid in list(pending):
+            try:
+                unwinders[pid] = _remote_debugging.RemoteUnwinder(pid, all_threads=True)
+                pending.remove(pid)
+            except Exception as error:  # not a Python process yet, or not readable
+                problem = problem or "cannot read process %d: %s: %s" % (pid, type(error).__name__, error)
+                if time.monotonic() > waited or not os.path.exists("/proc/%d" % pid):
+                    pending.remove(pid)
+
+    def wait(seconds):
+        """Sleep, or less: till stdin closes (record's stop)."""
+        if select.select([0], [], [], seconds)[0] and not os.read(0, 512):
+            stop.append(1)
+
+    while not unwinders and pending and not stop:
+        reach()
+        if not unwinders:
+            wait(0.005)
+    if not unwinders:
+        _say(output, problem or "stopped before any process could be read")
+        return 3
     period = 1.0 / rate
     taken = failed = 0
-    with open(output, "w", buffering=1 << 16) as out:
+    with open(output, "w", buffering=1 << 16, closefd=False) as out:
         next_at = time.monotonic()
-        while not stop:
-            now = time.monotonic_ns()
-            try:
-                threads = snapshot(unwinder)
-            except Exception:  # a stack changing under the reader, or the process gone
-                failed += 1
-                if not os.path.exists("/proc/%d" % pid):
-                    break
-                threads = ()
-            for tid, frames in threads:
-                out.write(json.dumps([now, tid, frames], separators=(",", ":")) + "\n")
+        while not stop and unwinders:
+            if pending:  # the rest of a tree, or one still starting
+                reach()
+            for pid, unwinder in list(unwinders.items()):
+                now = time.monotonic_ns()
+                try:
+                    threads = snapshot(unwinder)
+                except Exception:  # a stack changing under the reader, or the process gone
+                    failed += 1
+                    if not os.path.exists("/proc/%d" % pid):
+                        del unwinders[pid]
+                    threads = ()
+                for tid, frames in threads:
+                    out.write(json.dumps([now, tid, frames], separators=(",", ":")) + "\n")
             taken += 1
             next_at += period
             pause = next_at - time.monotonic()
             if pause > 0:
-                time.sleep(pause)
+                wait(pause)
             else:
                 next_at = time.monotonic()  # behind: no burst to catch up
         times = os.times()
@@ -85,7 +111,7 @@ def main():
 
 
 def _say(output, why):
-    with open(output, "w") as out:
+    with open(output, "w", closefd=False) as out:
         out.write(json.dumps(["error", why]) + "\n")
 
 

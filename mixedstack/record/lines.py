@@ -16,11 +16,16 @@ import json
 import os
 import signal
 import subprocess
-from typing import List, Optional
+from typing import Dict, List, Optional
 
-LINES_FILE = "lines.jsonl"  # in the recording's folder
+from mixedstack.analyze.lines import LINES_FILE, TIDS  # the file's format, defined with its reader
+from mixedstack.record.attach.process import Place, place_of
+
 COMPANION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "companion.py")
 FIRST_VERSION = (3, 14)
+# An attached tree's Python processes one companion follows: each costs it a snapshot a
+# period (tens of microseconds); a tree of 200 workers would keep it busy all the time
+MAX_PROCESSES = 16
 
 
 def why_not(wanted: Optional[bool], interp, command: List[str], env: dict) -> Optional[str]:
@@ -38,38 +43,69 @@ def why_not(wanted: Optional[bool], interp, command: List[str], env: dict) -> Op
 
 
 class Companion:
-    """The companion process for one target: started with the target, stopped with the
-    recording."""
+    """The companion process for a target (a launched command, or the Python processes
+    of an attached tree): started with it, stopped with the recording."""
 
     def __init__(self, python: str, folder: str, rate: int):
         self.python, self.rate = python, rate
         self.output = os.path.join(folder, LINES_FILE)
         self.process: Optional[subprocess.Popen] = None
+        self.failed = "not started"
+        self.places: List[Place] = []
+        self.tids: Dict[int, int] = {}  # a container's thread ids -> ours
 
-    def start(self, pid: int) -> None:
+    def start(self, *pids: int) -> None:
+        """Follow `pids` (at most MAX_PROCESSES of them, all in the first one's
+        namespaces: one companion, in there, reads them all)."""
+        first = place_of(pids[0])
+        self.places = [place for place in map(place_of, pids) if same_namespaces(place.pid, first.pid)][:MAX_PROCESSES]
         # -I -S: nothing of the target's environment or site-packages runs in it
-        self.process = subprocess.Popen([self.python, "-I", "-S", COMPANION, str(pid), self.output, str(self.rate)],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+        if first.contained:
+            # A target in a container: its interpreter (its paths, its libc) runs in
+            # there, the script as text, the snapshots out through stdout
+            with open(COMPANION) as f:
+                command = first.enter() + [self.python, "-I", "-S", "-c", f.read()]
+        else:
+            command = [self.python, "-I", "-S", COMPANION]
+        command += [",".join(str(place.nspid) for place in self.places), str(self.rate)]
+        try:
+            with open(self.output, "wb") as out:
+                self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=out,
+                                                stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError as error:
+            self.failed = "cannot run %s: %s" % (command[0], error.strerror or error)
+        self._note_tids()
+
+    def _note_tids(self) -> None:
+        """A container's thread ids as ours, while its threads are there to ask (at the
+        start and the end: a thread that lived only in between keeps no lines)."""
+        for place in self.places:
+            if place.contained:
+                self.tids.update(container_tids(place.pid))
 
     def stop(self) -> dict:
         """Stop it; what it did: {snapshots, failed, cpu_s} or {error}."""
         if self.process is None:
-            return {"error": "not started"}
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            return {"error": self.failed}
+        self._note_tids()
+        self.process.stdin.close()  # its stop, which nsenter's child (in a container) gets too
         try:
             self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        except subprocess.TimeoutExpired:  # its whole group: in a container, nsenter's child is it
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        if self.tids:
+            with open(self.output, "a") as out:
+                out.write(json.dumps([TIDS, {str(theirs): ours for theirs, ours in self.tids.items()}]) + "\n")
         return self.outcome()
 
     def outcome(self) -> dict:
         try:
             with open(self.output, "rb") as f:
-                f.seek(max(0, os.path.getsize(self.output) - 512))
-                last = f.read().splitlines()[-1:]
+                start = max(0, os.path.getsize(self.output) - (1 << 16))
+                f.seek(start)
+                rows = f.read().splitlines()[1 if start else 0:]  # (the first one cut short)
+            last = [row for row in rows if not row.startswith(b'["%s"' % TIDS.encode())][-1:]
             ended = json.loads(last[0]) if last else None
         except (OSError, ValueError):
             ended = None
@@ -78,3 +114,31 @@ class Companion:
         if ended and ended[0] == "error":
             return {"error": ended[1]}
         return {"error": "the companion sampler wrote nothing (exit status %s)" % self.process.returncode}
+
+
+def same_namespaces(pid: int, other: int) -> bool:
+    """Whether two processes share their mount and pid namespaces (one companion, run in
+    there, reads both)."""
+    try:
+        return all(os.stat("/proc/%d/ns/%s" % (pid, kind)).st_ino == os.stat("/proc/%d/ns/%s" % (other, kind)).st_ino
+                   for kind in ("mnt", "pid"))
+    except OSError:
+        return False
+
+
+def container_tids(pid: int) -> Dict[int, int]:
+    """{its thread id in its pid namespace: ours} for each thread of `pid` now."""
+    found = {}
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                theirs = next((int(line.split()[-1]) for line in f if line.startswith("NSpid:")), None)
+        except (OSError, ValueError):
+            continue
+        if theirs is not None:
+            found[theirs] = int(tid)
+    return found

@@ -292,7 +292,7 @@ def _record(options: RecordOptions, say: Callable[[str], None], recording: Recor
                                  output=options.target_output, released=companion.start if companion else lambda pid: None)
         else:
             if companion is not None and not options.everything:
-                companion.start(attached.pids[0])
+                companion.start(*(attached.running(interp) or attached.pids[:1]))
             ended = attach_to(command, None if options.everything else attached.pids, options.children,
                               options.duration, perf_started)
     except BaseException:

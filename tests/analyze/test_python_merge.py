@@ -287,3 +287,22 @@ def test_python_code_that_ran_before_the_trampolines_were_on_is_marked():
     assert PythonMerge(trampolined=True)(list(root_first)) == [BEFORE_ACTIVATION, root_first[7], root_first[8]]
     # a recording without trampolines (native mode), or perf script text: as it is
     assert PythonMerge()(list(root_first)) == root_first
+
+
+def test_python_code_of_the_interpreters_initialisation_is_marked_in_any_mode():
+    """3.13+'s own trampolines come on in init_interp_main, after the codecs' imports:
+    the eval loop under the initialisation is Python code without names in a recording
+    of any mode, its perf script text included; the C it called stays."""
+    from mixedstack.markers import BEFORE_ACTIVATION
+    from mixedstack.analyze.processors.python import PythonMerge
+    from mixedstack.model import Frame
+
+    python, libc = "/usr/bin/python3.14", "/usr/lib/x86_64-linux-gnu/libc.so.6"
+    root_first = [Frame("1", name + "+0x1", dso) for name, dso in [
+        ("_start", python), ("__libc_start_call_main", libc), ("Py_BytesMain", python), ("pymain_init", python),
+        ("Py_InitializeFromConfig", python), ("init_interp_main", python), ("_PyUnicode_InitEncodings", python),
+        ("PyImport_ImportModule", python), ("_PyEval_EvalFrameDefault", python), ("builtin_exec", python),
+        ("_PyEval_EvalFrameDefault", python), ("_Py_dict_lookup", python)]]
+    assert PythonMerge()(list(root_first)) == [BEFORE_ACTIVATION, root_first[11]]
+    # the initialisation's own C, without the eval loop, stays as it is
+    assert PythonMerge()(root_first[:8]) == root_first[:8]

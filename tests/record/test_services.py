@@ -170,7 +170,8 @@ def test_no_children_records_the_one_process(perf_ok, tmp_path):
 
 
 def assert_prefork_recorded(tmp_path: Path, pids: List[int], started_with_trampoline: bool) -> None:
-    """Master and both workers present, each's stacks whole and named."""
+    """Master and both workers present, each's stacks whole and named; on 3.14+ the
+    workers' `handle` frames carry lines of `handle`'s own (record's companion)."""
     processes = fold_by_process(tmp_path)
     assert set(pids) <= set(processes), (pids, sorted(processes))
     assert processes[pids[0]].under("heartbeat").total() > 0
@@ -184,6 +185,29 @@ def assert_prefork_recorded(tmp_path: Path, pids: List[int], started_with_trampo
             # (activated later, they show as [python frames before activation])
             main_thread = processes[worker].under("worker")
             assert main_thread.total() > 0 and main_thread.under("prefork").total() >= 0.95 * main_thread.total()
+    described = json.loads((tmp_path / "perf.data.d" / "meta.json").read_text())["interpreter"]  # "CPython 3.15.2 (..."
+    if tuple(int(part) for part in described.split()[1].split(".")[:2]) >= (3, 14):
+        assert_lines_in(tmp_path, pids[1:], "handle")
+
+
+def assert_lines_in(tmp_path: Path, pids: List[int], function: str) -> None:
+    """Most of each process's samples in `function` carry a line, each one of its own."""
+    import ast
+
+    node = next(node for node in ast.walk(ast.parse(Path(SERVICE).read_text()))
+                if isinstance(node, ast.FunctionDef) and node.name == function)
+    folded = mixedstack("fold", "--lines", "--pid", str(tmp_path / "perf.data"))
+    assert folded.returncode == 0, folded.stderr
+    prefix = "%s (service.py:" % function
+    for pid, stacks in by_process(Folded(folded.stdout)).items():
+        if pid not in pids:
+            continue
+        lines = [(int(frame[len(prefix):-1]), count) for frames, count in stacks.stacks.items()
+                 for frame in frames if frame.startswith(prefix)]
+        assert lines and all(node.lineno <= line <= node.end_lineno for line, _ in lines), (pid, lines)
+        total = stacks.total(lambda frames: any(f == function + " (service.py)" or f.startswith(prefix)
+                                                for f in frames))
+        assert sum(count for _, count in lines) >= 0.5 * total, (pid, folded.stderr)
 
 
 @pytest.mark.parametrize("label, python, env", STARTED, ids=[label for label, _, _ in STARTED])

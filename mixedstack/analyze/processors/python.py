@@ -107,7 +107,13 @@ UNNAMED_EVAL = "_PyEval_EvalFrameDefault"
 # The root of a stack the unwinder gave up on (it never reached an entry point): the
 # frames above it are unknown, so the stack must not read as if it began here.
 THREAD_START = "Thread._bootstrap"  # threading's first Python frame of a thread
-
+# The interpreter's initialisation: the Python code it runs (frozen importlib, the
+# codecs' imports) precedes any trampoline, CPython's own (-X perf, -X perf_jit: turned
+# on in init_interp_main, after _PyUnicode_InitEncodings) and the agent's alike. Told
+# from the stack itself, so that a recording, its perf script text and perf's own
+# script engine fold it alike.
+INITIALISATION = frozenset(("pymain_init", "Py_InitializeFromConfig", "Py_InitializeEx", "Py_Initialize",
+                            "_Py_InitializeMain", "Py_InitializeMain"))
 
 
 def symbol_name(frame: Frame) -> str:
@@ -225,7 +231,9 @@ class PythonMerge:
     def __call__(self, root_first: List[Item]) -> List[Item]:
         first = next((i for i, f in enumerate(root_first) if type(f) is Frame and is_python(f)), None)
         if first is None:
-            return self._before_trampolines(root_first) if self.trampolined else root_first
+            if self.trampolined or any(symbol_name(f) in INITIALISATION for f in root_first if type(f) is Frame):
+                return self._before_trampolines(root_first)
+            return root_first
         # Above the outermost Python frame, interpreter and thread start-up
         # (_start ... run_mod, start_thread ... thread_run) is dropped; a program
         # of its own there (an app embedding Python, a native thread calling back

@@ -171,6 +171,12 @@ class Tree:
     def pids(self) -> List[int]:
         return [member.pid for member in self.members]
 
+    def running(self, interp: Interpreter) -> List[int]:
+        """The members that run `interp`'s version of CPython (what record's companion,
+        run by `interp`, can read), the first one first."""
+        return [member.pid for member in self.members
+                if member.interp is not None and member.interp.version[:2] == interp.version[:2]]
+
     @property
     def activated(self) -> bool:
         return any(member.activated for member in self.members)
