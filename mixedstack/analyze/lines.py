@@ -11,7 +11,6 @@ without lines: a line is never taken from a snapshot of other functions.
 What a line can still get wrong: the snapshot and the sample are up to half the
 companion's period apart, in the same function; a line that runs for less than that
 between others can be given its neighbour's (bench/results.md measures how often).
-Standard library only.
 """
 from __future__ import annotations
 
@@ -21,9 +20,8 @@ import os
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from mixedstack.model import PyFrame
+from mixedstack.perf.recording import LINES_FILE, TIDS
 
-LINES_FILE = "lines.jsonl"  # record/lines.py writes it in the recording's folder
-TIDS = "tids"  # (record/lines.py) [TIDS, {a container's thread id: ours}]
 WINDOW_NS = 20_000_000  # snapshots further from a sample than this are not its
 
 

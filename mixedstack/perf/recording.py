@@ -9,6 +9,8 @@
     perf.data.d/meta.json  how it was recorded (mode, interpreter, command, status)
     perf.data.d/samples.*  its samples unwound, kept by the first fold (store.py); also
                            for a recording of plain `perf record`, whose folder that makes
+    perf.data.d/lines.jsonl (3.14+) the companion sampler's snapshots, frames with their
+                           lines (record/lines.py writes it, analyze/lines.py reads it)
 
 Both are their owner's only (0700, files 0600): in DWARF mode perf.data holds
 copies of the target's stack memory, as a core dump would.
@@ -31,6 +33,8 @@ from mixedstack.perf.data import made_by_record
 
 KERNEL_SYMBOLS = "[kernel.kallsyms]"  # perf's build-id cache folders for them...
 VDSO = "[vdso]"  # ... and for the vDSO
+LINES_FILE = "lines.jsonl"  # the companion's snapshots, one JSON array a line
+TIDS = "tids"  # its last line, for a target in a container: [TIDS, {its thread id: ours}]
 
 
 class Recording:

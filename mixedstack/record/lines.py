@@ -18,7 +18,7 @@ import signal
 import subprocess
 from typing import Dict, List, Optional
 
-from mixedstack.analyze.lines import LINES_FILE, TIDS  # the file's format, defined with its reader
+from mixedstack.perf.recording import LINES_FILE, TIDS
 from mixedstack.record.attach.process import Place, place_of
 
 COMPANION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "companion.py")
