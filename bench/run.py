@@ -57,13 +57,24 @@ def run(command: List[str], stdout=subprocess.DEVNULL, **kwargs) -> Tuple[float,
 
 def medians(contenders: Dict[str, Callable[[], float]], rounds: int = REPEAT) -> Dict[str, float]:
     """Each contender's median over `rounds` rounds, run in a new order each round."""
+    return {name: statistics.median(values) for name, values in measured(contenders, rounds).items()}
+
+
+def measured(contenders: Dict[str, Callable[[], float]], rounds: int = REPEAT) -> Dict[str, List[float]]:
+    """Each contender's figure of each round (a new order each round)."""
     figures: Dict[str, List[float]] = {name: [] for name in contenders}
     names = list(contenders)
     for _ in range(rounds):
         random.shuffle(names)
         for name in names:
             figures[name].append(contenders[name]())
-    return {name: statistics.median(values) for name, values in figures.items()}
+    return figures
+
+
+def paired(figures: Dict[str, List[float]], name: str, base: str) -> float:
+    """The median of `name`'s figure over `base`'s, round by round: what a drift of the
+    machine between rounds moves less than a ratio of medians."""
+    return statistics.median(a / b for a, b in zip(figures[name], figures[base]))
 
 
 def tree_memory(command: List[str], input_file: str, alone: bool = False) -> Tuple[int, int, int]:
@@ -314,15 +325,24 @@ def lines_figures(tmp: Path, pythons: Dict[str, str]) -> List[Row]:
     work = str(ROOT / "bench" / "fixed_work.py")
     for label, python in pythons.items():
         data = tmp / "lines.data"
-        m = medians({
-            "without": lambda: float(run(MIXEDSTACK + ["record", "-f", "--no-lines", "-o", str(tmp / "nl.data"), "--",
-                                                       python, work, "3"], stdout=None)[1]),
+
+        def without() -> float:
+            return float(run(MIXEDSTACK + ["record", "-f", "--no-lines", "-o", str(tmp / "nl.data"), "--",
+                                           python, work, "3"], stdout=None)[1])
+        # "again": a second run without the companion each round, the noise to judge by
+        figures = measured({
+            "without": without, "again": without,
             "with": lambda: float(run(MIXEDSTACK + ["record", "-f", "-o", str(data), "--", python, work, "3"],
                                       stdout=None)[1]),
         }, rounds=SLOWDOWN_REPEAT)
+        m = {name: statistics.median(values) for name, values in figures.items()}
         meta = json.loads((tmp / "lines.data.d" / "meta.json").read_text())
-        rows.append(("lines on %s: workload time under record with the companion vs without" % label,
-                     "%.2f s vs %.2f s" % (m["with"], m["without"]), "%+.1f%%" % (100 * (m["with"] / m["without"] - 1))))
+        rows.append(("lines on %s: workload time under record with the companion vs without (paired)" % label,
+                     "%.2f s vs %.2f s" % (m["with"], m["without"]),
+                     "%+.1f%%" % (100 * (paired(figures, "with", "without") - 1))))
+        rows.append(("  the noise: without vs without again, the same rounds (paired)",
+                     "%.2f s vs %.2f s" % (m["again"], m["without"]),
+                     "%+.1f%%" % (100 * (paired(figures, "again", "without") - 1))))
         rows.append(("  the companion's CPU over the recording (%d snapshots)" % meta["lines"]["snapshots"],
                      "%.2f s of %.1f s" % (meta["lines"]["cpu_s"], meta["seconds"]),
                      "%.1f%% of a core" % (100 * meta["lines"]["cpu_s"] / meta["seconds"])))
