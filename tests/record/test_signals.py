@@ -159,3 +159,20 @@ def test_a_stop_escalates_by_itself_after_each_grace_period(monkeypatch):
         assert len(sent) == steps and sent[-1] == expected
     assert stopper.next_step_in() is None  # nothing after SIGKILL
     assert len(sent) == 4
+
+
+@pytest.mark.parametrize("version", [(3, 13), (3, 12)], ids=["3.13-perf-jit", "3.12-perf-map"])
+def test_the_programs_signal_handlers_are_its_own(tmp_path, version):
+    """record's sitecustomize (the perf_jit fork guard) sets no handler: a Python
+    handler runs between bytecodes only, so a SIGTERM that came just before a blocking
+    call (a pool worker entering its queue's semaphore as Pool.terminate signalled it)
+    would leave the process blocked for ever, its parent joining it."""
+    script = tmp_path / "dispositions.py"
+    script.write_text("import signal\nnames = {signal.SIG_DFL: 'default', signal.SIG_IGN: 'ignored'}\n"
+                      "print(' '.join(names.get(signal.getsignal(s)) or signal.getsignal(s).__name__ for s in "
+                      "(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)))\n")
+    alone = subprocess.run([interpreter(version), str(script)], stdout=subprocess.PIPE, text=True, timeout=60)
+    recorded = mixedstack("record", "-o", str(tmp_path / "perf.data"), "--", interpreter(version), str(script))
+    assert recorded.returncode == 0, recorded.stderr
+    assert recorded.stdout == alone.stdout, (recorded.stdout, alone.stdout)
+    assert alone.stdout.split()[0] == "default", alone.stdout
