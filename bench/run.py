@@ -346,27 +346,34 @@ def lines_figures(tmp: Path, pythons: Dict[str, str]) -> List[Row]:
         rows.append(("  the companion's CPU over the recording (%d snapshots)" % meta["lines"]["snapshots"],
                      "%.2f s of %.1f s" % (meta["lines"]["cpu_s"], meta["seconds"]),
                      "%.1f%% of a core" % (100 * meta["lines"]["cpu_s"] / meta["seconds"])))
-        truth = json.loads(run(MIXEDSTACK + ["record", "-f", "-o", str(data), "--", python,
-                                             str(ROOT / "tests" / "workloads" / "lines.py"), "3"],
-                               stdout=None)[1].strip().splitlines()[-1])
-        loaded = read(str(data), timeline=True, lines=True)
-        given = wrong = samples = 0
-        for track in loaded.stacks.timeline:
-            for span in track.spans:
-                mine = [frame for frame in span.stack if type(frame) is PyFrame and frame.function == "long_function"]
-                if not mine:
-                    continue
-                samples += 1
-                when = span.start + span.length
-                loop = next((loop for loop in truth["loops"] if loop["between_ns"][0] <= when <= loop["between_ns"][1]),
-                            None)
-                if mine[-1].line:
-                    given += 1
-                    wrong += loop is not None and mine[-1].line not in loop["lines"]
-        rows.append(("  tests/workloads/lines.py: samples in long_function with a line; lines wrong (another loop's)",
-                     "%d of %d; %d" % (given, samples, wrong), "%.1f%%; %.2f%%" % (
-                         100.0 * given / max(1, samples), 100.0 * wrong / max(1, given))))
-        rows.append(("  every sample with Python frames: %s" % loaded.lines.text(), "", ""))
+        for calls in ([], ["calls"]):  # long_function innermost, then the caller of another
+            truth = json.loads(run(MIXEDSTACK + ["record", "-f", "-o", str(data), "--", python,
+                                                 str(ROOT / "tests" / "workloads" / "lines.py"), "3"] + calls,
+                                   stdout=None)[1].strip().splitlines()[-1])
+            loaded = read(str(data), timeline=True, lines=True)
+            given = wrong = samples = 0
+            for track in loaded.stacks.timeline:
+                for span in track.spans:
+                    mine = [frame for frame in span.stack
+                            if type(frame) is PyFrame and frame.function == "long_function"]
+                    if not mine:
+                        continue
+                    samples += 1
+                    when = span.start + span.length
+                    loop = next((loop for loop in truth["loops"]
+                                 if loop["between_ns"][0] <= when <= loop["between_ns"][1]), None)
+                    if mine[-1].line:
+                        given += 1
+                        wrong += loop is not None and mine[-1].line not in loop["lines"]
+            meta = json.loads((tmp / "lines.data.d" / "meta.json").read_text())
+            rows.append(("  tests/workloads/lines.py%s: samples in long_function with a line; lines wrong "
+                         "(another loop's); the companion's CPU" % (" calls (long_function a caller)" if calls else ""),
+                         "%d of %d; %d; %.2f s of %.1f s" % (given, samples, wrong, meta["lines"]["cpu_s"],
+                                                             meta["seconds"]),
+                         "%.1f%%; %.2f%%; %.1f%% of a core" % (
+                             100.0 * given / max(1, samples), 100.0 * wrong / max(1, given),
+                             100 * meta["lines"]["cpu_s"] / meta["seconds"])))
+            rows.append(("    " + loaded.lines.text(), "", ""))
     return rows
 
 

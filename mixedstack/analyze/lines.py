@@ -4,9 +4,13 @@ The companion took snapshots of the target's threads (time, thread, frames with 
 lines) beside perf. Each perf sample's Python frames are matched to the snapshots of
 the same thread nearest to it in time (WINDOW_NS at most away, nearest first): the
 first whose functions agree with the sample's, frame for frame from the innermost out
-(same qualified name, same file), gives each frame it reaches its line. Where none agrees (the
-stack changed between the two, a frame perf cut short) the sample keeps its frames
-without lines: a line is never taken from a snapshot of other functions.
+(same qualified name, same file) and reaches all of its frames gives each its line;
+failing that, the nearest that agrees with all but the sample's innermost frame (a
+call perf sees being made or returning) gives the callers theirs; failing that, the
+nearest that agrees as far as it reaches (a snapshot cut short) gives those frames
+theirs. Where none agrees (the stack changed between the two, a frame perf cut short)
+the sample keeps its frames without lines: a line is never taken from a snapshot of
+other functions.
 
 What a line can still get wrong: the snapshot and the sample are up to half the
 companion's period apart, in the same function; a line that runs for less than that
@@ -94,11 +98,30 @@ class Snapshots:
         frames = self.frames[tid]
         nearest = sorted(range(bisect.bisect_left(times, when - WINDOW_NS), bisect.bisect_right(times, when + WINDOW_NS)),
                          key=lambda at: abs(times[at] - when))
+        # failing a snapshot that reaches every frame of the sample: the nearest that agrees
+        # but for the sample's innermost frame, then the nearest that reaches fewer frames
+        calling = partial = None
         for at in nearest:
-            lines = self._agree(frames[at], python)
-            if lines is not None:
+            snapshot = frames[at]
+            lines = self._agree(snapshot, python)
+            if lines is not None and len(snapshot) >= len(python):
                 self.counts[0] += 1
                 return lines
+            partial = partial or lines
+            if calling is None and len(python) > 1 and len(snapshot) >= len(python) - 1:
+                calling = self._agree(snapshot, python[:-1])
+        if calling is not None:
+            # A call being made or returning: perf sees the callee's trampoline before
+            # the interpreter links its frame and after it unlinks it (for a short
+            # function, most of its samples). The callers' lines are the snapshot's;
+            # the callee gets none.
+            self.counts[0] += 1
+            return calling + [0]
+        if partial is not None:
+            # a snapshot cut short (read while a call was made; 3.14's own reader under
+            # a trampoline; a free-threaded 3.14's): the frames it reaches
+            self.counts[0] += 1
+            return partial
         self.counts[1 if nearest else 2] += 1
         return None
 

@@ -9,6 +9,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -140,6 +141,7 @@ def end_service(service: subprocess.Popen, pids: List[int]) -> None:
 STARTED = [
     ("3.12-activated", lambda: interpreter((3, 12)), {}),
     ("3.13-perf-jit", lambda: interpreter((3, 13)), {"PYTHON_PERF_JIT_SUPPORT": "1"}),
+    ("3.14-debian", lambda: current_python((3, 14), "bare"), {"PYTHON_PERF_JIT_SUPPORT": "1"}),
     ("3.15-debian", lambda: current_python((3, 15), "root"), {"PYTHON_PERF_JIT_SUPPORT": "1"}),
 ]
 
@@ -171,7 +173,8 @@ def test_no_children_records_the_one_process(perf_ok, tmp_path):
 
 def assert_prefork_recorded(tmp_path: Path, pids: List[int], started_with_trampoline: bool) -> None:
     """Master and both workers present, each's stacks whole and named; on 3.14+ the
-    workers' `handle` frames carry lines of `handle`'s own (record's companion)."""
+    workers' `handle` frames carry lines of their own (record's companion), and so does
+    the master's `prefork` frame, a caller."""
     processes = fold_by_process(tmp_path)
     assert set(pids) <= set(processes), (pids, sorted(processes))
     assert processes[pids[0]].under("heartbeat").total() > 0
@@ -188,6 +191,7 @@ def assert_prefork_recorded(tmp_path: Path, pids: List[int], started_with_trampo
     described = json.loads((tmp_path / "perf.data.d" / "meta.json").read_text())["interpreter"]  # "CPython 3.15.2 (..."
     if tuple(int(part) for part in described.split()[1].split(".")[:2]) >= (3, 14):
         assert_lines_in(tmp_path, pids[1:], "handle")
+        assert_lines_in(tmp_path, pids[:1], "prefork")  # the master's, heartbeat's caller
 
 
 def assert_lines_in(tmp_path: Path, pids: List[int], function: str) -> None:
@@ -214,9 +218,11 @@ def assert_lines_in(tmp_path: Path, pids: List[int], function: str) -> None:
 def test_a_prefork_service_in_a_container_is_recorded_from_the_host(perf_ok, gdb_ok, tmp_path, label, python, env):
     """Own mount and pid namespaces, pivot_root into Debian sid's root (a newer glibc than
     this host's), /tmp of its own; recorded by its host pid."""
-    from container import Container, container_problem, prefix_bind
+    from container import Container, container_problem, container_root, prefix_bind
 
-    problem = container_problem()
+    debian = re.match(r"(3)\.(\d+)-debian", label)  # that version's Debian root
+    version = (3, int(debian.group(2))) if debian else (3, 15)
+    problem = container_problem(version)
     if problem:
         skip_or_fail(problem)
     interpreter_path = python()
@@ -227,7 +233,8 @@ def test_a_prefork_service_in_a_container_is_recorded_from_the_host(perf_ok, gdb
         binds.append(prefix_bind(interpreter_path))  # pyenv's, at the same path in there
     else:
         interpreter_path = "/usr/bin/" + os.path.basename(interpreter_path)  # the container's own
-    with Container([interpreter_path, "/app/service.py", "prefork", "/shared/pids"], binds=binds, env=env) as box:
+    with Container([interpreter_path, "/app/service.py", "prefork", "/shared/pids"], binds=binds, env=env,
+                   root=container_root(version)) as box:
         deadline = time.monotonic() + 60
         while not (shared / "pids").exists():
             assert time.monotonic() < deadline, box.output()

@@ -5,13 +5,20 @@ lines, on-CPU seconds (what perf samples: the wall time, 1/2, 1/3 and 1/6, is no
 all on the CPU on a busy machine) and when it began and ended (time.monotonic_ns) as
 JSON.
 
-usage: lines.py [SECONDS]   (the three loops take 1/2, 1/3 and 1/6 of it)
+usage: lines.py [SECONDS [calls]]   (the three loops take 1/2, 1/3 and 1/6 of it; with
+`calls`, each loop's body calls a Python function, so that long_function is not the
+innermost frame: its lines are its callers' lines)
 """
 import json
 import sys
 import time
 
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
+CALLS = sys.argv[2:3] == ["calls"]
+
+
+def step(i):
+    return i
 
 
 def long_function(first, second, third):
@@ -20,17 +27,17 @@ def long_function(first, second, third):
     at = [time.monotonic_ns()]  # when each loop began and ended (perf's clock under -k 1)
     end = time.monotonic() + first
     while time.monotonic() < end:  # loop one
-        for i in range(200): a += i
+        for i in range(200): a += step(i) if CALLS else i
     cpu.append(time.thread_time())
     at.append(time.monotonic_ns())
     end = time.monotonic() + second
     while time.monotonic() < end:  # loop two
-        for i in range(200): b += i * 2
+        for i in range(200): b += (step(i) if CALLS else i) * 2
     cpu.append(time.thread_time())
     at.append(time.monotonic_ns())
     end = time.monotonic() + third
     while time.monotonic() < end:  # loop three
-        for i in range(200): c += i * 3
+        for i in range(200): c += (step(i) if CALLS else i) * 3
     cpu.append(time.thread_time())
     at.append(time.monotonic_ns())
     return [(later - earlier, begun, ended) for earlier, later, begun, ended in zip(cpu, cpu[1:], at, at[1:])]
