@@ -121,7 +121,7 @@ class ReportBuilder:
     """Processor: consumes samples, then `result()` gives the figures as a dict."""
 
     def __init__(self, switches: Optional[offcpu.Switches] = None, activated: bool = False,
-                 trampolined: bool = False):
+                 trampolined: bool = False, syscalls: bool = False):
         self.switches = switches
         self.processors = stack_processors(activated=activated, trampolined=trampolined)
         self.layers: Counter[str] = collections.Counter()
@@ -143,7 +143,7 @@ class ReportBuilder:
         # who held the GIL while others waited: needs each switch's time (--off-cpu)
         self.blame = gil.Blame() if switches is not None else None
         # record --syscalls: the stacks the calls take their Python functions from (None: no calls)
-        self.sampled: Optional[syscall_figures.Sampled] = None
+        self.sampled = syscall_figures.Sampled() if syscalls else None
         self._facts: Dict[object, StackFacts] = {}  # by a stack's frames
         self._named_facts: Dict[tuple, StackFacts] = {}  # by their (symbol, dso)
 
@@ -401,9 +401,8 @@ def report(path: str, top: int = 10, warn: Callable[[str], None] = lambda messag
                                       also=SYSCALL_STACKS if calls is not None else ())
             meta = source.recording.meta() if source.recording else {}
             builder = ReportBuilder(selection.switches, activated=bool(meta.get("activated")),
-                                    trampolined=meta.get("mode") in LATE_TRAMPOLINE_MODES)
-            if calls is not None:
-                builder.sampled = syscall_figures.Sampled()
+                                    trampolined=meta.get("mode") in LATE_TRAMPOLINE_MODES,
+                                    syscalls=calls is not None)
             with samples_of(source, selection) as samples:
                 builder.add_all(samples)
     except KeyboardInterrupt:

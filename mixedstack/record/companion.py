@@ -279,7 +279,9 @@ def runtime_address(pid):
 
 
 def pyruntime_section(f):
-    """(.PyRuntime's address, the first PT_LOAD's address) of a 64-bit ELF, or None."""
+    """(.PyRuntime's address, the first PT_LOAD's address) of a 64-bit ELF, or None.
+    (perf/unwindinfo.py reads ELF headers too, but this script runs in the target's
+    interpreter, maybe in its container, with the standard library only.)"""
     header = f.read(64)
     if header[:5] != b"\x7fELF\x02":
         return None

@@ -19,7 +19,7 @@ import subprocess
 from typing import Dict, List, Optional
 
 from mixedstack.perf.recording import LINES_FILE, TIDS
-from mixedstack.record.attach.process import Place, place_of
+from mixedstack.record.attach.process import Place, namespace, own_id, place_of
 
 COMPANION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "companion.py")
 FIRST_VERSION = (3, 14)
@@ -120,8 +120,7 @@ def same_namespaces(pid: int, other: int) -> bool:
     """Whether two processes share their mount and pid namespaces (one companion, run in
     there, reads both)."""
     try:
-        return all(os.stat("/proc/%d/ns/%s" % (pid, kind)).st_ino == os.stat("/proc/%d/ns/%s" % (other, kind)).st_ino
-                   for kind in ("mnt", "pid"))
+        return all(namespace(pid, kind) == namespace(other, kind) for kind in ("mnt", "pid"))
     except OSError:
         return False
 
@@ -135,8 +134,7 @@ def container_tids(pid: int) -> Dict[int, int]:
         return found
     for tid in tasks:
         try:
-            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
-                theirs = next((int(line.split()[-1]) for line in f if line.startswith("NSpid:")), None)
+            theirs = own_id("/proc/%d/task/%s/status" % (pid, tid))
         except (OSError, ValueError):
             continue
         if theirs is not None:

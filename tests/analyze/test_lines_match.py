@@ -3,6 +3,7 @@ how the companion reads a line from a code object's location table (record/compa
 reader for 3.14), without perf: the rules that decide a line, or none."""
 from __future__ import annotations
 
+import bisect
 import json
 import sys
 
@@ -96,7 +97,6 @@ def test_the_location_table_reads_as_cpython_reads_it(code):
     if sys.version_info < (3, 11):
         pytest.skip("the location table format is 3.11's")
     starts, lines = line_ranges(code.co_linetable, code.co_firstlineno)
-    import bisect
     for start, end, line in code.co_lines():
         for unit in range(start // 2, end // 2):
             assert lines[bisect.bisect_right(starts, unit) - 1] == (line or 0), (unit, line)

@@ -9,7 +9,6 @@ import contextlib
 import glob
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -220,12 +219,13 @@ def test_a_prefork_service_in_a_container_is_recorded_from_the_host(perf_ok, gdb
     this host's), /tmp of its own; recorded by its host pid."""
     from container import Container, container_problem, container_root, prefix_bind
 
-    debian = re.match(r"(3)\.(\d+)-debian", label)  # that version's Debian root
-    version = (3, int(debian.group(2))) if debian else (3, 15)
+    interpreter_path = python()
+    version = (3, 15)  # the root; an interpreter from pyenv is bound into it
+    if interpreter_path.startswith(str(CURRENT_PYTHON)):  # Debian's: its own version's root
+        version = tuple(int(part) for part in os.path.basename(interpreter_path)[len("python"):].split("."))
     problem = container_problem(version)
     if problem:
         skip_or_fail(problem)
-    interpreter_path = python()
     shared = tmp_path / "shared"
     shared.mkdir()
     binds = [(str(WORKLOADS), "/app"), (str(shared), "/shared")]

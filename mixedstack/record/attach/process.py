@@ -48,12 +48,23 @@ class Place:
 
 def place_of(pid: int) -> Place:
     try:
-        other = os.stat("/proc/%d/ns/mnt" % pid).st_ino != os.stat("/proc/self/ns/mnt").st_ino
-        with open("/proc/%d/status" % pid) as f:
-            nspid = next((int(line.split()[-1]) for line in f if line.startswith("NSpid:")), pid)
+        other = namespace(pid, "mnt") != namespace("self", "mnt")
+        nspid = own_id("/proc/%d/status" % pid)
     except (OSError, ValueError):
         return Place(pid, "", pid)
-    return Place(pid, "/proc/%d/root" % pid if other else "", nspid)
+    return Place(pid, "/proc/%d/root" % pid if other else "", pid if nspid is None else nspid)
+
+
+def namespace(pid, kind: str) -> int:
+    """The identity of a process's namespace of `kind` (mnt, pid, ...); pid may be "self"."""
+    return os.stat("/proc/%s/ns/%s" % (pid, kind)).st_ino
+
+
+def own_id(status: str) -> Optional[int]:
+    """A process's or thread's id in its innermost pid namespace, from its /proc status
+    file (the last of its NSpid line's ids; None: no such line)."""
+    with open(status) as f:
+        return next((int(line.split()[-1]) for line in f if line.startswith("NSpid:")), None)
 
 
 def interpreter_of(pid: int) -> Optional[Interpreter]:
